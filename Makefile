@@ -1,0 +1,21 @@
+# The two commands of the README. Both install what is missing first
+# (scripts/setup.sh: PyTorch 2.11.0 and the test tools into .venv).
+.PHONY: run test setup bench
+
+EXPERIMENT ?= experiments/sft_pg_swissroll.ron
+
+setup:
+	@./scripts/setup.sh
+
+# The default experiment: swiss roll, SFT-PG (B), T = 10, ending with Table 1.
+run: setup
+	cargo build --release --locked
+	./target/release/rl-run $(EXPERIMENT)
+
+# The whole test suite (what CI runs).
+test: setup
+	cargo test --release --locked --workspace
+
+# Speed and memory against the PyTorch baseline (see README, "Performance").
+bench: setup
+	cargo bench --locked --bench sft_pg_iteration

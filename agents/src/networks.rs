@@ -1,0 +1,230 @@
+//! The toy networks of DESIGN.md ("Toy"): a conditional-linear eps-predictor,
+//! an MLP critic and a conditional-linear baseline. Initialisation follows
+//! PyTorch's defaults as the reference code uses them.
+
+use tch::nn::{Init, Path};
+use tch::Tensor;
+
+/// A network that predicts the noise eps of x_t at the (0-based) network time index.
+pub trait EpsModel {
+    /// eps_theta(x, t) for a batch `x` and `[B]` int64 time indices.
+    fn eps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor;
+}
+
+/// A state-value model V(x_{t+1}, t+1), the baseline of REINFORCE.
+pub trait ValueModel {
+    /// The value of each row of `x` at the `[B]` int64 sampler positions `index` (0-based).
+    fn value(&self, x: &Tensor, index: &Tensor) -> Tensor;
+}
+
+/// A dense layer with PyTorch's default initialisation (weights and bias
+/// uniform in +-1/sqrt(fan_in)), or Xavier-normal weights when asked.
+#[derive(Debug)]
+pub struct Dense {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    /// A `fan_in -> fan_out` layer under `path`.
+    pub fn new(path: &Path, fan_in: i64, fan_out: i64, xavier_weights: bool) -> Self {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight_init = if xavier_weights {
+            Init::Randn {
+                mean: 0.0,
+                stdev: (2.0 / (fan_in + fan_out) as f64).sqrt(),
+            }
+        } else {
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            }
+        };
+        Self {
+            weight: path.var("weight", &[fan_out, fan_in], weight_init),
+            bias: path.var(
+                "bias",
+                &[fan_out],
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+        }
+    }
+
+    /// A handle on the same weights.
+    pub fn share(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+        }
+    }
+
+    /// `x W^T + b`.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// gamma_t * (W x + b) with gamma_t a learned per-step vector (initialised U(0, 1)).
+#[derive(Debug)]
+pub struct ConditionalLinear {
+    dense: Dense,
+    embedding: Tensor,
+}
+
+impl ConditionalLinear {
+    /// A `fan_in -> fan_out` layer with one gamma per step of `n_steps`.
+    pub fn new(path: &Path, fan_in: i64, fan_out: i64, n_steps: i64) -> Self {
+        Self {
+            dense: Dense::new(&(path / "lin"), fan_in, fan_out, true),
+            embedding: (path / "embed").var(
+                "weight",
+                &[n_steps, fan_out],
+                Init::Uniform { lo: 0.0, up: 1.0 },
+            ),
+        }
+    }
+
+    /// The layer at the `[B]` int64 step indices.
+    pub fn forward(&self, x: &Tensor, steps: &Tensor) -> Tensor {
+        self.embedding.index_select(0, steps) * self.dense.forward(x)
+    }
+}
+
+/// The toy eps-predictor: three conditional linear layers with softplus, then a plain linear layer.
+#[derive(Debug)]
+pub struct ToyEpsNet {
+    hidden: Vec<ConditionalLinear>,
+    out: Dense,
+}
+
+impl ToyEpsNet {
+    /// A `dim -> width -> width -> width -> dim` network for `n_steps` time indices.
+    pub fn new(path: &Path, dim: i64, width: i64, n_steps: i64) -> Self {
+        Self {
+            hidden: vec![
+                ConditionalLinear::new(&(path / "lin1"), dim, width, n_steps),
+                ConditionalLinear::new(&(path / "lin2"), width, width, n_steps),
+                ConditionalLinear::new(&(path / "lin3"), width, width, n_steps),
+            ],
+            out: Dense::new(&(path / "lin4"), width, dim, false),
+        }
+    }
+}
+
+impl EpsModel for ToyEpsNet {
+    fn eps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
+        let h = self.hidden.iter().fold(x.shallow_clone(), |h, layer| {
+            layer.forward(&h, net_steps).softplus()
+        });
+        self.out.forward(&h)
+    }
+}
+
+/// The toy critic f: an MLP `dim -> width -> width -> 1` with ReLU.
+#[derive(Debug)]
+pub struct MlpCritic {
+    layers: Vec<Dense>,
+}
+
+impl MlpCritic {
+    /// A handle on the same weights (training one trains the other).
+    pub fn share(&self) -> Self {
+        Self {
+            layers: self.layers.iter().map(Dense::share).collect(),
+        }
+    }
+
+    /// A critic for `dim`-dimensional samples.
+    pub fn new(path: &Path, dim: i64, width: i64) -> Self {
+        Self {
+            layers: vec![
+                Dense::new(&(path / "lin1"), dim, width, false),
+                Dense::new(&(path / "lin2"), width, width, false),
+                Dense::new(&(path / "lin3"), width, 1, false),
+            ],
+        }
+    }
+}
+
+impl envs::RewardModel for MlpCritic {
+    fn value(&self, x: &Tensor) -> Tensor {
+        let h = self.layers[1]
+            .forward(&self.layers[0].forward(x).relu())
+            .relu();
+        self.layers[2].forward(&h).squeeze_dim(-1)
+    }
+}
+
+/// The toy baseline V: conditional linear layers `dim -> width -> width -> 1`, ReLU between.
+#[derive(Debug)]
+pub struct ConditionalBaseline {
+    layers: Vec<ConditionalLinear>,
+}
+
+impl ConditionalBaseline {
+    /// A baseline for `dim`-dimensional states at `n_steps` sampler positions.
+    pub fn new(path: &Path, dim: i64, width: i64, n_steps: i64) -> Self {
+        Self {
+            layers: vec![
+                ConditionalLinear::new(&(path / "lin1"), dim, width, n_steps),
+                ConditionalLinear::new(&(path / "lin2"), width, width, n_steps),
+                ConditionalLinear::new(&(path / "lin3"), width, 1, n_steps),
+            ],
+        }
+    }
+}
+
+impl ValueModel for ConditionalBaseline {
+    fn value(&self, x: &Tensor, index: &Tensor) -> Tensor {
+        let h = self.layers[1]
+            .forward(&self.layers[0].forward(x, index).relu(), index)
+            .relu();
+        self.layers[2].forward(&h, index).squeeze_dim(-1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envs::RewardModel;
+    use tch::{nn::VarStore, Device, Kind};
+
+    #[test]
+    fn shapes_and_parameter_counts() {
+        let vs = VarStore::new(Device::Cpu);
+        let net = ToyEpsNet::new(&vs.root(), 2, 128, 10);
+        let x = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
+        let t = Tensor::from_slice(&[0i64, 1, 2, 9, 4]);
+        assert_eq!(net.eps(&x, &t).size(), vec![5, 2]);
+        let n: i64 = vs
+            .trainable_variables()
+            .iter()
+            .map(|v| v.numel() as i64)
+            .sum();
+        // 3 x (W, b, gamma) + (W, b).
+        assert_eq!(
+            n,
+            (2 * 128 + 128 + 10 * 128) + 2 * (128 * 128 + 128 + 10 * 128) + (128 * 2 + 2)
+        );
+        let cvs = VarStore::new(Device::Cpu);
+        let critic = MlpCritic::new(&cvs.root(), 2, 256);
+        assert_eq!(critic.value(&x).size(), vec![5]);
+        let bvs = VarStore::new(Device::Cpu);
+        let baseline = ConditionalBaseline::new(&bvs.root(), 2, 256, 10);
+        assert_eq!(baseline.value(&x, &t).size(), vec![5]);
+    }
+
+    #[test]
+    fn the_step_embedding_conditions_the_output() {
+        tch::manual_seed(0);
+        let vs = VarStore::new(Device::Cpu);
+        let net = ToyEpsNet::new(&vs.root(), 2, 16, 4);
+        let x = Tensor::ones([1, 2], (Kind::Float, Device::Cpu));
+        let a = net.eps(&x, &Tensor::from_slice(&[0i64]));
+        let b = net.eps(&x, &Tensor::from_slice(&[3i64]));
+        assert!((a - b).abs().sum(Kind::Float).double_value(&[]) > 1e-4);
+    }
+}

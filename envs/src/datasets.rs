@@ -1,0 +1,145 @@
+//! The 2-D toy data sets of the paper, generated from a seed.
+
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::EnvError;
+
+/// A 2-D toy distribution (DESIGN.md, "Toy").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToyDataset {
+    /// scikit-learn's `make_swiss_roll(noise = 0.05)`, columns 0 and 2, divided by 20.
+    SwissRoll,
+    /// scikit-learn's `make_moons(noise = 0.05)`, divided by 2.
+    TwoMoons,
+}
+
+/// Standard deviation of the Gaussian noise both data sets add per coordinate.
+pub const TOY_NOISE: f64 = 0.05;
+
+impl ToyDataset {
+    /// Every data set, for listings.
+    pub const ALL: [ToyDataset; 2] = [ToyDataset::SwissRoll, ToyDataset::TwoMoons];
+
+    /// Data dimension.
+    pub fn dim(&self) -> i64 {
+        2
+    }
+
+    /// A one-line description.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ToyDataset::SwissRoll => {
+                "swiss roll: (t cos t, t sin t)/20 + noise, t = 1.5 pi (1 + 2u)"
+            }
+            ToyDataset::TwoMoons => "two moons: two interleaved half circles / 2 + noise",
+        }
+    }
+
+    /// `n` points as an `[n, 2]` float tensor on the CPU; the same seed gives the same points.
+    pub fn generate(&self, n: usize, seed: u64) -> Result<Tensor, EnvError> {
+        if n == 0 {
+            return Err(EnvError::Invalid {
+                field: "n",
+                reason: "a data set needs at least one point".into(),
+            });
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let noise = Normal::new(0.0, TOY_NOISE).expect("finite noise scale");
+        let mut points = Vec::with_capacity(2 * n);
+        match self {
+            ToyDataset::SwissRoll => {
+                for _ in 0..n {
+                    let t = 1.5 * std::f64::consts::PI * (1.0 + 2.0 * rng.random::<f64>());
+                    let x = t * t.cos() + noise.sample(&mut rng);
+                    let y = t * t.sin() + noise.sample(&mut rng);
+                    points.push((x / 20.0) as f32);
+                    points.push((y / 20.0) as f32);
+                }
+            }
+            ToyDataset::TwoMoons => {
+                let n_outer = n / 2;
+                let n_inner = n - n_outer;
+                let angle = |i: usize, m: usize| {
+                    if m <= 1 {
+                        0.0
+                    } else {
+                        std::f64::consts::PI * i as f64 / (m - 1) as f64
+                    }
+                };
+                let mut raw: Vec<[f64; 2]> =
+                    (0..n_outer)
+                        .map(|i| [angle(i, n_outer).cos(), angle(i, n_outer).sin()])
+                        .chain((0..n_inner).map(|i| {
+                            [1.0 - angle(i, n_inner).cos(), 0.5 - angle(i, n_inner).sin()]
+                        }))
+                        .collect();
+                // Shuffle so that any prefix is a sample of both moons.
+                for i in (1..raw.len()).rev() {
+                    let j = rng.random_range(0..=i);
+                    raw.swap(i, j);
+                }
+                for [x, y] in raw {
+                    points.push(((x + noise.sample(&mut rng)) / 2.0) as f32);
+                    points.push(((y + noise.sample(&mut rng)) / 2.0) as f32);
+                }
+            }
+        }
+        Ok(Tensor::from_slice(&points).view([n as i64, 2]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_seed_same_points_other_seed_other_points() {
+        let a = ToyDataset::SwissRoll.generate(100, 3).unwrap();
+        let b = ToyDataset::SwissRoll.generate(100, 3).unwrap();
+        let c = ToyDataset::SwissRoll.generate(100, 4).unwrap();
+        assert!(a.equal(&b));
+        assert!(!a.equal(&c));
+        assert_eq!(a.size(), vec![100, 2]);
+    }
+
+    #[test]
+    fn swiss_roll_radius_follows_its_parameter() {
+        // Without noise the radius |(x, y)| * 20 equals t in [1.5 pi, 4.5 pi].
+        let x = ToyDataset::SwissRoll.generate(20_000, 0).unwrap();
+        let r = Vec::<f32>::try_from(
+            (x.square()
+                .sum_dim_intlist(1, false, tch::Kind::Float)
+                .sqrt()
+                * 20.0)
+                .flatten(0, -1),
+        )
+        .unwrap();
+        let lo = 1.5 * std::f32::consts::PI;
+        let hi = 4.5 * std::f32::consts::PI;
+        assert!(r.iter().all(|&r| r > lo - 0.3 && r < hi + 0.3));
+        let mean = r.iter().sum::<f32>() / r.len() as f32;
+        assert!(
+            (mean - 3.0 * std::f32::consts::PI).abs() < 0.1,
+            "mean radius {mean}"
+        );
+    }
+
+    #[test]
+    fn two_moons_are_balanced_and_in_range() {
+        let x = ToyDataset::TwoMoons.generate(10_001, 1).unwrap();
+        let v = Vec::<f32>::try_from(x.flatten(0, -1)).unwrap();
+        let ys: Vec<f32> = v.chunks(2).map(|p| p[1]).collect();
+        // The outer moon lies above y = 0, the inner one mostly below 0.25 (before / 2).
+        let upper = ys.iter().filter(|&&y| y > 0.125).count();
+        assert!(
+            (upper as f64 / ys.len() as f64 - 0.5).abs() < 0.1,
+            "{upper}"
+        );
+        assert!(v
+            .chunks(2)
+            .all(|p| p[0] > -0.7 && p[0] < 1.2 && p[1] > -0.4 && p[1] < 0.7));
+    }
+}

@@ -1,0 +1,264 @@
+//! The denoising chain of a DDPM sampler as a finite-horizon MDP
+//! (DESIGN.md section 2), holding `B` parallel chains.
+
+use std::rc::Rc;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::schedule::{Schedule, StepCoefficients};
+use crate::{Env, EnvError, Info, RewardModel, Space, Step};
+
+/// State of the chains: the current samples and their 1-based step index
+/// (`t + 1` in the paper's notation; `0` once the chains have terminated).
+#[derive(Debug)]
+pub struct ChainState {
+    /// The current samples, `[B, ...]`.
+    pub x: Tensor,
+    /// The step index shared by all chains: T' at reset, 0 at the end.
+    pub t: usize,
+}
+
+impl Clone for ChainState {
+    fn clone(&self) -> Self {
+        Self {
+            x: self.x.shallow_clone(),
+            t: self.t,
+        }
+    }
+}
+
+impl ChainState {
+    /// The step index as a `[B]` int64 tensor, as the batched policy functions take it.
+    pub fn steps(&self) -> Tensor {
+        Tensor::full(
+            [self.x.size()[0]],
+            self.t as i64,
+            (Kind::Int64, self.x.device()),
+        )
+    }
+}
+
+/// The diffusion MDP: reset draws x_T ~ N(0, I); an action is the next sample
+/// x_{t}; the reward is 0 until the last step and `-f(x_0)` there, with `f` the
+/// current [`RewardModel`] (none: reward 0, useful for plain sampling).
+pub struct DiffusionEnv {
+    schedule: Schedule,
+    coefficients: StepCoefficients,
+    element_shape: Vec<i64>,
+    num_envs: i64,
+    device: Device,
+    reward_model: Option<Rc<dyn RewardModel>>,
+    state: Option<ChainState>,
+}
+
+impl DiffusionEnv {
+    /// An environment of `num_envs` chains whose samples have shape `element_shape`.
+    pub fn new(
+        schedule: Schedule,
+        element_shape: &[i64],
+        num_envs: i64,
+        device: Device,
+    ) -> Result<Self, EnvError> {
+        if num_envs < 1 {
+            return Err(EnvError::Invalid {
+                field: "num_envs",
+                reason: format!("must be at least 1, got {num_envs}"),
+            });
+        }
+        let coefficients = schedule.coefficients(device);
+        Ok(Self {
+            schedule,
+            coefficients,
+            element_shape: element_shape.to_vec(),
+            num_envs,
+            device,
+            reward_model: None,
+            state: None,
+        })
+    }
+
+    /// Sets the model whose value on x_0 is the (negated) terminal reward.
+    pub fn with_reward_model(mut self, model: Rc<dyn RewardModel>) -> Self {
+        self.reward_model = Some(model);
+        self
+    }
+
+    /// Changes the number of parallel chains (takes effect at the next reset).
+    pub fn set_num_envs(&mut self, num_envs: i64) {
+        self.num_envs = num_envs;
+        self.state = None;
+    }
+
+    /// The sampler's schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The per-step coefficients on this environment's device.
+    pub fn coefficients(&self) -> &StepCoefficients {
+        &self.coefficients
+    }
+
+    /// Number of steps of one episode, T'.
+    pub fn horizon(&self) -> usize {
+        self.schedule.len()
+    }
+
+    /// The device the chains live on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    fn batch_shape(&self) -> Vec<i64> {
+        let mut shape = vec![self.num_envs];
+        shape.extend_from_slice(&self.element_shape);
+        shape
+    }
+}
+
+impl Env for DiffusionEnv {
+    type Obs = ChainState;
+    type Action = Tensor;
+
+    fn observation_space(&self) -> Space {
+        Space::Tuple(vec![
+            Space::real(&self.element_shape),
+            Space::Discrete(self.schedule.len() as i64 + 1),
+        ])
+    }
+
+    fn action_space(&self) -> Space {
+        Space::real(&self.element_shape)
+    }
+
+    fn num_envs(&self) -> i64 {
+        self.num_envs
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> Result<(ChainState, Info), EnvError> {
+        if let Some(seed) = seed {
+            tch::manual_seed(seed as i64);
+        }
+        let x = Tensor::randn(self.batch_shape().as_slice(), (Kind::Float, self.device));
+        let state = ChainState {
+            x,
+            t: self.schedule.len(),
+        };
+        self.state = Some(state.clone());
+        Ok((state, Info::new()))
+    }
+
+    fn step(&mut self, action: &Tensor) -> Result<Step<ChainState>, EnvError> {
+        let Some(state) = self.state.as_ref() else {
+            return Err(EnvError::NeedsReset("no episode in progress"));
+        };
+        if state.t == 0 {
+            return Err(EnvError::NeedsReset("the chains already reached x_0"));
+        }
+        if action.size() != self.batch_shape() {
+            return Err(EnvError::Shape {
+                what: "action",
+                expected: self.batch_shape(),
+                got: action.size(),
+            });
+        }
+        let t = state.t - 1;
+        let terminated = t == 0;
+        let reward = match (&self.reward_model, terminated) {
+            (Some(model), true) => tch::no_grad(|| -model.value(action)),
+            _ => Tensor::zeros([self.num_envs], (Kind::Float, self.device)),
+        };
+        let next = ChainState {
+            x: action.shallow_clone(),
+            t,
+        };
+        self.state = if terminated {
+            Some(ChainState {
+                x: next.x.shallow_clone(),
+                t: 0,
+            })
+        } else {
+            Some(next.clone())
+        };
+        let mut info = Info::new();
+        info.insert("t".into(), t as f64);
+        Ok(Step {
+            obs: next,
+            reward,
+            terminated,
+            truncated: false,
+            info,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedule::{BetaSchedule, Variance};
+
+    struct SumCritic;
+    impl RewardModel for SumCritic {
+        fn value(&self, x: &Tensor) -> Tensor {
+            x.sum_dim_intlist(1, false, Kind::Float)
+        }
+    }
+
+    fn env(b: i64) -> DiffusionEnv {
+        let s = Schedule::new(
+            BetaSchedule::Sigmoid {
+                start: 1e-5,
+                end: 1e-2,
+            }
+            .betas(3)
+            .unwrap(),
+            Variance::Beta,
+        )
+        .unwrap();
+        DiffusionEnv::new(s, &[2], b, Device::Cpu)
+            .unwrap()
+            .with_reward_model(Rc::new(SumCritic))
+    }
+
+    #[test]
+    fn episode_has_horizon_steps_and_reward_only_at_the_end() {
+        let mut e = env(4);
+        let (obs, _) = e.reset(Some(1)).unwrap();
+        assert_eq!(obs.t, 3);
+        assert_eq!(obs.x.size(), vec![4, 2]);
+        for k in 0..3 {
+            let action = Tensor::ones([4, 2], (Kind::Float, Device::Cpu)) * (k + 1) as f64;
+            let step = e.step(&action).unwrap();
+            assert_eq!(step.obs.t, 2 - k);
+            assert!(!step.truncated);
+            let r = Vec::<f32>::try_from(step.reward).unwrap();
+            if k < 2 {
+                assert!(!step.terminated);
+                assert!(r.iter().all(|&r| r == 0.0));
+            } else {
+                assert!(step.terminated);
+                assert!(r.iter().all(|&r| r == -6.0), "{r:?}");
+            }
+        }
+        assert!(matches!(
+            e.step(&Tensor::zeros([4, 2], (Kind::Float, Device::Cpu))),
+            Err(EnvError::NeedsReset(_))
+        ));
+    }
+
+    #[test]
+    fn reset_with_a_seed_repeats_and_bad_actions_are_refused() {
+        let mut e = env(5);
+        let (a, _) = e.reset(Some(9)).unwrap();
+        let (b, _) = e.reset(Some(9)).unwrap();
+        assert!(a.x.equal(&b.x));
+        let err = e
+            .step(&Tensor::zeros([5, 3], (Kind::Float, Device::Cpu)))
+            .unwrap_err();
+        assert!(err.to_string().contains("expected shape [5, 2]"), "{err}");
+        let mut fresh = env(2);
+        assert!(fresh
+            .step(&Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)))
+            .is_err());
+    }
+}

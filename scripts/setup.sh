@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, idempotently:
+#   - a project-local virtual environment `.venv` with PyTorch 2.11.0 (the
+#     libtorch that tch 0.24 links against) and the Python packages the tests
+#     compare against (POT for optimal transport, TensorBoard to read events);
+#   - `.venv/torch`, a link to the installed torch package, which
+#     `.cargo/config.toml` hands to torch-sys as LIBTORCH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v1
+
+if [ -f "$STAMP" ] && [ -e .venv/torch/lib/libtorch.so ]; then
+  exit 0
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $($PYTHON --version)" >&2
+  "$PYTHON" -m venv .venv
+fi
+echo "setup: installing ${PY_PACKAGES[*]} into .venv (first time: a few minutes, ~5 GB)" >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')
+ln -sfn "$torch_dir" .venv/torch
+test -e .venv/torch/lib/libtorch.so
+touch "$STAMP"
+echo "setup: done (torch at $torch_dir)" >&2

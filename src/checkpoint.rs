@@ -1,0 +1,226 @@
+//! Checkpoints: a directory of safetensors files (weights and optimiser
+//! state), the run's progress as JSON and the experiment that produced them.
+//! Writes are atomic: everything goes to `<dir>.tmp`, which then replaces
+//! `<dir>` by renames, so a crash leaves either the old or the new checkpoint.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::Tensor;
+
+use crate::error::RunError;
+
+/// The file holding the experiment inside a checkpoint.
+pub const EXPERIMENT_FILE: &str = "experiment.ron";
+const STATE_FILE: &str = "state.json";
+
+/// Progress of a run at the moment it was checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimisation steps taken (the x axis of the logs).
+    pub global_step: u64,
+}
+
+/// A set of named tensor groups to write as one checkpoint.
+pub struct CheckpointWriter {
+    parts: Vec<(String, Vec<(String, Tensor)>)>,
+}
+
+impl CheckpointWriter {
+    /// An empty checkpoint.
+    pub fn new() -> Self {
+        Self { parts: Vec::new() }
+    }
+
+    /// Adds the variables of `vs` as `<name>.safetensors`.
+    pub fn vars(mut self, name: &str, vs: &VarStore) -> Self {
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        self.parts.push((name.to_string(), named));
+        self
+    }
+
+    /// Adds named tensors (e.g. an optimiser state) as `<name>.safetensors`.
+    pub fn tensors(mut self, name: &str, tensors: Vec<(String, Tensor)>) -> Self {
+        self.parts.push((name.to_string(), tensors));
+        self
+    }
+
+    /// Writes everything to `dir` atomically.
+    pub fn write(
+        &self,
+        dir: &Path,
+        state: &RunState,
+        experiment_ron: &str,
+    ) -> Result<(), RunError> {
+        let tmp = sibling(dir, "tmp");
+        let old = sibling(dir, "old");
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunError::Io { path, source }
+        };
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        for (name, tensors) in &self.parts {
+            let file = tmp.join(format!("{name}.safetensors"));
+            let cpu: Vec<(String, Tensor)> = tensors
+                .iter()
+                .map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu)))
+                .collect();
+            Tensor::write_safetensors(&cpu, &file)?;
+            sync(&file)?;
+        }
+        let state_json = serde_json::to_string_pretty(state).expect("run state serialises");
+        for (file, text) in [
+            (STATE_FILE, state_json.as_str()),
+            (EXPERIMENT_FILE, experiment_ron),
+        ] {
+            let path = tmp.join(file);
+            fs::write(&path, text).map_err(io(&path))?;
+            sync(&path)?;
+        }
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        if dir.exists() {
+            fs::rename(dir, &old).map_err(io(dir))?;
+        }
+        fs::rename(&tmp, dir).map_err(io(dir))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for CheckpointWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+fn sync(path: &Path) -> Result<(), RunError> {
+    fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| RunError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// A checkpoint directory to read from.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    dir: PathBuf,
+}
+
+impl Checkpoint {
+    /// Opens `dir`, falling back to `<dir>.old` when a crash interrupted the final rename.
+    pub fn open(dir: &Path) -> Result<Self, RunError> {
+        for candidate in [dir.to_path_buf(), sibling(dir, "old")] {
+            if candidate.join(STATE_FILE).is_file() {
+                return Ok(Self { dir: candidate });
+            }
+        }
+        Err(RunError::Checkpoint {
+            path: dir.to_path_buf(),
+            message: format!("no checkpoint here (expected {STATE_FILE} and *.safetensors)"),
+        })
+    }
+
+    /// Whether a checkpoint exists at `dir` (or its `.old` fallback).
+    pub fn exists(dir: &Path) -> bool {
+        Self::open(dir).is_ok()
+    }
+
+    /// The directory read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The run's progress.
+    pub fn state(&self) -> Result<RunState, RunError> {
+        let path = self.dir.join(STATE_FILE);
+        let text = fs::read_to_string(&path).map_err(|source| RunError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| RunError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// The experiment text stored with the checkpoint.
+    pub fn experiment_ron(&self) -> Result<String, RunError> {
+        let path = self.dir.join(EXPERIMENT_FILE);
+        fs::read_to_string(&path).map_err(|source| RunError::Io { path, source })
+    }
+
+    /// The tensors of `<name>.safetensors`.
+    pub fn tensors(&self, name: &str) -> Result<Vec<(String, Tensor)>, RunError> {
+        let path = self.dir.join(format!("{name}.safetensors"));
+        if !path.is_file() {
+            return Err(RunError::Checkpoint {
+                path,
+                message: "file missing".into(),
+            });
+        }
+        Tensor::read_safetensors(&path).map_err(|e| RunError::Checkpoint {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// Loads `<name>.safetensors` into `vs`: every variable must be present with its shape.
+    pub fn load_vars(&self, name: &str, vs: &mut VarStore) -> Result<(), RunError> {
+        let path = self.dir.join(format!("{name}.safetensors"));
+        let saved: HashMap<String, Tensor> = self.tensors(name)?.into_iter().collect();
+        let variables = vs.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        names.sort();
+        for key in names {
+            let mut var = variables[key].shallow_clone();
+            let Some(src) = saved.get(key) else {
+                return Err(RunError::Checkpoint {
+                    path,
+                    message: format!("tensor {key} missing"),
+                });
+            };
+            if src.size() != var.size() {
+                return Err(RunError::Checkpoint {
+                    path,
+                    message: format!(
+                        "tensor {key}: expected shape {:?}, file has {:?}",
+                        var.size(),
+                        src.size()
+                    ),
+                });
+            }
+            tch::no_grad(|| var.copy_(&src.to_device(var.device())));
+        }
+        if let Some(extra) = saved.keys().find(|k| !variables.contains_key(*k)) {
+            return Err(RunError::Checkpoint {
+                path,
+                message: format!("unexpected tensor {extra} (a different model?)"),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,475 @@
+//! Experiment configuration, read from RON files.
+//!
+//! Every struct rejects unknown fields; [`Experiment::load`] parses and then
+//! validates, so a typo, a wrong type or an impossible value (T = 0, a
+//! negative learning rate, n_critic = 0, ...) stops the run before any work
+//! starts, with the file, the line and the field named.
+
+use std::path::{Path, PathBuf};
+
+use agents::critic::{CriticConfig, CriticRegularizer};
+use agents::optim::OptimizerConfig;
+use agents::pretrain::PretrainConfig;
+use agents::reinforce::ReinforceConfig;
+use envs::datasets::ToyDataset;
+use envs::schedule::{BetaSchedule, Variance};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// One runnable experiment: what to train, on what, and how to record it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the run; its outputs go to `<record.dir>/<name>/`.
+    pub name: String,
+    /// Seed of everything random in the run (data order, noise, initialisation).
+    #[serde(default)]
+    pub seed: u64,
+    /// Where tensors live.
+    #[serde(default)]
+    pub device: DeviceChoice,
+    /// libtorch intra-op threads. Small networks run fastest on 1 thread.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// The data set.
+    pub data: DataConfig,
+    /// The diffusion environment (sampler).
+    pub env: EnvConfig,
+    /// The generator network.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// What to train.
+    pub task: Task,
+    /// How and how often to evaluate.
+    #[serde(default)]
+    pub eval: EvalConfig,
+    /// Where to write logs and checkpoints.
+    #[serde(default)]
+    pub record: RecordConfig,
+    /// Other experiments (paths relative to this file) evaluated beside this
+    /// one in the final table; they are trained first if they have no final checkpoint.
+    #[serde(default)]
+    pub compare: Vec<String>,
+}
+
+fn default_threads() -> usize {
+    1
+}
+
+/// Where tensors live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DeviceChoice {
+    /// The CPU.
+    #[default]
+    Cpu,
+    /// CUDA device `n`.
+    Cuda(usize),
+    /// CUDA device 0 when available, else the CPU.
+    Auto,
+}
+
+impl DeviceChoice {
+    /// The libtorch device.
+    pub fn resolve(&self) -> tch::Device {
+        match *self {
+            DeviceChoice::Cpu => tch::Device::Cpu,
+            DeviceChoice::Cuda(n) => tch::Device::Cuda(n),
+            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+        }
+    }
+}
+
+/// The data set.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Which distribution.
+    pub set: ToyDataset,
+    /// Number of training points (the paper: 10,000).
+    #[serde(default = "default_data_n")]
+    pub n: usize,
+    /// Seed of the training points (shared by all runs that compare on them).
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_data_n() -> usize {
+    10_000
+}
+
+/// The diffusion environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvConfig {
+    /// Number of sampling steps T.
+    pub steps: usize,
+    /// The beta schedule.
+    pub schedule: BetaSchedule,
+    /// The step variance.
+    #[serde(default)]
+    pub variance: Variance,
+}
+
+/// The generator network (the toy eps-predictor).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Hidden width of the eps-predictor.
+    pub width: i64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { width: 128 }
+    }
+}
+
+/// What an experiment trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Task {
+    /// DDPM pretraining by denoising score matching.
+    Pretrain(PretrainTask),
+    /// Fine-tuning a pretrained sampler against an adversarial critic (SFT-PG).
+    FineTune(FineTuneTask),
+}
+
+/// DDPM pretraining settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainTask {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Minibatch size.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// The optimiser.
+    #[serde(default = "default_pretrain_optimizer")]
+    pub optimizer: OptimizerConfig,
+    /// Clip the gradient norm at this value.
+    #[serde(default = "default_pretrain_clip")]
+    pub grad_clip: Option<f64>,
+}
+
+fn default_batch() -> usize {
+    128
+}
+
+fn default_pretrain_optimizer() -> OptimizerConfig {
+    PretrainConfig::default().optimizer
+}
+
+fn default_pretrain_clip() -> Option<f64> {
+    PretrainConfig::default().grad_clip
+}
+
+impl PretrainTask {
+    /// The agents-crate settings.
+    pub fn pretrain_config(&self) -> PretrainConfig {
+        PretrainConfig {
+            optimizer: self.optimizer,
+            grad_clip: self.grad_clip,
+        }
+    }
+}
+
+/// Fine-tuning settings (Algorithm 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FineTuneTask {
+    /// The pretraining experiment (path relative to this file) whose final
+    /// generator is the starting point; it is run first if it has not been.
+    pub init: String,
+    /// Epochs; one epoch is ceil(n / (batch * n_critic)) rounds of Algorithm 1.
+    pub epochs: usize,
+    /// Chains per critic step, data points per critic step, transitions per generator step (m).
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Critic steps per round.
+    #[serde(default = "default_n_critic")]
+    pub n_critic: usize,
+    /// The generator's learning algorithm.
+    pub agent: AgentConfig,
+    /// The critic and baseline.
+    #[serde(default)]
+    pub critic: CriticConfig,
+}
+
+fn default_n_critic() -> usize {
+    5
+}
+
+/// The agent that updates the generator; swap algorithms by changing this line.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum AgentConfig {
+    /// REINFORCE with a learned baseline (SFT-PG, Eq. 20).
+    Reinforce(ReinforceConfig),
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Evaluate every this many epochs (and always at the end).
+    pub every: usize,
+    /// Generated points for the sliced W2 (against as many training points).
+    pub n: usize,
+    /// Points per side for the exact W2.
+    pub exact_n: usize,
+    /// Random directions of the sliced W2.
+    pub projections: usize,
+    /// Independent sets of directions averaged in the final table.
+    pub repeats: usize,
+    /// Compute the exact W2 at intermediate evaluations too (not only at the end).
+    pub exact_during_training: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 10,
+            n: 10_000,
+            exact_n: 3_000,
+            projections: 100,
+            repeats: 10,
+            exact_during_training: false,
+        }
+    }
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// Directory holding one folder per run (relative to the working directory).
+    pub dir: PathBuf,
+    /// Write a checkpoint every this many epochs (and at the end).
+    pub checkpoint_every: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("runs"),
+            checkpoint_every: 10,
+        }
+    }
+}
+
+impl Experiment {
+    /// Reads, parses and validates an experiment file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates experiment text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let options = ron::Options::default().with_default_extension(
+            ron::extensions::Extensions::IMPLICIT_SOME
+                | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES,
+        );
+        let experiment: Experiment = options.from_str(text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            line: e.span.start.line,
+            column: e.span.start.col,
+            message: e.code.to_string(),
+        })?;
+        if let Err((field, message)) = experiment.validate() {
+            return Err(ConfigError::Invalid {
+                file: path.to_path_buf(),
+                line: locate_field(text, &field),
+                field,
+                message,
+            });
+        }
+        Ok(experiment)
+    }
+
+    /// Serialises the experiment back to RON (stored beside checkpoints).
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .expect("experiments serialise")
+    }
+
+    /// Checks every value against its domain; returns the dotted field path and what is wrong.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let mut check = Checker::default();
+        check.that(
+            !self.name.trim().is_empty(),
+            "name",
+            "must not be empty".into(),
+        );
+        check.that(
+            self.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)),
+            "name",
+            format!(
+                "may hold only letters, digits, '_', '-' and '.', got {:?}",
+                self.name
+            ),
+        );
+        check.at_least("threads", self.threads, 1);
+        check.at_least("data.n", self.data.n, 2);
+        check.at_least("env.steps", self.env.steps, 1);
+        let (start, end) = match self.env.schedule {
+            BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
+                (start, end)
+            }
+        };
+        check.in_unit("env.schedule.start", start);
+        check.in_unit("env.schedule.end", end);
+        check.at_least("model.width", self.model.width as usize, 1);
+        match &self.task {
+            Task::Pretrain(p) => {
+                check.at_least("task.epochs", p.epochs, 1);
+                check.at_least("task.batch", p.batch, 1);
+                check.optimizer("task.optimizer", &p.optimizer);
+                check.positive_opt("task.grad_clip", p.grad_clip);
+            }
+            Task::FineTune(f) => {
+                check.that(
+                    !f.init.trim().is_empty(),
+                    "task.init",
+                    "must name the pretraining experiment".into(),
+                );
+                check.at_least("task.epochs", f.epochs, 1);
+                check.at_least("task.batch", f.batch, 1);
+                check.at_least("task.n_critic", f.n_critic, 1);
+                match &f.agent {
+                    AgentConfig::Reinforce(r) => {
+                        check.optimizer("task.agent.optimizer", &r.optimizer);
+                        check.at_least("task.agent.n_generator", r.n_generator, 1);
+                        check.positive_opt("task.agent.grad_clip", r.grad_clip);
+                    }
+                }
+                check.optimizer("task.critic.optimizer", &f.critic.optimizer);
+                check.optimizer(
+                    "task.critic.baseline_optimizer",
+                    &f.critic.baseline_optimizer,
+                );
+                check.at_least("task.critic.width", f.critic.width as usize, 1);
+                match f.critic.regularizer {
+                    CriticRegularizer::Baseline { lambda } => {
+                        check.non_negative("task.critic.regularizer.lambda", lambda)
+                    }
+                    CriticRegularizer::GradientPenalty { eta } => {
+                        check.non_negative("task.critic.regularizer.eta", eta)
+                    }
+                    CriticRegularizer::None => {}
+                }
+            }
+        }
+        check.at_least("eval.every", self.eval.every, 1);
+        check.at_least("eval.n", self.eval.n, 2);
+        check.at_least("eval.exact_n", self.eval.exact_n, 2);
+        check.that(
+            self.eval.exact_n <= self.eval.n.min(self.data.n),
+            "eval.exact_n",
+            format!(
+                "must not exceed eval.n and data.n ({}), got {}",
+                self.eval.n.min(self.data.n),
+                self.eval.exact_n
+            ),
+        );
+        check.at_least("eval.projections", self.eval.projections, 1);
+        check.at_least("eval.repeats", self.eval.repeats, 1);
+        check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);
+        check.result()
+    }
+
+    /// Path of another experiment named relative to this one's file.
+    pub fn resolve_relative(own_path: &Path, other: &str) -> PathBuf {
+        own_path.parent().unwrap_or(Path::new(".")).join(other)
+    }
+}
+
+#[derive(Default)]
+struct Checker {
+    first: Option<(String, String)>,
+}
+
+impl Checker {
+    fn that(&mut self, ok: bool, field: &str, message: String) {
+        if !ok && self.first.is_none() {
+            self.first = Some((field.to_string(), message));
+        }
+    }
+    fn at_least(&mut self, field: &str, value: usize, min: usize) {
+        self.that(
+            value >= min,
+            field,
+            format!("must be at least {min}, got {value}"),
+        );
+    }
+    fn in_unit(&mut self, field: &str, value: f64) {
+        self.that(
+            value > 0.0 && value < 1.0,
+            field,
+            format!("must lie in (0, 1), got {value}"),
+        );
+    }
+    fn non_negative(&mut self, field: &str, value: f64) {
+        self.that(
+            value.is_finite() && value >= 0.0,
+            field,
+            format!("must be a finite number >= 0, got {value}"),
+        );
+    }
+    fn positive_opt(&mut self, field: &str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.that(
+                v.is_finite() && v > 0.0,
+                field,
+                format!("must be a finite number > 0, got {v}"),
+            );
+        }
+    }
+    fn optimizer(&mut self, field: &str, optimizer: &OptimizerConfig) {
+        let lr = optimizer.lr();
+        self.that(
+            lr.is_finite() && lr > 0.0,
+            &format!("{field}.lr"),
+            format!("learning rate must be > 0, got {lr}"),
+        );
+    }
+    fn result(self) -> Result<(), (String, String)> {
+        self.first.map_or(Ok(()), Err)
+    }
+}
+
+/// The 1-based line of the dotted `field` in RON `text`: each path segment is
+/// searched for (as `name:`) after the previous one; falls back to the best
+/// partial match.
+fn locate_field(text: &str, field: &str) -> usize {
+    let mut offset = 0;
+    for segment in field.split('.') {
+        let needle = format!("{segment}:");
+        let found = text[offset..].match_indices(&needle).find(|(i, _)| {
+            let before = text[..offset + i].chars().next_back();
+            !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        });
+        match found {
+            Some((i, _)) => offset += i,
+            None => break,
+        }
+    }
+    text[..offset].lines().count().max(1) + usize::from(text[..offset].ends_with('\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locates_nested_fields() {
+        let text = "Experiment(\n  task: FineTune(\n    agent: Reinforce(optimizer: Adam(lr: 1)),\n    critic: (\n      optimizer: Adam(lr: -1),\n    ),\n  ),\n)";
+        assert_eq!(locate_field(text, "task.critic.optimizer.lr"), 5);
+        assert_eq!(locate_field(text, "task.agent.optimizer.lr"), 3);
+        assert_eq!(locate_field(text, "name"), 1);
+    }
+}

@@ -1,0 +1,17 @@
+//! shortcut: reinforcement learning on the denoising chain of diffusion models.
+//!
+//! This root package holds what turns the `envs` and `agents` crates into a
+//! tool: experiment [`config`]uration in RON, the [`runner`] (pretraining,
+//! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
+//! [`checkpoint`]s, the Wasserstein [`metrics`] and the `rl-run` binary.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod npy;
+pub mod recording;
+pub mod runner;
+
+pub use config::Experiment;
+pub use error::{ConfigError, RunError};

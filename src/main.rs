@@ -1,0 +1,134 @@
+//! `rl-run`: run shortcut experiments, sample and evaluate checkpoints.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use shortcut::runner::evaluate::{quality, sample, to_vec};
+use shortcut::runner::model::{load_policy, training_data};
+use shortcut::runner::{configure_threads, run_file, RunOptions};
+
+/// Reinforcement learning on the denoising chain of diffusion models.
+#[derive(Parser)]
+#[command(name = "rl-run", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// The experiment to run (a RON file under experiments/).
+    experiment: Option<PathBuf>,
+    /// Continue the experiment's unfinished run from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Train again even if a final result exists (the old run folder is kept, renamed).
+    #[arg(long, conflicts_with = "resume")]
+    retrain: bool,
+    /// Do not draw progress bars.
+    #[arg(long)]
+    quiet: bool,
+    /// Skip the comparison table at the end.
+    #[arg(long)]
+    no_table: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write N final samples of a checkpoint as an N x D float32 .npy file.
+    Sample {
+        /// A checkpoint folder (a run's `final/` or `checkpoint/`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Number of samples.
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+    },
+    /// Print the sliced and exact W2 of a checkpoint's samples against its training set.
+    Eval {
+        /// A checkpoint folder (a run's `final/` or `checkpoint/`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: i64,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Sample {
+            checkpoint,
+            n,
+            out,
+            seed,
+        }) => {
+            configure_threads(1);
+            let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
+            let dim = exp.data.set.dim() as usize;
+            let x = to_vec(&sample(&policy, n, dim as i64, seed));
+            shortcut::npy::write_f32_matrix(&out, &x, n, dim)
+                .with_context(|| format!("writing {}", out.display()))?;
+            eprintln!(
+                "rl-run: wrote {n} x {dim} samples of {} to {}",
+                exp.name,
+                out.display()
+            );
+        }
+        Some(Command::Eval { checkpoint, seed }) => {
+            configure_threads(1);
+            let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
+            let data = training_data(&exp, tch::Device::Cpu)?;
+            let samples = sample(&policy, exp.eval.n, exp.data.set.dim(), seed);
+            let q = quality(&samples, &data, &exp.eval, exp.eval.repeats, true)?;
+            println!("experiment: {} (T = {})", exp.name, exp.env.steps);
+            println!(
+                "sliced W2: {:.4}e-2 ± {:.4}e-2 ({} x {} projections, {} points)",
+                q.sliced_w2 * 100.0,
+                q.sliced_w2_std * 100.0,
+                exp.eval.repeats,
+                exp.eval.projections,
+                exp.eval.n
+            );
+            if let Some(e) = q.exact_w2 {
+                println!(
+                    "exact W2:  {:.4}e-2 ({} points per side)",
+                    e * 100.0,
+                    exp.eval.exact_n
+                );
+            }
+        }
+        None => {
+            let Some(path) = cli.experiment else {
+                anyhow::bail!("name an experiment file, e.g. `rl-run experiments/sft_pg_swissroll.ron` (see --help)");
+            };
+            let options = RunOptions {
+                resume: cli.resume,
+                retrain: cli.retrain,
+                show_progress: !cli.quiet && std::io::stderr().is_terminal(),
+                no_table: cli.no_table,
+            };
+            let report = run_file(&path, &options)?;
+            if let Some(table) = report.table {
+                println!("{table}");
+            }
+            eprintln!("rl-run: final sampler in {}", report.final_dir.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! SFT-PG fine-tuning runs (Algorithm 1).
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use agents::agent::Critics;
+use agents::critic::AdversarialCritic;
+use agents::policy::DiffusionPolicy;
+use agents::reinforce::Reinforce;
+use agents::{rollout, Agent, UpdateStats};
+use envs::diffusion::DiffusionEnv;
+use tch::{Device, Kind, Tensor};
+
+use super::evaluate::{quality, sample, to_vec};
+use super::model::{schedule, training_data};
+use super::session::Session;
+use crate::checkpoint::{Checkpoint, CheckpointWriter};
+use crate::config::{AgentConfig, Experiment, FineTuneTask};
+use crate::error::RunError;
+
+const PHASE: u64 = 2;
+
+/// Fine-tunes `policy` (already holding the pretrained weights) against an
+/// adversarial critic; returns the run's final folder.
+pub fn finetune(
+    exp: &Experiment,
+    task: &FineTuneTask,
+    policy: DiffusionPolicy,
+    run_dir: &Path,
+    device: Device,
+    resume: Option<&Checkpoint>,
+    show_progress: bool,
+) -> Result<PathBuf, RunError> {
+    let data = training_data(exp, device)?;
+    let dim = exp.data.set.dim();
+    let horizon = exp.env.steps as i64;
+    let batch = task.batch as i64;
+    let mut critic = AdversarialCritic::new(task.critic, dim, horizon, device);
+    let AgentConfig::Reinforce(agent_config) = task.agent;
+    let mut agent = Reinforce::new(agent_config, policy, batch);
+    let mut env = DiffusionEnv::new(schedule(exp)?, &[dim], batch, device)?
+        .with_reward_model(Rc::new(critic.reward_model().share()));
+    if let Some(c) = resume {
+        load_state(c, &mut agent, &mut critic)?;
+    }
+    let mut session = Session::start(exp, run_dir, resume, show_progress)?;
+    let n = data.size()[0];
+    let rounds_per_epoch = (n as usize).div_ceil(task.batch * task.n_critic);
+    let critic_steps = (rounds_per_epoch * task.n_critic) as i64;
+    for epoch in session.epochs_done..task.epochs {
+        session.begin_epoch(epoch, PHASE);
+        let order = data_order(n, critic_steps * batch, device);
+        let mut epoch_stats = UpdateStats::default();
+        let mut generator_stats = UpdateStats::default();
+        for round in 0..rounds_per_epoch {
+            for i in 0..task.n_critic {
+                let k = (round * task.n_critic + i) as i64;
+                let real = data.index_select(0, &order.narrow(0, k * batch, batch));
+                let episode = rollout(&mut env, &mut agent, None)?;
+                let states: Vec<(Tensor, usize)> = episode
+                    .observations
+                    .iter()
+                    .map(|o| (o.x.shallow_clone(), o.t))
+                    .collect();
+                let stats = critic.update(&states, &episode.terminal.x, &real)?;
+                session.global_step += 1;
+                for (name, value) in &stats.values {
+                    epoch_stats.accumulate(name, *value);
+                }
+                epoch_stats.accumulate(
+                    "rollout/return",
+                    episode.total_reward.mean(Kind::Float).double_value(&[]),
+                );
+            }
+            let critics = Critics {
+                reward: critic.reward_model(),
+                baseline: Some(critic.baseline()),
+            };
+            let stats = agent.update(&critics)?;
+            for (name, value) in &stats.values {
+                generator_stats.accumulate(name, *value);
+            }
+        }
+        let epoch_stats = epoch_stats.average(critic_steps as usize);
+        let generator_stats = generator_stats.average(rounds_per_epoch);
+        for (name, value) in epoch_stats.values.iter().chain(&generator_stats.values) {
+            session.recorder.scalar(name, *value, session.global_step)?;
+        }
+        let gap = epoch_stats.get("critic/gap").unwrap_or(f64::NAN);
+        if !gap.is_finite() {
+            return Err(RunError::Diverged(format!(
+                "critic gap became {gap} in epoch {}",
+                epoch + 1
+            )));
+        }
+        let mut message = format!(
+            "gap {gap:.4} gen {:.3}",
+            generator_stats.get("generator/loss").unwrap_or(0.0)
+        );
+        if (session.epochs_done + 1) % exp.eval.every == 0 || session.epochs_done + 1 == task.epochs
+        {
+            let samples = sample(agent.policy(), exp.eval.n, dim, exp.seed as i64 ^ 0xE7A1);
+            let q = quality(
+                &samples,
+                &data,
+                &exp.eval,
+                1,
+                exp.eval.exact_during_training,
+            )?;
+            session
+                .recorder
+                .scalar("eval/sliced_w2", q.sliced_w2, session.global_step)?;
+            if let Some(e) = q.exact_w2 {
+                session
+                    .recorder
+                    .scalar("eval/exact_w2", e, session.global_step)?;
+            }
+            session.recorder.samples_over_data(
+                "eval/samples",
+                &to_vec(&samples),
+                &to_vec(&data),
+                session.global_step,
+            )?;
+            message.push_str(&format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0));
+        }
+        session.end_epoch(&message, || {
+            let (critic_opt, baseline_opt) = critic.optimizers_mut();
+            let (critic_state, baseline_state) = (critic_opt.state(), baseline_opt.state());
+            CheckpointWriter::new()
+                .vars("generator", agent.policy().var_store())
+                .tensors("optim-generator", agent.optimizer_mut().state())
+                .vars("critic", critic.critic_vars())
+                .tensors("optim-critic", critic_state)
+                .vars("baseline", critic.baseline_vars())
+                .tensors("optim-baseline", baseline_state)
+        })?;
+    }
+    session.finish()
+}
+
+/// Indices of the data points used by the critic steps of one epoch: whole
+/// random permutations of the training set, concatenated until long enough.
+fn data_order(n: i64, needed: i64, device: Device) -> Tensor {
+    let perms: Vec<Tensor> = (0..needed.div_euclid(n) + 1)
+        .map(|_| Tensor::randperm(n, (Kind::Int64, device)))
+        .collect();
+    Tensor::cat(&perms, 0).narrow(0, 0, needed)
+}
+
+fn load_state(
+    c: &Checkpoint,
+    agent: &mut Reinforce,
+    critic: &mut AdversarialCritic,
+) -> Result<(), RunError> {
+    // Variables are loaded in place, so the optimisers keep pointing at them.
+    c.load_vars("generator", agent.policy_mut().var_store_mut())?;
+    agent
+        .optimizer_mut()
+        .load_state(&c.tensors("optim-generator")?)?;
+    c.load_vars("critic", critic.critic_vars())?;
+    c.load_vars("baseline", critic.baseline_vars())?;
+    let (critic_opt, baseline_opt) = critic.optimizers_mut();
+    critic_opt.load_state(&c.tensors("optim-critic")?)?;
+    baseline_opt.load_state(&c.tensors("optim-baseline")?)?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! Running experiments: dependencies first (a fine-tuning run trains its
+//! pretrained sampler if needed), then the run itself, then the comparison table.
+
+pub mod evaluate;
+pub mod finetune;
+pub mod model;
+pub mod pretrain;
+pub mod session;
+
+use std::path::{Path, PathBuf};
+
+use tch::Device;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{Experiment, Task};
+use crate::error::RunError;
+use evaluate::{quality, sample, Quality, Row, Table};
+use model::{fresh_data, load_policy, run_dir, training_data};
+
+/// How `rl-run` was asked to run an experiment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Continue the experiment's unfinished run from its last checkpoint.
+    pub resume: bool,
+    /// Train again even if the experiment has a final result (the old run folder is kept, renamed).
+    pub retrain: bool,
+    /// Draw progress bars.
+    pub show_progress: bool,
+    /// Skip the final comparison table.
+    pub no_table: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The run's folder.
+    pub run_dir: PathBuf,
+    /// The final generator.
+    pub final_dir: PathBuf,
+    /// The comparison table (unless skipped).
+    pub table: Option<Table>,
+}
+
+/// Runs the experiment in `path` (training what it depends on first) and evaluates it.
+pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError> {
+    let exp = Experiment::load(path)?;
+    configure_threads(exp.threads);
+    let device = exp.device.resolve();
+    let final_dir = ensure_trained(path, &exp, options, true, device)?;
+    let table = if options.no_table {
+        None
+    } else {
+        Some(comparison_table(path, &exp, options, device)?)
+    };
+    if let Some(table) = &table {
+        let file = run_dir(&exp).join("table.md");
+        std::fs::write(&file, table.to_markdown())
+            .map_err(|source| RunError::Io { path: file, source })?;
+    }
+    Ok(RunReport {
+        run_dir: run_dir(&exp),
+        final_dir,
+        table,
+    })
+}
+
+/// Sets libtorch's intra-op threads (1 is fastest for the toy networks).
+pub fn configure_threads(threads: usize) {
+    tch::set_num_threads(threads as i32);
+}
+
+/// Trains `exp` unless it already has a final result; returns the final folder.
+/// The main experiment honours `--resume`/`--retrain`; dependencies resume
+/// an unfinished run by themselves.
+fn ensure_trained(
+    path: &Path,
+    exp: &Experiment,
+    options: &RunOptions,
+    main: bool,
+    device: Device,
+) -> Result<PathBuf, RunError> {
+    let dir = run_dir(exp);
+    let final_dir = dir.join("final");
+    let checkpoint_dir = dir.join("checkpoint");
+    if main && options.retrain && dir.exists() {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let kept = dir.with_file_name(format!("{}.{stamp}", exp.name));
+        std::fs::rename(&dir, &kept).map_err(|source| RunError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        eprintln!(
+            "rl-run: kept the previous run of {} as {}",
+            exp.name,
+            kept.display()
+        );
+    } else if Checkpoint::exists(&final_dir) {
+        if main && options.resume {
+            eprintln!(
+                "rl-run: {} has already finished; nothing to resume",
+                exp.name
+            );
+        }
+        return Ok(final_dir);
+    }
+    let resume = if Checkpoint::exists(&checkpoint_dir) {
+        if main && !options.resume {
+            return Err(RunError::Checkpoint {
+                path: checkpoint_dir,
+                message: "an unfinished run is here: pass --resume to continue it, or --retrain to start over".into(),
+            });
+        }
+        Some(Checkpoint::open(&checkpoint_dir)?)
+    } else {
+        if main && options.resume {
+            return Err(RunError::Checkpoint {
+                path: checkpoint_dir,
+                message: "nothing to resume: no checkpoint".into(),
+            });
+        }
+        None
+    };
+    if let Some(c) = &resume {
+        eprintln!(
+            "rl-run: resuming {} after epoch {}",
+            exp.name,
+            c.state()?.epochs_done
+        );
+    }
+    match &exp.task {
+        Task::Pretrain(task) => pretrain::pretrain(
+            exp,
+            task,
+            &dir,
+            device,
+            resume.as_ref(),
+            options.show_progress,
+        ),
+        Task::FineTune(task) => {
+            let init_path = Experiment::resolve_relative(path, &task.init);
+            let init = Experiment::load(&init_path)?;
+            check_compatible(exp, &init, &init_path)?;
+            let init_final = ensure_trained(&init_path, &init, options, false, device)?;
+            let (_, policy) = load_policy(&init_final, device)?;
+            finetune::finetune(
+                exp,
+                task,
+                policy,
+                &dir,
+                device,
+                resume.as_ref(),
+                options.show_progress,
+            )
+        }
+    }
+}
+
+fn check_compatible(exp: &Experiment, init: &Experiment, init_path: &Path) -> Result<(), RunError> {
+    if init.env != exp.env || init.data.set != exp.data.set || init.model != exp.model {
+        return Err(RunError::Config(crate::ConfigError::Invalid {
+            file: init_path.to_path_buf(),
+            line: 1,
+            field: "env/data/model".into(),
+            message: format!(
+                "the pretrained sampler must share env, data set and model with {}",
+                exp.name
+            ),
+        }));
+    }
+    Ok(())
+}
+
+/// Evaluates the experiment's final sampler beside its starting point, the
+/// experiments it compares with, and the data-against-fresh-data floor.
+fn comparison_table(
+    path: &Path,
+    exp: &Experiment,
+    options: &RunOptions,
+    device: Device,
+) -> Result<Table, RunError> {
+    let mut entries: Vec<(PathBuf, Experiment)> = Vec::new();
+    if let Task::FineTune(task) = &exp.task {
+        let init_path = Experiment::resolve_relative(path, &task.init);
+        entries.push((init_path.clone(), Experiment::load(&init_path)?));
+    }
+    for other in &exp.compare {
+        let other_path = Experiment::resolve_relative(path, other);
+        entries.push((other_path.clone(), Experiment::load(&other_path)?));
+    }
+    entries.push((path.to_path_buf(), exp.clone()));
+    let data = training_data(exp, Device::Cpu)?;
+    let mut table = Table {
+        title: format!("{} on {:?}", exp.name, exp.data.set),
+        rows: Vec::new(),
+    };
+    for (entry_path, entry) in &entries {
+        let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
+        let (_, policy) = load_policy(&final_dir, device)?;
+        let samples = sample(
+            &policy,
+            exp.eval.n,
+            exp.data.set.dim(),
+            exp.seed as i64 ^ 0xE7A1,
+        )
+        .to_device(Device::Cpu);
+        let q = quality(&samples, &data, &exp.eval, exp.eval.repeats, true)?;
+        table.rows.push(Row {
+            label: describe(entry),
+            steps: Some(entry.env.steps),
+            quality: q,
+        });
+    }
+    let fresh = fresh_data(exp, exp.eval.n)?;
+    let floor: Quality = quality(&fresh, &data, &exp.eval, exp.eval.repeats, true)?;
+    table.rows.push(Row {
+        label: "data vs fresh data (floor)".into(),
+        steps: None,
+        quality: floor,
+    });
+    Ok(table)
+}
+
+fn describe(exp: &Experiment) -> String {
+    match &exp.task {
+        Task::Pretrain(_) => format!("DDPM ({})", exp.name),
+        Task::FineTune(f) => {
+            let crate::config::AgentConfig::Reinforce(r) = f.agent;
+            let regularizer = match f.critic.regularizer {
+                agents::critic::CriticRegularizer::Baseline { .. } => "B",
+                agents::critic::CriticRegularizer::GradientPenalty { .. } => "GP",
+                agents::critic::CriticRegularizer::None => "no reg.",
+            };
+            let estimator = if r.use_baseline {
+                "SFT-PG"
+            } else {
+                "SFT-PG, no baseline"
+            };
+            format!("{estimator} ({regularizer}) ({})", exp.name)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Building the pieces of a run from its experiment: schedule, policy, data.
+
+use std::path::{Path, PathBuf};
+
+use agents::policy::DiffusionPolicy;
+use envs::schedule::Schedule;
+use tch::{Device, Tensor};
+
+use crate::checkpoint::{Checkpoint, EXPERIMENT_FILE};
+use crate::config::Experiment;
+use crate::error::RunError;
+
+/// Offset between the seed of the training set and that of a fresh sample
+/// of the same distribution (the "data against fresh data" floor).
+const FRESH_DATA_SEED_OFFSET: u64 = 1_000_003;
+
+/// The sampler schedule of an experiment.
+pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
+    let betas = exp.env.schedule.betas(exp.env.steps)?;
+    Ok(Schedule::new(betas, exp.env.variance)?)
+}
+
+/// A freshly initialised generator for the experiment.
+pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
+    let schedule = schedule(exp)?;
+    Ok(DiffusionPolicy::toy(
+        &schedule,
+        exp.data.set.dim(),
+        exp.model.width,
+        exp.env.steps as i64,
+        device,
+    ))
+}
+
+/// The generator stored in a checkpoint directory, with the experiment that made it.
+pub fn load_policy(dir: &Path, device: Device) -> Result<(Experiment, DiffusionPolicy), RunError> {
+    let checkpoint = Checkpoint::open(dir)?;
+    let exp = Experiment::parse(
+        &checkpoint.experiment_ron()?,
+        &checkpoint.dir().join(EXPERIMENT_FILE),
+    )?;
+    let mut policy = build_policy(&exp, device)?;
+    checkpoint.load_vars("generator", policy.var_store_mut())?;
+    Ok((exp, policy))
+}
+
+/// The training set, `[n, dim]` on `device`.
+pub fn training_data(exp: &Experiment, device: Device) -> Result<Tensor, RunError> {
+    Ok(exp
+        .data
+        .set
+        .generate(exp.data.n, exp.data.seed)?
+        .to_device(device))
+}
+
+/// A fresh sample of the data distribution, independent of the training set.
+pub fn fresh_data(exp: &Experiment, n: usize) -> Result<Tensor, RunError> {
+    Ok(exp
+        .data
+        .set
+        .generate(n, exp.data.seed.wrapping_add(FRESH_DATA_SEED_OFFSET))?)
+}
+
+/// The folder of a run.
+pub fn run_dir(exp: &Experiment) -> PathBuf {
+    exp.record.dir.join(&exp.name)
+}
+
+/// The torch seed of epoch `epoch` of a run seeded `seed` (SplitMix64), so
+/// that a resumed run draws exactly what an uninterrupted one would.
+pub fn epoch_seed(seed: u64, phase: u64, epoch: usize) -> i64 {
+    let mut z = seed ^ phase.rotate_left(32) ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}

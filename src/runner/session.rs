@@ -1,0 +1,156 @@
+//! What pretraining and fine-tuning share: the run folder, the recorder, the
+//! progress bar, checkpoint cadence and per-epoch seeding.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{Checkpoint, CheckpointWriter, RunState};
+use crate::config::Experiment;
+use crate::error::RunError;
+use crate::recording::Recorder;
+
+/// The state of a training run in progress.
+pub struct Session {
+    /// The experiment.
+    pub exp: Experiment,
+    /// The run folder.
+    pub run_dir: PathBuf,
+    /// TensorBoard output.
+    pub recorder: Recorder,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimisation steps so far (the x axis of the logs).
+    pub global_step: u64,
+    progress: ProgressBar,
+    epoch_started: Instant,
+    steps_at_epoch_start: u64,
+}
+
+impl Session {
+    /// Opens a session; with a checkpoint, continues from its progress.
+    pub fn start(
+        exp: &Experiment,
+        run_dir: &Path,
+        resume: Option<&Checkpoint>,
+        show_progress: bool,
+    ) -> Result<Self, RunError> {
+        std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        let state = match resume {
+            Some(c) => c.state()?,
+            None => RunState {
+                epochs_done: 0,
+                global_step: 0,
+            },
+        };
+        let recorder = Recorder::create(run_dir)?;
+        let progress = if show_progress {
+            ProgressBar::new(epochs_of(exp) as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        progress.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>22} [{elapsed_precise}] {wide_bar} {pos}/{len} ep, ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        progress.set_prefix(exp.name.clone());
+        progress.set_position(state.epochs_done as u64);
+        progress.reset_eta();
+        Ok(Self {
+            exp: exp.clone(),
+            run_dir: run_dir.to_path_buf(),
+            recorder,
+            epochs_done: state.epochs_done,
+            global_step: state.global_step,
+            progress,
+            epoch_started: Instant::now(),
+            steps_at_epoch_start: state.global_step,
+        })
+    }
+
+    /// Seeds libtorch for `epoch` and starts its clock.
+    pub fn begin_epoch(&mut self, epoch: usize, phase: u64) {
+        tch::manual_seed(super::model::epoch_seed(self.exp.seed, phase, epoch));
+        self.epoch_started = Instant::now();
+        self.steps_at_epoch_start = self.global_step;
+    }
+
+    /// Closes an epoch: logs its speed, shows `message`, and checkpoints when due.
+    pub fn end_epoch(
+        &mut self,
+        message: &str,
+        checkpoint: impl FnOnce() -> CheckpointWriter,
+    ) -> Result<(), RunError> {
+        self.epochs_done += 1;
+        let seconds = self.epoch_started.elapsed().as_secs_f64().max(1e-9);
+        let steps = (self.global_step - self.steps_at_epoch_start) as f64;
+        self.recorder
+            .scalar("speed/steps_per_sec", steps / seconds, self.global_step)?;
+        self.progress.set_message(message.to_string());
+        self.progress.set_position(self.epochs_done as u64);
+        let last = self.epochs_done == epochs_of(&self.exp);
+        if last || self.epochs_done % self.exp.record.checkpoint_every == 0 {
+            self.recorder.flush()?;
+            let state = RunState {
+                epochs_done: self.epochs_done,
+                global_step: self.global_step,
+            };
+            checkpoint().write(&self.run_dir.join("checkpoint"), &state, &self.exp.to_ron())?;
+        }
+        Ok(())
+    }
+
+    /// Whether an evaluation is due after the epoch just closed.
+    pub fn eval_due(&self) -> bool {
+        self.epochs_done % self.exp.eval.every == 0 || self.epochs_done == epochs_of(&self.exp)
+    }
+
+    /// Publishes the last checkpoint as the run's final result and closes the bar.
+    pub fn finish(mut self) -> Result<PathBuf, RunError> {
+        self.recorder.flush()?;
+        self.progress.finish();
+        let final_dir = self.run_dir.join("final");
+        let checkpoint = Checkpoint::open(&self.run_dir.join("checkpoint"))?;
+        copy_dir(checkpoint.dir(), &final_dir)?;
+        Ok(final_dir)
+    }
+
+    /// Prints a line above the progress bar.
+    pub fn println(&self, line: &str) {
+        self.progress.println(line);
+    }
+}
+
+/// Number of epochs the experiment trains for.
+pub fn epochs_of(exp: &Experiment) -> usize {
+    match &exp.task {
+        crate::config::Task::Pretrain(p) => p.epochs,
+        crate::config::Task::FineTune(f) => f.epochs,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    let tmp = to.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        std::fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io(&entry.path()))?;
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(io(to))?;
+    }
+    std::fs::rename(&tmp, to).map_err(io(to))
+}

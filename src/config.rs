@@ -266,12 +266,21 @@ impl Experiment {
         Self::parse(&text, path)
     }
 
-    /// Parses and validates experiment text; `path` names it in errors.
+    /// Parses and validates experiment text as users write it; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let options = ron::Options::default().with_default_extension(
-            ron::extensions::Extensions::IMPLICIT_SOME
-                | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES,
-        );
+        Self::parse_with(
+            text,
+            path,
+            ron::Options::default().with_default_extension(ron_extensions()),
+        )
+    }
+
+    /// Parses and validates text written by [`Experiment::to_ron`] (as stored in checkpoints).
+    pub fn parse_serialized(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Self::parse_with(text, path, ron::Options::default())
+    }
+
+    fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
         let experiment: Experiment = options.from_str(text).map_err(|e| ConfigError::Parse {
             file: path.to_path_buf(),
             line: e.span.start.line,
@@ -289,7 +298,8 @@ impl Experiment {
         Ok(experiment)
     }
 
-    /// Serialises the experiment back to RON (stored beside checkpoints).
+    /// Serialises the experiment to RON (stored beside checkpoints; read back
+    /// with [`Experiment::parse_serialized`]).
     pub fn to_ron(&self) -> String {
         ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
             .expect("experiments serialise")
@@ -388,6 +398,13 @@ impl Experiment {
     }
 }
 
+/// RON extensions of experiment files: `grad_clip: 1.0` for `Some(1.0)`, and
+/// `Pretrain(epochs: 10)` for `Pretrain((epochs: 10))`.
+fn ron_extensions() -> ron::extensions::Extensions {
+    ron::extensions::Extensions::IMPLICIT_SOME
+        | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES
+}
+
 #[derive(Default)]
 struct Checker {
     first: Option<(String, String)>,
@@ -464,6 +481,16 @@ fn locate_field(text: &str, field: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn experiments_round_trip_through_ron() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_swissroll.ron");
+        let exp = Experiment::load(&path).unwrap();
+        assert_eq!(
+            Experiment::parse_serialized(&exp.to_ron(), Path::new("copy.ron")).unwrap(),
+            exp
+        );
+    }
 
     #[test]
     fn locates_nested_fields() {

@@ -12,7 +12,7 @@ use envs::diffusion::DiffusionEnv;
 use tch::{Device, Kind, Tensor};
 
 use super::evaluate::{quality, sample, to_vec};
-use super::model::{schedule, training_data};
+use super::model::{schedule, seed_initialisation, training_data};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{AgentConfig, Experiment, FineTuneTask};
@@ -35,6 +35,7 @@ pub fn finetune(
     let dim = exp.data.set.dim();
     let horizon = exp.env.steps as i64;
     let batch = task.batch as i64;
+    seed_initialisation(exp, PHASE);
     let mut critic = AdversarialCritic::new(task.critic, dim, horizon, device);
     let AgentConfig::Reinforce(agent_config) = task.agent;
     let mut agent = Reinforce::new(agent_config, policy, batch);

@@ -35,7 +35,7 @@ pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy,
 /// The generator stored in a checkpoint directory, with the experiment that made it.
 pub fn load_policy(dir: &Path, device: Device) -> Result<(Experiment, DiffusionPolicy), RunError> {
     let checkpoint = Checkpoint::open(dir)?;
-    let exp = Experiment::parse(
+    let exp = Experiment::parse_serialized(
         &checkpoint.experiment_ron()?,
         &checkpoint.dir().join(EXPERIMENT_FILE),
     )?;
@@ -64,6 +64,12 @@ pub fn fresh_data(exp: &Experiment, n: usize) -> Result<Tensor, RunError> {
 /// The folder of a run.
 pub fn run_dir(exp: &Experiment) -> PathBuf {
     exp.record.dir.join(&exp.name)
+}
+
+/// Seeds libtorch for the initialisation of a run's networks (phase `phase`),
+/// so that a run's starting weights depend on its seed alone.
+pub fn seed_initialisation(exp: &Experiment, phase: u64) {
+    tch::manual_seed(epoch_seed(exp.seed, phase, usize::MAX));
 }
 
 /// The torch seed of epoch `epoch` of a run seeded `seed` (SplitMix64), so

@@ -6,7 +6,7 @@ use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
 use super::evaluate::{quality, sample, to_vec};
-use super::model::{build_policy, training_data};
+use super::model::{build_policy, seed_initialisation, training_data};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{Experiment, PretrainTask};
@@ -24,6 +24,7 @@ pub fn pretrain(
     show_progress: bool,
 ) -> Result<PathBuf, RunError> {
     let data = training_data(exp, device)?;
+    seed_initialisation(exp, PHASE);
     let mut policy = build_policy(exp, device)?;
     let mut trainer = DdpmPretrainer::new(task.pretrain_config(), &policy);
     if let Some(c) = resume {

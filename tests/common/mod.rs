@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests: the `rl-run` binary, the
+//! project's Python, and tiny experiments written into temporary folders.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `rl-run` binary under test.
+pub fn rl_run() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rl-run"))
+}
+
+/// The project's Python (with torch, POT, TensorBoard); the tests fail when it is missing.
+pub fn python() -> Command {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        path.exists(),
+        "needs {}: run scripts/setup.sh (make test does)",
+        path.display()
+    );
+    Command::new(path)
+}
+
+/// A fresh, empty folder for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a command and returns its output, panicking with its stderr if it failed.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command starts");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A small pretraining experiment on the swiss roll, recording under `dir`.
+pub fn tiny_pretrain(dir: &Path, name: &str, steps: usize, epochs: usize) -> String {
+    format!(
+        r#"Experiment(
+    name: "{name}",
+    seed: 3,
+    data: (set: SwissRoll, n: 1000, seed: 0),
+    env: (steps: {steps}, schedule: Sigmoid(start: 1e-5, end: 1e-2)),
+    model: (width: 32),
+    task: Pretrain(epochs: {epochs}, batch: 128, optimizer: RmsProp(lr: 1e-3), grad_clip: 1.0),
+    eval: (every: 2, n: 500, exact_n: 200, projections: 20, repeats: 2),
+    record: (dir: "{dir}", checkpoint_every: 1),
+)
+"#,
+        dir = dir.display()
+    )
+}
+
+/// A small SFT-PG (B) experiment fine-tuning `init` (a file name in the same folder).
+pub fn tiny_finetune(dir: &Path, name: &str, init: &str, epochs: usize) -> String {
+    format!(
+        r#"Experiment(
+    name: "{name}",
+    seed: 5,
+    data: (set: SwissRoll, n: 1000, seed: 0),
+    env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2)),
+    model: (width: 32),
+    task: FineTune(
+        init: "{init}",
+        epochs: {epochs},
+        batch: 64,
+        n_critic: 5,
+        agent: Reinforce(optimizer: Adam(lr: 1e-3)),
+        critic: (width: 32, regularizer: Baseline(lambda: 1.0)),
+    ),
+    eval: (every: 3, n: 500, exact_n: 200, projections: 20, repeats: 2),
+    record: (dir: "{dir}", checkpoint_every: 1),
+)
+"#,
+        dir = dir.display()
+    )
+}

@@ -1,0 +1,139 @@
+//! Bad experiment files are refused before any work starts, with the file,
+//! the line and the field named.
+
+mod common;
+
+use std::path::Path;
+
+use common::{rl_run, temp_dir, tiny_finetune, tiny_pretrain};
+use shortcut::{ConfigError, Experiment};
+
+fn parse(text: &str) -> Result<Experiment, ConfigError> {
+    Experiment::parse(text, Path::new("experiments/x.ron"))
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .expect("needle in text")
+        + 1
+}
+
+#[test]
+fn the_shipped_experiments_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "ron") {
+            Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 8,
+        "expected the eight Table 1 experiments, found {count}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_named_with_their_line() {
+    let good = tiny_pretrain(Path::new("/tmp/x"), "t", 10, 1);
+    let bad = good.replace("batch: 128,", "batch: 128, n_critc: 5,");
+    let err = parse(&bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("experiments/x.ron:{}:", line_of(&bad, "n_critc"))),
+        "{err}"
+    );
+    assert!(err.contains("n_critc"), "{err}");
+}
+
+#[test]
+fn wrong_types_are_named_with_their_line() {
+    let good = tiny_pretrain(Path::new("/tmp/x"), "t", 10, 1);
+    let bad = good.replace("epochs: 1,", "epochs: \"many\",");
+    let err = parse(&bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("experiments/x.ron:{}:", line_of(&bad, "many"))),
+        "{err}"
+    );
+}
+
+#[test]
+fn impossible_values_are_refused_with_file_line_and_field() {
+    let pre = tiny_pretrain(Path::new("/tmp/x"), "t", 10, 1);
+    let fine = tiny_finetune(Path::new("/tmp/x"), "f", "t.ron", 2);
+    let cases = [
+        (
+            pre.replace("steps: 10", "steps: 0"),
+            "env.steps",
+            "steps: 0",
+        ),
+        (
+            pre.replace("RmsProp(lr: 1e-3)", "RmsProp(lr: -1e-3)"),
+            "task.optimizer.lr",
+            "lr: -1e-3",
+        ),
+        (
+            fine.replace("n_critic: 5", "n_critic: 0"),
+            "task.n_critic",
+            "n_critic: 0",
+        ),
+        (
+            fine.replace("Adam(lr: 1e-3)", "Adam(lr: 0.0)"),
+            "task.agent.optimizer.lr",
+            "lr: 0.0",
+        ),
+        (
+            fine.replace("lambda: 1.0", "lambda: -2.0"),
+            "task.critic.regularizer.lambda",
+            "lambda: -2.0",
+        ),
+        (
+            pre.replace("grad_clip: 1.0", "grad_clip: 0.0"),
+            "task.grad_clip",
+            "grad_clip: 0.0",
+        ),
+        (
+            pre.replace("exact_n: 200", "exact_n: 5000"),
+            "eval.exact_n",
+            "exact_n: 5000",
+        ),
+    ];
+    for (text, field, needle) in cases {
+        match parse(&text) {
+            Err(ConfigError::Invalid {
+                file,
+                line,
+                field: f,
+                message,
+            }) => {
+                assert_eq!(file, Path::new("experiments/x.ron"));
+                assert_eq!(f, field, "{message}");
+                assert_eq!(line, line_of(&text, needle), "{field}: {message}");
+            }
+            other => panic!("{field}: expected a validation error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_cli_refuses_a_bad_file_before_doing_anything() {
+    let dir = temp_dir("config_errors_cli");
+    let text = tiny_pretrain(&dir.join("runs"), "t", 0, 1);
+    let file = dir.join("bad.ron");
+    std::fs::write(&file, text).unwrap();
+    let out = rl_run().arg(&file).arg("--quiet").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.ron:5: env.steps: must be at least 1, got 0"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("runs").exists(),
+        "nothing may be written for a bad file"
+    );
+    let missing = rl_run().arg(dir.join("missing.ron")).output().unwrap();
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.ron: cannot read"));
+}

@@ -1,0 +1,93 @@
+//! A run killed mid-way and resumed ends exactly where an uninterrupted run
+//! with the same seed ends (weights, optimiser moments and RNG included).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{rl_run, run_ok, temp_dir, tiny_finetune, tiny_pretrain};
+
+fn epochs_done(state: &std::path::Path) -> usize {
+    std::fs::read_to_string(state)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    const EPOCHS: usize = 14;
+    let dir = temp_dir("resume");
+    let mut finals = Vec::new();
+    for (label, kill) in [("straight", false), ("killed", true)] {
+        let runs = dir.join(label);
+        std::fs::create_dir_all(&runs).unwrap();
+        std::fs::write(runs.join("pre.ron"), tiny_pretrain(&runs, "pre", 4, 3)).unwrap();
+        std::fs::write(
+            runs.join("fine.ron"),
+            tiny_finetune(&runs, "fine", "pre.ron", EPOCHS),
+        )
+        .unwrap();
+        let fine = runs.join("fine.ron");
+        if kill {
+            let mut child = rl_run()
+                .arg(&fine)
+                .args(["--quiet", "--no-table"])
+                .spawn()
+                .unwrap();
+            let state = runs.join("fine/checkpoint/state.json");
+            let start = Instant::now();
+            while epochs_done(&state) < 3 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(300),
+                    "no checkpoint appeared"
+                );
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "the run ended before it could be killed"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let done = epochs_done(&state);
+            assert!(
+                done < EPOCHS && !runs.join("fine/final").exists(),
+                "killed too late (epoch {done})"
+            );
+            // Without --resume the unfinished run is not silently overwritten.
+            let refused = rl_run()
+                .arg(&fine)
+                .args(["--quiet", "--no-table"])
+                .output()
+                .unwrap();
+            assert!(!refused.status.success());
+            assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+            let resumed = run_ok(
+                rl_run()
+                    .arg(&fine)
+                    .args(["--quiet", "--no-table", "--resume"]),
+            );
+            assert!(String::from_utf8_lossy(&resumed.stderr).contains("resuming fine after epoch"));
+        } else {
+            run_ok(rl_run().arg(&fine).args(["--quiet", "--no-table"]));
+        }
+        finals.push(runs.join("fine/final"));
+    }
+    for file in [
+        "generator",
+        "critic",
+        "baseline",
+        "optim-generator",
+        "optim-critic",
+        "optim-baseline",
+    ] {
+        let a = std::fs::read(finals[0].join(format!("{file}.safetensors"))).unwrap();
+        let b = std::fs::read(finals[1].join(format!("{file}.safetensors"))).unwrap();
+        assert!(
+            a == b,
+            "{file} differs between the uninterrupted and the resumed run"
+        );
+    }
+}

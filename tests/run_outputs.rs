@@ -1,0 +1,165 @@
+//! A whole (tiny) run, checked through what it leaves behind: TensorBoard
+//! events read back by the real `tensorboard` package, the final table,
+//! samples written as .npy and read by NumPy, and the eval command.
+
+mod common;
+
+use common::{python, rl_run, run_ok, temp_dir, tiny_finetune, tiny_pretrain};
+
+#[test]
+fn a_finetuning_run_logs_samples_and_evaluates() {
+    let dir = temp_dir("run_outputs");
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("pre.ron"), tiny_pretrain(&runs, "pre", 4, 4)).unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        tiny_finetune(&runs, "fine", "pre.ron", 3),
+    )
+    .unwrap();
+    // The pretrained sampler is trained first because the fine-tuning run needs it.
+    let out = run_ok(rl_run().arg(dir.join("fine.ron")).arg("--quiet"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "DDPM (pre)",
+        "SFT-PG (B) (fine)",
+        "data vs fresh data (floor)",
+    ] {
+        assert!(table.contains(row), "missing row {row} in\n{table}");
+    }
+    assert!(runs.join("pre/final/generator.safetensors").is_file());
+    assert!(runs.join("fine/table.md").is_file());
+
+    // TensorBoard reads back what the fine-tuning logged.
+    let events = run_ok(
+        python()
+            .arg("tests/python/read_events.py")
+            .arg(runs.join("fine")),
+    );
+    let json = String::from_utf8_lossy(&events.stdout);
+    let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let scalars = &parsed["scalars"];
+    for tag in [
+        "critic/gap",
+        "critic/r_b",
+        "generator/loss",
+        "generator/advantage_mean",
+        "generator/advantage_std",
+        "generator/grad_norm",
+        "eval/sliced_w2",
+        "speed/steps_per_sec",
+    ] {
+        let series = scalars[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no scalar {tag} in {json}"));
+        assert!(!series.is_empty());
+        assert!(
+            series.iter().all(|p| p[1].as_f64().unwrap().is_finite()),
+            "{tag}: {series:?}"
+        );
+    }
+    // Three epochs of ceil(1000 / (64 * 5)) = 4 rounds of 5 critic steps.
+    let steps: Vec<i64> = scalars["critic/gap"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_i64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![20, 40, 60]);
+    let images = parsed["images"]["eval/samples"]
+        .as_array()
+        .expect("a samples image");
+    assert!(
+        images
+            .iter()
+            .all(|i| i["png_ok"] == true && i["width"] == 512 && i["height"] == 512),
+        "{images:?}"
+    );
+
+    // `sample` writes N x D float32 that NumPy reads; the same seed repeats exactly.
+    let npy = dir.join("samples.npy");
+    let npy2 = dir.join("samples2.npy");
+    for file in [&npy, &npy2] {
+        run_ok(
+            rl_run()
+                .args(["sample", "--checkpoint"])
+                .arg(runs.join("fine/final"))
+                .args(["--n", "321", "--out"])
+                .arg(file),
+        );
+    }
+    assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&npy2).unwrap());
+    let check = run_ok(python().arg("-c").arg(format!(
+        "import numpy as np; a = np.load({:?}); print(a.shape, a.dtype, bool(np.isfinite(a).all()), float(np.abs(a).max()) < 5)",
+        npy.display().to_string()
+    )));
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout).trim(),
+        "(321, 2) float32 True True"
+    );
+
+    let eval = run_ok(
+        rl_run()
+            .args(["eval", "--checkpoint"])
+            .arg(runs.join("fine/final")),
+    );
+    let text = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        text.contains("sliced W2:") && text.contains("exact W2:"),
+        "{text}"
+    );
+
+    // A second invocation reuses the finished run instead of training again.
+    let again = run_ok(
+        rl_run()
+            .arg(dir.join("fine.ron"))
+            .arg("--quiet")
+            .arg("--no-table"),
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("final sampler in"));
+}
+
+#[test]
+fn a_missing_or_mismatched_checkpoint_is_reported() {
+    let dir = temp_dir("bad_checkpoints");
+    let out = rl_run()
+        .args(["sample", "--checkpoint"])
+        .arg(dir.join("nowhere"))
+        .args(["--out"])
+        .arg(dir.join("x.npy"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no checkpoint here"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Weights of a wider network do not load into a narrower one: the tensor and both shapes are named.
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("pre.ron"), tiny_pretrain(&runs, "pre", 4, 1)).unwrap();
+    run_ok(
+        rl_run()
+            .arg(dir.join("pre.ron"))
+            .arg("--quiet")
+            .arg("--no-table"),
+    );
+    let final_dir = runs.join("pre/final");
+    let ron = std::fs::read_to_string(final_dir.join("experiment.ron")).unwrap();
+    std::fs::write(
+        final_dir.join("experiment.ron"),
+        ron.replace("width: 32", "width: 16"),
+    )
+    .unwrap();
+    let out = rl_run()
+        .args(["eval", "--checkpoint"])
+        .arg(&final_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("tensor lin1.embed.weight: expected shape [4, 16], file has [4, 32]"),
+        "{stderr}"
+    );
+}

@@ -27,6 +27,9 @@ struct Cli {
     /// Skip the comparison table at the end.
     #[arg(long)]
     no_table: bool,
+    /// Runs trained at once (dependencies in child processes); default: the number of cores.
+    #[arg(long)]
+    jobs: Option<usize>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,6 +125,12 @@ fn run(cli: Cli) -> Result<()> {
                 retrain: cli.retrain,
                 show_progress: !cli.quiet && std::io::stderr().is_terminal(),
                 no_table: cli.no_table,
+                parallel: Some((
+                    std::env::current_exe().context("locating rl-run")?,
+                    cli.jobs.unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(1, |n| n.get())
+                    }),
+                )),
             };
             let report = run_file(&path, &options)?;
             if let Some(table) = report.table {

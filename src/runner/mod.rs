@@ -4,6 +4,7 @@
 pub mod evaluate;
 pub mod finetune;
 pub mod model;
+pub mod parallel;
 pub mod pretrain;
 pub mod session;
 
@@ -18,7 +19,7 @@ use evaluate::{quality, sample, Quality, Row, Table};
 use model::{fresh_data, load_policy, run_dir, training_data};
 
 /// How `rl-run` was asked to run an experiment.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue the experiment's unfinished run from its last checkpoint.
     pub resume: bool,
@@ -28,6 +29,9 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Skip the final comparison table.
     pub no_table: bool,
+    /// Train dependencies in child processes of this executable, up to `jobs`
+    /// runs at a time (the main run counts as one); none: one after the other.
+    pub parallel: Option<(PathBuf, usize)>,
 }
 
 /// What a finished run produced.
@@ -46,7 +50,23 @@ pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError
     let exp = Experiment::load(path)?;
     configure_threads(exp.threads);
     let device = exp.device.resolve();
-    let final_dir = ensure_trained(path, &exp, options, true, device)?;
+    let final_dir = match &options.parallel {
+        Some((executable, jobs)) if *jobs > 1 => {
+            let (init, others) = dependencies(path, &exp)?;
+            let mut all = init.iter().cloned().collect::<Vec<_>>();
+            all.extend(others);
+            let mut background = parallel::Background::start(executable, &all, *jobs)?;
+            if let Some(init) = &init {
+                background.wait_for(&Experiment::load(init)?.name)?;
+            }
+            // While the main run trains here, one slot fewer is left to the children.
+            background.poll(jobs - 1)?;
+            let final_dir = ensure_trained(path, &exp, options, true, device)?;
+            background.finish()?;
+            final_dir
+        }
+        _ => ensure_trained(path, &exp, options, true, device)?,
+    };
     let table = if options.no_table {
         None
     } else {
@@ -62,6 +82,24 @@ pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError
         final_dir,
         table,
     })
+}
+
+/// The experiment files a run depends on: the one it starts from (if it
+/// fine-tunes) and those it compares with.
+fn dependencies(
+    path: &Path,
+    exp: &Experiment,
+) -> Result<(Option<PathBuf>, Vec<PathBuf>), RunError> {
+    let init = match &exp.task {
+        Task::FineTune(task) => Some(Experiment::resolve_relative(path, &task.init)),
+        Task::Pretrain(_) => None,
+    };
+    let others = exp
+        .compare
+        .iter()
+        .map(|c| Experiment::resolve_relative(path, c))
+        .collect();
+    Ok((init, others))
 }
 
 /// Sets libtorch's intra-op threads (1 is fastest for the toy networks).

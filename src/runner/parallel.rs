@@ -1,0 +1,141 @@
+//! Training independent runs side by side: the experiments a run depends on
+//! are trained by child `rl-run` processes, up to `jobs` at a time, while the
+//! main run waits only for the one it starts from. Each child seeds itself
+//! from its own experiment, so results do not depend on the schedule.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Experiment;
+use crate::error::RunError;
+
+use super::model::run_dir;
+
+/// A dependency being trained by a child process.
+pub struct Background {
+    children: Vec<(String, PathBuf, Child)>,
+    queue: Vec<(String, PathBuf)>,
+    executable: PathBuf,
+    jobs: usize,
+}
+
+impl Background {
+    /// Starts training those of `deps` (experiment files) that have no final
+    /// result yet, at most `jobs` at a time; the rest wait in a queue.
+    pub fn start(executable: &Path, deps: &[PathBuf], jobs: usize) -> Result<Self, RunError> {
+        let mut queue = Vec::new();
+        for path in deps {
+            let exp = Experiment::load(path)?;
+            let done = Checkpoint::exists(&run_dir(&exp).join("final"));
+            if !done && !queue.iter().any(|(name, _)| *name == exp.name) {
+                queue.push((exp.name.clone(), path.clone()));
+            }
+        }
+        queue.reverse();
+        let mut background = Self {
+            children: Vec::new(),
+            queue,
+            executable: executable.to_path_buf(),
+            jobs: jobs.max(1),
+        };
+        background.fill(background.jobs)?;
+        Ok(background)
+    }
+
+    fn fill(&mut self, slots: usize) -> Result<(), RunError> {
+        while self.children.len() < slots {
+            let Some((name, path)) = self.queue.pop() else {
+                break;
+            };
+            let exp = Experiment::load(&path)?;
+            let dir = run_dir(&exp);
+            std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let log = dir.join("log.txt");
+            let file = std::fs::File::create(&log).map_err(|source| RunError::Io {
+                path: log.clone(),
+                source,
+            })?;
+            let mut cmd = Command::new(&self.executable);
+            cmd.arg(&path)
+                .args(["--quiet", "--no-table", "--jobs", "1"]);
+            if Checkpoint::exists(&dir.join("checkpoint")) {
+                cmd.arg("--resume");
+            }
+            let child = cmd
+                .stdout(Stdio::null())
+                .stderr(file)
+                .spawn()
+                .map_err(|source| RunError::Io {
+                    path: self.executable.clone(),
+                    source,
+                })?;
+            eprintln!(
+                "rl-run: training {name} in the background (log: {})",
+                log.display()
+            );
+            self.children.push((name, log, child));
+        }
+        Ok(())
+    }
+
+    /// Waits until the run `name` has finished (no-op if it is not ours),
+    /// starting queued runs as slots free up.
+    pub fn wait_for(&mut self, name: &str) -> Result<(), RunError> {
+        while self.children.iter().any(|(n, _, _)| n == name)
+            || self.queue.iter().any(|(n, _)| n == name)
+        {
+            self.poll(self.jobs)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Reaps finished children and refills up to `slots` running ones.
+    pub fn poll(&mut self, slots: usize) -> Result<(), RunError> {
+        let mut i = 0;
+        while i < self.children.len() {
+            let status = self.children[i]
+                .2
+                .try_wait()
+                .map_err(|source| RunError::Io {
+                    path: self.executable.clone(),
+                    source,
+                })?;
+            match status {
+                None => i += 1,
+                Some(status) => {
+                    let (name, log, _) = self.children.remove(i);
+                    if !status.success() {
+                        let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                        let last = tail
+                            .lines()
+                            .rev()
+                            .find(|l| !l.trim().is_empty())
+                            .unwrap_or("")
+                            .to_string();
+                        return Err(RunError::Diverged(format!(
+                            "training {name} failed ({status}): {last} (see {})",
+                            log.display()
+                        )));
+                    }
+                    eprintln!("rl-run: {name} finished");
+                }
+            }
+        }
+        self.fill(slots)
+    }
+
+    /// Waits for every remaining run.
+    pub fn finish(mut self) -> Result<(), RunError> {
+        while !self.children.is_empty() || !self.queue.is_empty() {
+            self.poll(self.jobs)?;
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+}

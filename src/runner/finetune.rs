@@ -1,19 +1,17 @@
 //! SFT-PG fine-tuning runs (Algorithm 1).
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use agents::agent::Critics;
 use agents::critic::AdversarialCritic;
 use agents::policy::DiffusionPolicy;
 use agents::reinforce::Reinforce;
-use agents::{rollout, Agent, UpdateStats};
-use envs::diffusion::DiffusionEnv;
+use agents::UpdateStats;
 use tch::{Device, Kind, Tensor};
 
 use super::evaluate::{quality, sample, to_vec};
 use super::model::{schedule, seed_initialisation, training_data};
 use super::session::Session;
+use super::sft_pg::SftPg;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{AgentConfig, Experiment, FineTuneTask};
 use crate::error::RunError;
@@ -33,16 +31,21 @@ pub fn finetune(
 ) -> Result<PathBuf, RunError> {
     let data = training_data(exp, device)?;
     let dim = exp.data.set.dim();
-    let horizon = exp.env.steps as i64;
     let batch = task.batch as i64;
     seed_initialisation(exp, PHASE);
-    let mut critic = AdversarialCritic::new(task.critic, dim, horizon, device);
     let AgentConfig::Reinforce(agent_config) = task.agent;
-    let mut agent = Reinforce::new(agent_config, policy, batch);
-    let mut env = DiffusionEnv::new(schedule(exp)?, &[dim], batch, device)?
-        .with_reward_model(Rc::new(critic.reward_model().share()));
+    let mut sft = SftPg::new(
+        schedule(exp)?,
+        policy,
+        dim,
+        batch,
+        task.n_critic,
+        agent_config,
+        task.critic,
+        device,
+    )?;
     if let Some(c) = resume {
-        load_state(c, &mut agent, &mut critic)?;
+        load_state(c, &mut sft.agent, &mut sft.critic)?;
     }
     let mut session = Session::start(exp, run_dir, resume, show_progress)?;
     let n = data.size()[0];
@@ -54,31 +57,15 @@ pub fn finetune(
         let mut epoch_stats = UpdateStats::default();
         let mut generator_stats = UpdateStats::default();
         for round in 0..rounds_per_epoch {
-            for i in 0..task.n_critic {
-                let k = (round * task.n_critic + i) as i64;
-                let real = data.index_select(0, &order.narrow(0, k * batch, batch));
-                let episode = rollout(&mut env, &mut agent, None)?;
-                let states: Vec<(Tensor, usize)> = episode
-                    .observations
-                    .iter()
-                    .map(|o| (o.x.shallow_clone(), o.t))
-                    .collect();
-                let stats = critic.update(&states, &episode.terminal.x, &real)?;
-                session.global_step += 1;
-                for (name, value) in &stats.values {
-                    epoch_stats.accumulate(name, *value);
-                }
-                epoch_stats.accumulate(
-                    "rollout/return",
-                    episode.total_reward.mean(Kind::Float).double_value(&[]),
-                );
+            let first = (round * task.n_critic) as i64;
+            let stats = sft.round(|i| {
+                data.index_select(0, &order.narrow(0, (first + i as i64) * batch, batch))
+            })?;
+            session.global_step += task.n_critic as u64;
+            for (name, value) in &stats.critic.values {
+                epoch_stats.accumulate(name, *value);
             }
-            let critics = Critics {
-                reward: critic.reward_model(),
-                baseline: Some(critic.baseline()),
-            };
-            let stats = agent.update(&critics)?;
-            for (name, value) in &stats.values {
+            for (name, value) in &stats.generator.values {
                 generator_stats.accumulate(name, *value);
             }
         }
@@ -100,7 +87,12 @@ pub fn finetune(
         );
         if (session.epochs_done + 1) % exp.eval.every == 0 || session.epochs_done + 1 == task.epochs
         {
-            let samples = sample(agent.policy(), exp.eval.n, dim, exp.seed as i64 ^ 0xE7A1);
+            let samples = sample(
+                sft.agent.policy(),
+                exp.eval.n,
+                dim,
+                exp.seed as i64 ^ 0xE7A1,
+            );
             let q = quality(
                 &samples,
                 &data,
@@ -125,6 +117,7 @@ pub fn finetune(
             message.push_str(&format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0));
         }
         session.end_epoch(&message, || {
+            let SftPg { agent, critic, .. } = &mut sft;
             let (critic_opt, baseline_opt) = critic.optimizers_mut();
             let (critic_state, baseline_state) = (critic_opt.state(), baseline_opt.state());
             CheckpointWriter::new()

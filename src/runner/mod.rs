@@ -7,6 +7,7 @@ pub mod model;
 pub mod parallel;
 pub mod pretrain;
 pub mod session;
+pub mod sft_pg;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,97 @@
+//! One round of Algorithm 1 (SFT-PG): n_critic critic steps, each on fresh
+//! chains sampled by the current generator and a data batch, then the
+//! generator update from the trajectory buffer. Shared by fine-tuning runs
+//! and the benchmark, so that both time the same code.
+
+use std::rc::Rc;
+
+use agents::agent::Critics;
+use agents::critic::{AdversarialCritic, CriticConfig};
+use agents::policy::DiffusionPolicy;
+use agents::reinforce::{Reinforce, ReinforceConfig};
+use agents::{rollout, Agent, AgentError, UpdateStats};
+use envs::diffusion::DiffusionEnv;
+use envs::schedule::Schedule;
+use tch::{Device, Kind, Tensor};
+
+use crate::error::RunError;
+
+/// The generator (as an agent), the critic with its baseline, and the environment.
+pub struct SftPg {
+    /// The diffusion MDP, whose reward model is the critic.
+    pub env: DiffusionEnv,
+    /// The agent fine-tuning the sampler.
+    pub agent: Reinforce,
+    /// The adversarial critic and the baseline.
+    pub critic: AdversarialCritic,
+    n_critic: usize,
+}
+
+/// What one round reports: critic statistics summed over its critic steps
+/// (with `rollout/return`), and the generator update's statistics.
+pub struct RoundStats {
+    /// Sums over the round's critic steps.
+    pub critic: UpdateStats,
+    /// The generator update.
+    pub generator: UpdateStats,
+}
+
+impl SftPg {
+    /// Sets up fine-tuning of `policy` on `batch` chains at a time.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        schedule: Schedule,
+        policy: DiffusionPolicy,
+        dim: i64,
+        batch: i64,
+        n_critic: usize,
+        agent: ReinforceConfig,
+        critic: CriticConfig,
+        device: Device,
+    ) -> Result<Self, RunError> {
+        let horizon = schedule.len() as i64;
+        let critic = AdversarialCritic::new(critic, dim, horizon, device);
+        let agent = Reinforce::new(agent, policy, batch);
+        let env = DiffusionEnv::new(schedule, &[dim], batch, device)?
+            .with_reward_model(Rc::new(critic.reward_model().share()));
+        Ok(Self {
+            env,
+            agent,
+            critic,
+            n_critic,
+        })
+    }
+
+    /// One round; `real(i)` gives the data batch of the round's i-th critic step.
+    pub fn round(
+        &mut self,
+        mut real: impl FnMut(usize) -> Tensor,
+    ) -> Result<RoundStats, AgentError> {
+        let mut critic_stats = UpdateStats::default();
+        for i in 0..self.n_critic {
+            let episode = rollout(&mut self.env, &mut self.agent, None)?;
+            let states: Vec<(Tensor, usize)> = episode
+                .observations
+                .iter()
+                .map(|o| (o.x.shallow_clone(), o.t))
+                .collect();
+            let stats = self.critic.update(&states, &episode.terminal.x, &real(i))?;
+            for (name, value) in &stats.values {
+                critic_stats.accumulate(name, *value);
+            }
+            critic_stats.accumulate(
+                "rollout/return",
+                episode.total_reward.mean(Kind::Float).double_value(&[]),
+            );
+        }
+        let critics = Critics {
+            reward: self.critic.reward_model(),
+            baseline: Some(self.critic.baseline()),
+        };
+        let generator = self.agent.update(&critics)?;
+        Ok(RoundStats {
+            critic: critic_stats,
+            generator,
+        })
+    }
+}

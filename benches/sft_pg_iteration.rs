@@ -28,40 +28,88 @@ const N_CRITIC: usize = 5;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str, default: usize| {
-        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map_or(default, |v| v.parse().unwrap())
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map_or(default, |v| v.parse().unwrap())
     };
     if args.iter().any(|a| a == "--child") {
-        child(value("--steps", 10), value("--iters", 300), value("--warmup", 30));
+        child(
+            value("--steps", 10),
+            value("--iters", 300),
+            value("--warmup", 30),
+        );
         return;
     }
     println!("| implementation | T | iterations | ms / iteration | peak RSS (MiB) | speed-up |");
     println!("|---|---|---|---|---|---|");
     for (steps, iters, warmup) in [(10, 500, 50), (1000, 10, 5)] {
-        let ours = measure(Command::new(&args[0]).args(["--child", "--steps", &steps.to_string(), "--iters", &iters.to_string(), "--warmup", &warmup.to_string()]));
+        let ours = measure(Command::new(&args[0]).args([
+            "--child",
+            "--steps",
+            &steps.to_string(),
+            "--iters",
+            &iters.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ]));
         let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sft_pg_iteration.py");
-        let theirs = measure(Command::new(python).arg(script).args(["--steps", &steps.to_string(), "--iters", &iters.to_string(), "--warmup", &warmup.to_string(), "--threads", "1"]));
+        let theirs = measure(Command::new(python).arg(script).args([
+            "--steps",
+            &steps.to_string(),
+            "--iters",
+            &iters.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+            "--threads",
+            "1",
+        ]));
         let ratio = theirs.0 / ours.0;
-        println!("| shortcut (Rust, tch) | {steps} | {iters} | {:.2} | {:.0} | {ratio:.2}x |", ours.0 * 1e3, ours.1);
-        println!("| PyTorch (Python) | {steps} | {iters} | {:.2} | {:.0} | 1.00x |", theirs.0 * 1e3, theirs.1);
+        println!(
+            "| shortcut (Rust, tch) | {steps} | {iters} | {:.2} | {:.0} | {ratio:.2}x |",
+            ours.0 * 1e3,
+            ours.1
+        );
+        println!(
+            "| PyTorch (Python) | {steps} | {iters} | {:.2} | {:.0} | 1.00x |",
+            theirs.0 * 1e3,
+            theirs.1
+        );
     }
 }
 
 /// Runs a benchmark process and reads (seconds per iteration, peak RSS MiB) from its JSON line.
 fn measure(cmd: &mut Command) -> (f64, f64) {
     let out = cmd.output().expect("benchmark process starts");
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let line = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or("")).expect("one JSON line");
-    (json["sec_per_iter"].as_f64().unwrap(), json["peak_rss_mib"].as_f64().unwrap())
+    let json: serde_json::Value =
+        serde_json::from_str(line.lines().last().unwrap_or("")).expect("one JSON line");
+    (
+        json["sec_per_iter"].as_f64().unwrap(),
+        json["peak_rss_mib"].as_f64().unwrap(),
+    )
 }
 
 fn child(steps: usize, iters: usize, warmup: usize) {
     tch::set_num_threads(1);
     tch::manual_seed(0);
     let device = Device::Cpu;
-    let schedule =
-        Schedule::new(BetaSchedule::Sigmoid { start: 1e-5, end: 1e-2 }.betas(steps).unwrap(), Variance::Beta).unwrap();
+    let schedule = Schedule::new(
+        BetaSchedule::Sigmoid {
+            start: 1e-5,
+            end: 1e-2,
+        }
+        .betas(steps)
+        .unwrap(),
+        Variance::Beta,
+    )
+    .unwrap();
     let policy = DiffusionPolicy::toy(&schedule, 2, 128, steps as i64, device);
     let data = ToyDataset::SwissRoll.generate(10_000, 0).unwrap();
     let mut sft = SftPg::new(
@@ -76,7 +124,10 @@ fn child(steps: usize, iters: usize, warmup: usize) {
     )
     .unwrap();
     let mut round = || {
-        sft.round(|_| data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)))).unwrap();
+        sft.round(|_| {
+            data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)))
+        })
+        .unwrap();
     };
     // Iterations come in rounds of N_CRITIC (one generator step per round).
     for _ in 0..warmup.div_ceil(N_CRITIC) {

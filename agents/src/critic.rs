@@ -153,7 +153,7 @@ impl AdversarialCritic {
         if let CriticRegularizer::GradientPenalty { eta } = self.config.regularizer {
             let gp = self.gradient_penalty(fake, real);
             stats.accumulate("critic/gp", gp.double_value(&[]));
-            loss = loss + gp * eta;
+            loss += gp * eta;
         }
         ensure_finite("critic loss", loss.double_value(&[]))?;
         stats.accumulate("critic/gap", gap.double_value(&[]));

@@ -145,7 +145,7 @@ impl Optimizer {
                         let _ = v.lerp_(&g.square(), 1.0 - ADAM_BETA2);
                         let step_size = lr / (1.0 - ADAM_BETA1.powf(t));
                         let denom = v.sqrt() / (1.0 - ADAM_BETA2.powf(t)).sqrt() + EPS;
-                        let _ = p.addcdiv_(&(m.as_ref() * -step_size), &denom);
+                        let _ = p.addcdiv_(&(&*m * -step_size), &denom);
                     }
                     OptimizerConfig::RmsProp { lr } => {
                         let _ = v.lerp_(&g.square(), 1.0 - RMSPROP_ALPHA);
@@ -274,17 +274,15 @@ mod tests {
                 },
             );
             let mut opt = OptimizerConfig::Adam { lr: 0.01 }.build(&vs);
-            let mut saved = None;
             for i in 0..10 {
                 if Some(i) == split {
-                    saved = Some(
-                        opt.state()
-                            .into_iter()
-                            .map(|(k, t)| (k, t.copy()))
-                            .collect::<Vec<_>>(),
-                    );
+                    let saved: Vec<_> = opt
+                        .state()
+                        .into_iter()
+                        .map(|(k, t)| (k, t.copy()))
+                        .collect();
                     opt = OptimizerConfig::Adam { lr: 0.01 }.build(&vs);
-                    opt.load_state(saved.as_ref().unwrap()).unwrap();
+                    opt.load_state(&saved).unwrap();
                 }
                 opt.zero_grad();
                 w.pow_tensor_scalar(3).sum(Kind::Float).backward();

@@ -11,6 +11,10 @@ use crate::error::RunError;
 use crate::metrics::exact::exact_wasserstein2;
 use crate::metrics::sliced::sliced_wasserstein2;
 
+/// Seed (xor the run's seed) of the sampling noise of evaluations, so that
+/// every evaluation of a run draws the same x_T and step noise.
+pub const EVAL_SEED: i64 = 0xE7A1;
+
 /// Sample quality of one point cloud against the training set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quality {

@@ -8,7 +8,6 @@ use agents::reinforce::Reinforce;
 use agents::UpdateStats;
 use tch::{Device, Kind, Tensor};
 
-use super::evaluate::{quality, sample, to_vec};
 use super::model::{schedule, seed_initialisation, training_data};
 use super::session::Session;
 use super::sft_pg::SftPg;
@@ -85,36 +84,8 @@ pub fn finetune(
             "gap {gap:.4} gen {:.3}",
             generator_stats.get("generator/loss").unwrap_or(0.0)
         );
-        if (session.epochs_done + 1) % exp.eval.every == 0 || session.epochs_done + 1 == task.epochs
-        {
-            let samples = sample(
-                sft.agent.policy(),
-                exp.eval.n,
-                dim,
-                exp.seed as i64 ^ 0xE7A1,
-            );
-            let q = quality(
-                &samples,
-                &data,
-                &exp.eval,
-                1,
-                exp.eval.exact_during_training,
-            )?;
-            session
-                .recorder
-                .scalar("eval/sliced_w2", q.sliced_w2, session.global_step)?;
-            if let Some(e) = q.exact_w2 {
-                session
-                    .recorder
-                    .scalar("eval/exact_w2", e, session.global_step)?;
-            }
-            session.recorder.samples_over_data(
-                "eval/samples",
-                &to_vec(&samples),
-                &to_vec(&data),
-                session.global_step,
-            )?;
-            message.push_str(&format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0));
+        if session.eval_due() {
+            message.push_str(&session.evaluate(sft.agent.policy(), &data)?);
         }
         session.end_epoch(&message, || {
             let SftPg { agent, critic, .. } = &mut sft;

@@ -241,7 +241,7 @@ fn comparison_table(
             &policy,
             exp.eval.n,
             exp.data.set.dim(),
-            exp.seed as i64 ^ 0xE7A1,
+            evaluate::EVAL_SEED ^ exp.seed as i64,
         )
         .to_device(Device::Cpu);
         let q = quality(&samples, &data, &exp.eval, exp.eval.repeats, true)?;

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
-use super::evaluate::{quality, sample, to_vec};
 use super::model::{build_policy, seed_initialisation, training_data};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
@@ -35,7 +34,6 @@ pub fn pretrain(
     }
     let mut session = Session::start(exp, run_dir, resume, show_progress)?;
     let n = data.size()[0];
-    let dim = exp.data.set.dim();
     for epoch in session.epochs_done..task.epochs {
         session.begin_epoch(epoch, PHASE);
         let order = Tensor::randperm(n, (Kind::Int64, device));
@@ -52,31 +50,8 @@ pub fn pretrain(
             .recorder
             .scalar("pretrain/loss", loss, session.global_step)?;
         let mut message = format!("loss {loss:.4}");
-        if session.epochs_done + 1 == task.epochs || (session.epochs_done + 1) % exp.eval.every == 0
-        {
-            let samples = sample(&policy, exp.eval.n, dim, exp.seed as i64 ^ 0xE7A1);
-            let q = quality(
-                &samples,
-                &data,
-                &exp.eval,
-                1,
-                exp.eval.exact_during_training,
-            )?;
-            session
-                .recorder
-                .scalar("eval/sliced_w2", q.sliced_w2, session.global_step)?;
-            if let Some(e) = q.exact_w2 {
-                session
-                    .recorder
-                    .scalar("eval/exact_w2", e, session.global_step)?;
-            }
-            session.recorder.samples_over_data(
-                "eval/samples",
-                &to_vec(&samples),
-                &to_vec(&data),
-                session.global_step,
-            )?;
-            message.push_str(&format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0));
+        if session.eval_due() {
+            message.push_str(&session.evaluate(&policy, &data)?);
         }
         session.end_epoch(&message, || {
             CheckpointWriter::new()

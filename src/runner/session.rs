@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use agents::policy::DiffusionPolicy;
 use indicatif::{ProgressBar, ProgressStyle};
+use tch::Tensor;
+
+use super::evaluate::{quality, sample, to_vec, EVAL_SEED};
 
 use crate::checkpoint::{Checkpoint, CheckpointWriter, RunState};
 use crate::config::Experiment;
@@ -95,7 +99,11 @@ impl Session {
         self.progress.set_message(message.to_string());
         self.progress.set_position(self.epochs_done as u64);
         let last = self.epochs_done == epochs_of(&self.exp);
-        if last || self.epochs_done % self.exp.record.checkpoint_every == 0 {
+        if last
+            || self
+                .epochs_done
+                .is_multiple_of(self.exp.record.checkpoint_every)
+        {
             self.recorder.flush()?;
             let state = RunState {
                 epochs_done: self.epochs_done,
@@ -106,9 +114,36 @@ impl Session {
         Ok(())
     }
 
-    /// Whether an evaluation is due after the epoch just closed.
+    /// Whether the epoch in progress ends with an evaluation (every
+    /// `eval.every` epochs, and the last one).
     pub fn eval_due(&self) -> bool {
-        self.epochs_done % self.exp.eval.every == 0 || self.epochs_done == epochs_of(&self.exp)
+        let closing = self.epochs_done + 1;
+        closing.is_multiple_of(self.exp.eval.every) || closing == epochs_of(&self.exp)
+    }
+
+    /// Samples `policy` and logs its sliced W2 (and exact W2 if configured)
+    /// against `data` and a scatter image; returns a short progress message.
+    pub fn evaluate(
+        &mut self,
+        policy: &DiffusionPolicy,
+        data: &Tensor,
+    ) -> Result<String, RunError> {
+        let eval = self.exp.eval;
+        let samples = sample(
+            policy,
+            eval.n,
+            self.exp.data.set.dim(),
+            EVAL_SEED ^ self.exp.seed as i64,
+        );
+        let q = quality(&samples, data, &eval, 1, eval.exact_during_training)?;
+        let step = self.global_step;
+        self.recorder.scalar("eval/sliced_w2", q.sliced_w2, step)?;
+        if let Some(e) = q.exact_w2 {
+            self.recorder.scalar("eval/exact_w2", e, step)?;
+        }
+        self.recorder
+            .samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
+        Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
     }
 
     /// Publishes the last checkpoint as the run's final result and closes the bar.

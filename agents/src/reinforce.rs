@@ -185,3 +185,65 @@ impl Agent<DiffusionEnv> for Reinforce {
         Ok(stats.average(batches.len()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout;
+    use envs::schedule::{BetaSchedule, Schedule, Variance};
+    use envs::RewardModel;
+    use tch::Device;
+
+    /// f(x) = |x - (1, -1)|^2: the return -f(x_0) is highest at (1, -1).
+    struct DistanceToTarget;
+    impl RewardModel for DistanceToTarget {
+        fn value(&self, x: &Tensor) -> Tensor {
+            (x - Tensor::from_slice(&[1.0f32, -1.0]))
+                .square()
+                .sum_dim_intlist(1, false, Kind::Float)
+        }
+    }
+
+    fn mean_cost(policy: &DiffusionPolicy) -> f64 {
+        DistanceToTarget
+            .value(&policy.sample(2000, 2))
+            .mean(Kind::Float)
+            .double_value(&[])
+    }
+
+    #[test]
+    fn the_policy_gradient_lowers_the_critic_value() {
+        let _rng = crate::seeded(11);
+        let schedule = Schedule::new(
+            BetaSchedule::Linear {
+                start: 0.05,
+                end: 0.2,
+            }
+            .betas(3)
+            .unwrap(),
+            Variance::Beta,
+        )
+        .unwrap();
+        let policy = DiffusionPolicy::toy(&schedule, 2, 32, 3, Device::Cpu);
+        let before = mean_cost(&policy);
+        let config = ReinforceConfig {
+            optimizer: OptimizerConfig::Adam { lr: 3e-3 },
+            ..ReinforceConfig::default()
+        };
+        let mut agent = Reinforce::new(config, policy, 64);
+        let mut env = DiffusionEnv::new(schedule, &[2], 64, Device::Cpu).unwrap();
+        for _ in 0..300 {
+            rollout(&mut env, &mut agent, None).unwrap();
+            let stats = agent
+                .update(&Critics {
+                    reward: &DistanceToTarget,
+                    baseline: None,
+                })
+                .unwrap();
+            assert!(stats.get("generator/loss").unwrap().is_finite());
+            assert_eq!(agent.buffered(), 0, "the buffer is cleared after an update");
+        }
+        let after = mean_cost(agent.policy());
+        assert!(after < 0.5 * before, "E f(x_0): {before} -> {after}");
+    }
+}

@@ -30,6 +30,10 @@ struct Cli {
     /// Runs trained at once (dependencies in child processes); default: the number of cores.
     #[arg(long)]
     jobs: Option<usize>,
+    /// Train the experiment as another run's dependency: resume it if
+    /// interrupted, wait if another process is training it.
+    #[arg(long, hide = true)]
+    as_dependency: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -125,6 +129,7 @@ fn run(cli: Cli) -> Result<()> {
                 retrain: cli.retrain,
                 show_progress: !cli.quiet && std::io::stderr().is_terminal(),
                 no_table: cli.no_table,
+                as_dependency: cli.as_dependency,
                 parallel: Some((
                     std::env::current_exe().context("locating rl-run")?,
                     cli.jobs.unwrap_or_else(|| {

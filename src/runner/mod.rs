@@ -3,6 +3,7 @@
 
 pub mod evaluate;
 pub mod finetune;
+pub mod lock;
 pub mod model;
 pub mod parallel;
 pub mod pretrain;
@@ -30,6 +31,9 @@ pub struct RunOptions {
     pub show_progress: bool,
     /// Skip the final comparison table.
     pub no_table: bool,
+    /// Train this experiment as a dependency of another run: resume it if it
+    /// was interrupted, and wait if another process is training it.
+    pub as_dependency: bool,
     /// Train dependencies in child processes of this executable, up to `jobs`
     /// runs at a time (the main run counts as one); none: one after the other.
     pub parallel: Option<(PathBuf, usize)>,
@@ -62,11 +66,11 @@ pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError
             }
             // While the main run trains here, one slot fewer is left to the children.
             background.poll(jobs - 1)?;
-            let final_dir = ensure_trained(path, &exp, options, true, device)?;
+            let final_dir = ensure_trained(path, &exp, options, !options.as_dependency, device)?;
             background.finish()?;
             final_dir
         }
-        _ => ensure_trained(path, &exp, options, true, device)?,
+        _ => ensure_trained(path, &exp, options, !options.as_dependency, device)?,
     };
     let table = if options.no_table {
         None
@@ -121,11 +125,18 @@ fn ensure_trained(
     let dir = run_dir(exp);
     let final_dir = dir.join("final");
     let checkpoint_dir = dir.join("checkpoint");
-    if main && options.retrain && dir.exists() {
+    if !main && Checkpoint::exists(&final_dir) {
+        return Ok(final_dir);
+    }
+    // A dependency being trained by another rl-run is waited for; the run asked for is refused.
+    let lock = lock::RunLock::acquire(&dir, !main)?;
+    let has_results = Checkpoint::exists(&final_dir) || Checkpoint::exists(&checkpoint_dir);
+    if main && options.retrain && has_results {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let kept = dir.with_file_name(format!("{}.{stamp}", exp.name));
+        drop(lock);
         std::fs::rename(&dir, &kept).map_err(|source| RunError::Io {
             path: dir.clone(),
             source,
@@ -135,6 +146,11 @@ fn ensure_trained(
             exp.name,
             kept.display()
         );
+        let fresh = RunOptions {
+            retrain: false,
+            ..options.clone()
+        };
+        return ensure_trained(path, exp, &fresh, main, device);
     } else if Checkpoint::exists(&final_dir) {
         if main && options.resume {
             eprintln!(

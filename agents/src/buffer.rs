@@ -101,7 +101,7 @@ mod tests {
 
     #[test]
     fn minibatches_are_disjoint_rows_of_the_buffer() {
-        let _rng = crate::seeded(0);
+        let _rng = envs::testing::seeded(0);
         let mut b = TrajectoryBuffer::new();
         for c in 0..3 {
             let ids =

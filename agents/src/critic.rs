@@ -223,7 +223,7 @@ mod tests {
 
     #[test]
     fn critic_separates_two_distributions() {
-        let _rng = crate::seeded(0);
+        let _rng = envs::testing::seeded(0);
         for regularizer in [
             CriticRegularizer::Baseline { lambda: 1.0 },
             CriticRegularizer::GradientPenalty { eta: 1.0 },
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn chunking_r_b_does_not_change_the_update() {
         let run = |chunk_rows: i64| {
-            let _rng = crate::seeded(4);
+            let _rng = envs::testing::seeded(4);
             let config = CriticConfig {
                 chunk_rows,
                 ..CriticConfig::default()
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn baseline_regularisation_fits_the_critic_value() {
-        let _rng = crate::seeded(1);
+        let _rng = envs::testing::seeded(1);
         let mut c = AdversarialCritic::new(CriticConfig::default(), 2, 2, Device::Cpu);
         let mut first = None;
         let mut last = 0.0;

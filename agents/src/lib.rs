@@ -22,15 +22,3 @@ pub mod reinforce;
 
 pub use agent::{rollout, Agent, Episode, UpdateStats};
 pub use error::AgentError;
-
-/// Tests share libtorch's global random generator across threads; tests that
-/// draw from it hold this lock so that no other test draws in between.
-#[cfg(test)]
-pub(crate) fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // Small networks run fastest on one thread.
-    tch::set_num_threads(1);
-    tch::manual_seed(seed);
-    guard
-}

@@ -194,7 +194,7 @@ mod tests {
 
     #[test]
     fn shapes_and_parameter_counts() {
-        let _rng = crate::seeded(0);
+        let _rng = envs::testing::seeded(0);
         let vs = VarStore::new(Device::Cpu);
         let net = ToyEpsNet::new(&vs.root(), 2, 128, 10);
         let x = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn the_step_embedding_conditions_the_output() {
-        let _rng = crate::seeded(0);
+        let _rng = envs::testing::seeded(0);
         let vs = VarStore::new(Device::Cpu);
         let net = ToyEpsNet::new(&vs.root(), 2, 16, 4);
         let x = Tensor::ones([1, 2], (Kind::Float, Device::Cpu));

@@ -263,7 +263,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_resumes_identically() {
         let run = |split: Option<usize>| {
-            let _rng = crate::seeded(1);
+            let _rng = envs::testing::seeded(1);
             let vs = VarStore::new(Device::Cpu);
             let w = vs.root().var(
                 "w",

@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn the_policy_gradient_lowers_the_critic_value() {
-        let _rng = crate::seeded(11);
+        let _rng = envs::testing::seeded(11);
         let schedule = Schedule::new(
             BetaSchedule::Linear {
                 start: 0.05,

@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn episode_has_horizon_steps_and_reward_only_at_the_end() {
-        let _rng = crate::seeded(0);
+        let _rng = crate::testing::seeded(0);
         let mut e = env(4);
         let (obs, _) = e.reset(Some(1)).unwrap();
         assert_eq!(obs.t, 3);
@@ -249,7 +249,7 @@ mod tests {
 
     #[test]
     fn reset_with_a_seed_repeats_and_bad_actions_are_refused() {
-        let _rng = crate::seeded(0);
+        let _rng = crate::testing::seeded(0);
         let mut e = env(5);
         let (a, _) = e.reset(Some(9)).unwrap();
         let (b, _) = e.reset(Some(9)).unwrap();

@@ -132,7 +132,7 @@ mod tests {
     #[test]
     fn samples_have_the_step_standard_deviation() {
         let (s, c) = coefs();
-        let _rng = crate::seeded(7);
+        let _rng = crate::testing::seeded(7);
         let mean = Tensor::zeros([200_000, 2], (Kind::Float, Device::Cpu));
         let steps = Tensor::full([200_000], 10, (Kind::Int64, Device::Cpu));
         let x = sample(&c, &mean, &steps);

@@ -13,6 +13,7 @@ pub mod error;
 pub mod gaussian;
 pub mod schedule;
 pub mod space;
+pub mod testing;
 
 pub use env::{Env, Info, Step};
 pub use error::EnvError;
@@ -23,16 +24,4 @@ pub use space::Space;
 pub trait RewardModel {
     /// The critic's value f(x) for each row of the batch `x` (`[B, ...]`), as a `[B]` tensor.
     fn value(&self, x: &tch::Tensor) -> tch::Tensor;
-}
-
-/// Tests share libtorch's global random generator across threads; tests that
-/// draw from it hold this lock so that no other test draws in between.
-#[cfg(test)]
-pub(crate) fn seeded(seed: i64) -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    // Small networks run fastest on one thread.
-    tch::set_num_threads(1);
-    tch::manual_seed(seed);
-    guard
 }

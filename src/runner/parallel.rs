@@ -61,11 +61,10 @@ impl Background {
                 source,
             })?;
             let mut cmd = Command::new(&self.executable);
+            // As a dependency, the child resumes an interrupted run and waits
+            // if another process is training it.
             cmd.arg(&path)
-                .args(["--quiet", "--no-table", "--jobs", "1"]);
-            if Checkpoint::exists(&dir.join("checkpoint")) {
-                cmd.arg("--resume");
-            }
+                .args(["--quiet", "--no-table", "--jobs", "1", "--as-dependency"]);
             let child = cmd
                 .stdout(Stdio::null())
                 .stderr(file)

@@ -218,7 +218,8 @@ pub struct EvalConfig {
     pub exact_n: usize,
     /// Random directions of the sliced W2.
     pub projections: usize,
-    /// Independent sets of directions averaged in the final table.
+    /// Independent sample sets (each with its own sliced directions) measured
+    /// in the final table and by `rl-run eval`; the table shows mean ± spread.
     pub repeats: usize,
     /// Compute the exact W2 at intermediate evaluations too (not only at the end).
     pub exact_during_training: bool,
@@ -231,7 +232,7 @@ impl Default for EvalConfig {
             n: 10_000,
             exact_n: 3_000,
             projections: 100,
-            repeats: 10,
+            repeats: 3,
             exact_during_training: false,
         }
     }

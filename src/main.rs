@@ -101,21 +101,23 @@ fn run(cli: Cli) -> Result<()> {
             configure_threads(1);
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let data = training_data(&exp, tch::Device::Cpu)?;
-            let samples = sample(&policy, exp.eval.n, exp.data.set.dim(), seed);
-            let q = quality(&samples, &data, &exp.eval, exp.eval.repeats, true)?;
+            let dim = exp.data.set.dim();
+            let draw = |set: usize| Ok(sample(&policy, exp.eval.n, dim, seed + set as i64));
+            let q = quality(exp.eval.repeats, draw, &data, &exp.eval, true)?;
             println!("experiment: {} (T = {})", exp.name, exp.env.steps);
             println!(
-                "sliced W2: {:.4}e-2 ± {:.4}e-2 ({} x {} projections, {} points)",
+                "sliced W2: {:.4}e-2 ± {:.4}e-2 ({} sample sets of {} points, {} directions each)",
                 q.sliced_w2 * 100.0,
                 q.sliced_w2_std * 100.0,
-                exp.eval.repeats,
-                exp.eval.projections,
-                exp.eval.n
+                q.sets,
+                exp.eval.n,
+                exp.eval.projections
             );
-            if let Some(e) = q.exact_w2 {
+            if let (Some(e), Some(s)) = (q.exact_w2, q.exact_w2_std) {
                 println!(
-                    "exact W2:  {:.4}e-2 ({} points per side)",
+                    "exact W2:  {:.4}e-2 ± {:.4}e-2 ({} points per side)",
                     e * 100.0,
+                    s * 100.0,
                     exp.eval.exact_n
                 );
             }

@@ -15,15 +15,20 @@ use crate::metrics::sliced::sliced_wasserstein2;
 /// every evaluation of a run draws the same x_T and step noise.
 pub const EVAL_SEED: i64 = 0xE7A1;
 
-/// Sample quality of one point cloud against the training set.
+/// Sample quality against the training set, over one or more independent
+/// sample sets: mean and spread (sample standard deviation) of each metric.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quality {
-    /// Sliced W2, mean over the repeats.
+    /// Sliced W2, mean over the sets.
     pub sliced_w2: f64,
-    /// Standard deviation of the sliced W2 over the repeats (projection noise).
+    /// Standard deviation of the sliced W2 over the sets (0 for one set).
     pub sliced_w2_std: f64,
-    /// Exact W2 on `exact_n` points per side, if computed.
+    /// Exact W2 on `exact_n` points per side, mean over the sets, if computed.
     pub exact_w2: Option<f64>,
+    /// Standard deviation of the exact W2 over the sets.
+    pub exact_w2_std: Option<f64>,
+    /// Number of independent sample sets measured.
+    pub sets: usize,
 }
 
 /// A tensor's values as a flat `Vec<f32>` (on the CPU).
@@ -42,43 +47,69 @@ pub fn sample(policy: &DiffusionPolicy, n: usize, dim: i64, seed: i64) -> Tensor
     policy.sample(n as i64, dim)
 }
 
-/// Measures `samples` against `data` (both `[n, dim]`).
+/// Measures `sets` independent sample sets, `draw(i)` giving the i-th, each
+/// against the first `eval.n` points of `data` (the i-th set with the i-th set
+/// of sliced directions). Sampling noise and projection noise both show in the spread.
 pub fn quality(
-    samples: &Tensor,
+    sets: usize,
+    mut draw: impl FnMut(usize) -> Result<Tensor, RunError>,
     data: &Tensor,
     eval: &EvalConfig,
-    repeats: usize,
     exact: bool,
 ) -> Result<Quality, RunError> {
     let dim = data.size()[1] as usize;
-    let n = eval
-        .n
-        .min(samples.size()[0] as usize)
-        .min(data.size()[0] as usize) as i64;
-    let a = to_vec(&samples.narrow(0, 0, n));
-    let b = to_vec(&data.narrow(0, 0, n));
-    if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
-        return Err(RunError::Diverged(format!(
-            "the generator produced a non-finite sample ({bad})"
-        )));
+    let mut sliced = Vec::new();
+    let mut exacts = Vec::new();
+    for set in 0..sets.max(1) {
+        let samples = draw(set)?;
+        let n = eval
+            .n
+            .min(samples.size()[0] as usize)
+            .min(data.size()[0] as usize) as i64;
+        let a = to_vec(&samples.narrow(0, 0, n));
+        let b = to_vec(&data.narrow(0, 0, n));
+        if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
+            return Err(RunError::Diverged(format!(
+                "the generator produced a non-finite sample ({bad})"
+            )));
+        }
+        sliced.push(sliced_wasserstein2(
+            &a,
+            &b,
+            dim,
+            eval.projections,
+            PROJECTION_SEED + set as u64,
+        )?);
+        if exact {
+            let k = eval.exact_n.min(n as usize) * dim;
+            exacts.push(exact_wasserstein2(&a[..k], &b[..k], dim)?);
+        }
     }
-    let values: Vec<f64> = (0..repeats.max(1))
-        .map(|r| sliced_wasserstein2(&a, &b, dim, eval.projections, 0x5EED + r as u64))
-        .collect::<Result<_, _>>()?;
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let var =
-        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len().max(2) - 1) as f64;
-    let exact_w2 = if exact {
-        let k = eval.exact_n.min(n as usize) * dim;
-        Some(exact_wasserstein2(&a[..k], &b[..k], dim)?)
+    let (sliced_w2, sliced_w2_std) = mean_std(&sliced);
+    let (exact_w2, exact_w2_std) = if exact {
+        let (m, s) = mean_std(&exacts);
+        (Some(m), Some(s))
     } else {
-        None
+        (None, None)
     };
     Ok(Quality {
-        sliced_w2: mean,
-        sliced_w2_std: var.sqrt(),
+        sliced_w2,
+        sliced_w2_std,
         exact_w2,
+        exact_w2_std,
+        sets: sliced.len(),
     })
+}
+
+const PROJECTION_SEED: u64 = 0x5EED;
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    (mean, var.sqrt())
 }
 
 /// One line of the comparison table.
@@ -104,20 +135,25 @@ pub struct Table {
 impl Table {
     /// The table as markdown (values x 1e-2, as in the paper).
     pub fn to_markdown(&self) -> String {
+        let sets = self.rows.first().map_or(1, |r| r.quality.sets);
         let mut out = format!("{}\n\n", self.title);
+        out.push_str(&format!(
+            "Mean ± standard deviation over {sets} independent sample sets against the training set.\n\n"
+        ));
         out.push_str("| method | T | sliced W2 (x1e-2) | exact W2 (x1e-2) |\n|---|---|---|---|\n");
         for row in &self.rows {
+            let q = &row.quality;
             let steps = row.steps.map_or("-".to_string(), |t| t.to_string());
-            let exact = row
-                .quality
-                .exact_w2
-                .map_or("-".to_string(), |e| format!("{:.2}", e * 100.0));
+            let exact = match (q.exact_w2, q.exact_w2_std) {
+                (Some(m), Some(s)) => format!("{:.2} ± {:.2}", m * 100.0, s * 100.0),
+                _ => "-".to_string(),
+            };
             out.push_str(&format!(
                 "| {} | {} | {:.2} ± {:.2} | {} |\n",
                 row.label,
                 steps,
-                row.quality.sliced_w2 * 100.0,
-                row.quality.sliced_w2_std * 100.0,
+                q.sliced_w2 * 100.0,
+                q.sliced_w2_std * 100.0,
                 exact
             ));
         }

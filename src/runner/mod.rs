@@ -253,22 +253,25 @@ fn comparison_table(
     for (entry_path, entry) in &entries {
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
         let (_, policy) = load_policy(&final_dir, device)?;
-        let samples = sample(
-            &policy,
-            exp.eval.n,
-            exp.data.set.dim(),
-            evaluate::EVAL_SEED ^ exp.seed as i64,
-        )
-        .to_device(Device::Cpu);
-        let q = quality(&samples, &data, &exp.eval, exp.eval.repeats, true)?;
+        let dim = exp.data.set.dim();
+        let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
+        let draw = |set: usize| {
+            Ok(sample(&policy, exp.eval.n, dim, seed + set as i64).to_device(Device::Cpu))
+        };
+        let q = quality(exp.eval.repeats, draw, &data, &exp.eval, true)?;
         table.rows.push(Row {
             label: describe(entry),
             steps: Some(entry.env.steps),
             quality: q,
         });
     }
-    let fresh = fresh_data(exp, exp.eval.n)?;
-    let floor: Quality = quality(&fresh, &data, &exp.eval, exp.eval.repeats, true)?;
+    let floor: Quality = quality(
+        exp.eval.repeats,
+        |set| fresh_data(exp, exp.eval.n, set),
+        &data,
+        &exp.eval,
+        true,
+    )?;
     table.rows.push(Row {
         label: "data vs fresh data (floor)".into(),
         steps: None,

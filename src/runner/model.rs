@@ -53,12 +53,14 @@ pub fn training_data(exp: &Experiment, device: Device) -> Result<Tensor, RunErro
         .to_device(device))
 }
 
-/// A fresh sample of the data distribution, independent of the training set.
-pub fn fresh_data(exp: &Experiment, n: usize) -> Result<Tensor, RunError> {
-    Ok(exp
+/// The `set`-th fresh sample of the data distribution, independent of the training set.
+pub fn fresh_data(exp: &Experiment, n: usize, set: usize) -> Result<Tensor, RunError> {
+    let seed = exp
         .data
-        .set
-        .generate(n, exp.data.seed.wrapping_add(FRESH_DATA_SEED_OFFSET))?)
+        .seed
+        .wrapping_add(FRESH_DATA_SEED_OFFSET)
+        .wrapping_add(set as u64);
+    Ok(exp.data.set.generate(n, seed)?)
 }
 
 /// The folder of a run.

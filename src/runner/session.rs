@@ -135,7 +135,13 @@ impl Session {
             self.exp.data.set.dim(),
             EVAL_SEED ^ self.exp.seed as i64,
         );
-        let q = quality(&samples, data, &eval, 1, eval.exact_during_training)?;
+        let q = quality(
+            1,
+            |_| Ok(samples.shallow_clone()),
+            data,
+            &eval,
+            eval.exact_during_training,
+        )?;
         let step = self.global_step;
         self.recorder.scalar("eval/sliced_w2", q.sliced_w2, step)?;
         if let Some(e) = q.exact_w2 {

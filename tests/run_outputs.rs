@@ -116,6 +116,24 @@ fn a_finetuning_run_logs_samples_and_evaluates() {
             .arg("--no-table"),
     );
     assert!(String::from_utf8_lossy(&again.stderr).contains("final sampler in"));
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("warning"));
+
+    // ... and says so when the experiment file no longer matches what was trained.
+    let edited = std::fs::read_to_string(dir.join("fine.ron"))
+        .unwrap()
+        .replace("epochs: 3", "epochs: 4");
+    std::fs::write(dir.join("fine.ron"), edited).unwrap();
+    let changed = run_ok(
+        rl_run()
+            .arg(dir.join("fine.ron"))
+            .arg("--quiet")
+            .arg("--no-table"),
+    );
+    let stderr = String::from_utf8_lossy(&changed.stderr);
+    assert!(
+        stderr.contains("was trained with other settings") && stderr.contains("--retrain"),
+        "{stderr}"
+    );
 }
 
 #[test]

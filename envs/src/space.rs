@@ -40,3 +40,18 @@ impl Space {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn box_spaces_check_the_element_shape_of_a_batch() {
+        let space = Space::real(&[2]);
+        let ok = tch::Tensor::zeros([5, 2], (tch::Kind::Float, tch::Device::Cpu));
+        let wrong = tch::Tensor::zeros([5, 3], (tch::Kind::Float, tch::Device::Cpu));
+        assert!(space.contains_batch_shape(&ok));
+        assert!(!space.contains_batch_shape(&wrong));
+        assert!(!Space::Discrete(3).contains_batch_shape(&ok));
+    }
+}

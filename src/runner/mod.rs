@@ -126,6 +126,7 @@ fn ensure_trained(
     let final_dir = dir.join("final");
     let checkpoint_dir = dir.join("checkpoint");
     if !main && Checkpoint::exists(&final_dir) {
+        warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
     // A dependency being trained by another rl-run is waited for; the run asked for is refused.
@@ -158,6 +159,7 @@ fn ensure_trained(
                 exp.name
             );
         }
+        warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
     let resume = if Checkpoint::exists(&checkpoint_dir) {
@@ -209,6 +211,28 @@ fn ensure_trained(
                 options.show_progress,
             )
         }
+    }
+}
+
+/// Warns when a finished run being reused was trained with other settings
+/// than its experiment file now has (evaluation and recording aside).
+fn warn_if_changed(exp: &Experiment, final_dir: &Path) {
+    let stored = Checkpoint::open(final_dir)
+        .and_then(|c| c.experiment_ron())
+        .ok()
+        .and_then(|text| Experiment::parse_serialized(&text, final_dir).ok());
+    let Some(stored) = stored else { return };
+    let differs = stored.seed != exp.seed
+        || stored.data != exp.data
+        || stored.env != exp.env
+        || stored.model != exp.model
+        || stored.task != exp.task;
+    if differs {
+        eprintln!(
+            "rl-run: warning: {} was trained with other settings than {} now has; using it anyway (--retrain trains again)",
+            final_dir.display(),
+            exp.name
+        );
     }
 }
 

@@ -44,27 +44,23 @@ fn main() {
     println!("| implementation | T | iterations | ms / iteration | peak RSS (MiB) | speed-up |");
     println!("|---|---|---|---|---|---|");
     for (steps, iters, warmup) in [(10, 500, 50), (1000, 10, 5)] {
-        let ours = measure(Command::new(&args[0]).args([
-            "--child",
-            "--steps",
-            &steps.to_string(),
-            "--iters",
-            &iters.to_string(),
-            "--warmup",
-            &warmup.to_string(),
-        ]));
+        let common = [
+            "--steps".to_string(),
+            steps.to_string(),
+            "--iters".to_string(),
+            iters.to_string(),
+            "--warmup".to_string(),
+            warmup.to_string(),
+        ];
+        let ours = measure(Command::new(&args[0]).arg("--child").args(&common));
         let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sft_pg_iteration.py");
-        let theirs = measure(Command::new(python).arg(script).args([
-            "--steps",
-            &steps.to_string(),
-            "--iters",
-            &iters.to_string(),
-            "--warmup",
-            &warmup.to_string(),
-            "--threads",
-            "1",
-        ]));
+        let theirs = measure(
+            Command::new(python)
+                .arg(script)
+                .args(&common)
+                .args(["--threads", "1"]),
+        );
         let ratio = theirs.0 / ours.0;
         println!(
             "| shortcut (Rust, tch) | {steps} | {iters} | {:.2} | {:.0} | {ratio:.2}x |",

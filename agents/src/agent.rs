@@ -2,8 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use envs::diffusion::DiffusionEnv;
 use envs::{Env, RewardModel, Step};
 
+use crate::generator::Generator;
 use crate::networks::ValueModel;
 use crate::AgentError;
 
@@ -51,6 +53,18 @@ pub trait Agent<E: Env> {
     fn observe(&mut self, obs: &E::Obs, action: &E::Action, step: &Step<E::Obs>);
     /// Updates the policy from the stored experience.
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError>;
+}
+
+/// An agent that fine-tunes a diffusion sampler: what the trainer needs
+/// beyond [`Agent`] (the generator for checkpoints and evaluation, and
+/// whether a baseline must be fitted for it).
+pub trait FineTuneAgent: Agent<DiffusionEnv> {
+    /// The generator (policy, optimiser, shared settings).
+    fn generator(&self) -> &Generator;
+    /// Mutable access to the generator, e.g. to load a checkpoint.
+    fn generator_mut(&mut self) -> &mut Generator;
+    /// Whether the update reads the baseline V (so the critic must fit it).
+    fn uses_baseline(&self) -> bool;
 }
 
 /// One finished batch of episodes.

@@ -14,6 +14,9 @@ pub struct TransitionBatch {
     pub final_sample: Tensor,
     /// t + 1, the 1-based sampler step of the state (int64).
     pub step: Tensor,
+    /// log pi(x_t | x_{t+1}) under the policy that sampled it (ratio-based
+    /// agents store it; `[B]`).
+    pub behaviour_log_prob: Option<Tensor>,
 }
 
 /// Transitions stored without gradients, drawn in random disjoint minibatches.
@@ -47,6 +50,7 @@ impl TrajectoryBuffer {
             action: batch.action.detach(),
             final_sample: batch.final_sample.detach(),
             step: batch.step.detach(),
+            behaviour_log_prob: batch.behaviour_log_prob.map(|t| t.detach()),
         });
     }
 
@@ -72,6 +76,12 @@ impl TrajectoryBuffer {
             action: cat(&|b| &b.action),
             final_sample: cat(&|b| &b.final_sample),
             step: cat(&|b| &b.step),
+            behaviour_log_prob: self
+                .chunks
+                .iter()
+                .map(|b| b.behaviour_log_prob.as_ref().map(Tensor::shallow_clone))
+                .collect::<Option<Vec<_>>>()
+                .map(|parts| Tensor::cat(&parts, 0)),
         };
         let needed = size * count as i64;
         let mut perms = Vec::new();
@@ -89,9 +99,45 @@ impl TrajectoryBuffer {
                     action: all.action.index_select(0, &idx),
                     final_sample: all.final_sample.index_select(0, &idx),
                     step: all.step.index_select(0, &idx),
+                    behaviour_log_prob: all
+                        .behaviour_log_prob
+                        .as_ref()
+                        .map(|l| l.index_select(0, &idx)),
                 }
             })
             .collect()
+    }
+}
+
+/// Gathers the transitions of whole episodes step by step and moves them to
+/// a [`TrajectoryBuffer`] once their final sample x_0 is known.
+#[derive(Debug, Default)]
+pub struct EpisodeCollector {
+    pending: Vec<(Tensor, Tensor, usize, Option<Tensor>)>,
+    /// The finished transitions.
+    pub buffer: TrajectoryBuffer,
+}
+
+impl EpisodeCollector {
+    /// Records that `action` was taken in `state` at 1-based step `t`, with
+    /// its behaviour log-density if the agent keeps one.
+    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize, log_prob: Option<Tensor>) {
+        self.pending
+            .push((state.shallow_clone(), action.shallow_clone(), t, log_prob));
+    }
+
+    /// Ends the episodes in progress with final samples `final_sample`.
+    pub fn finish(&mut self, final_sample: &Tensor) {
+        for (state, action, t, behaviour_log_prob) in self.pending.drain(..) {
+            let n = state.size()[0];
+            self.buffer.push(TransitionBatch {
+                step: Tensor::full([n], t as i64, (Kind::Int64, state.device())),
+                state,
+                action,
+                final_sample: final_sample.shallow_clone(),
+                behaviour_log_prob,
+            });
+        }
     }
 }
 
@@ -111,6 +157,7 @@ mod tests {
                 action: &ids + 0.5,
                 final_sample: &ids * 2.0,
                 step: Tensor::full([10], c + 1, (Kind::Int64, Device::Cpu)),
+                behaviour_log_prob: Some(&ids * 3.0),
             });
         }
         assert_eq!(b.len(), 30);
@@ -121,9 +168,12 @@ mod tests {
             let a = Vec::<f32>::try_from(m.action.flatten(0, -1)).unwrap();
             let f = Vec::<f32>::try_from(m.final_sample.flatten(0, -1)).unwrap();
             let t = Vec::<i64>::try_from(&m.step).unwrap();
+            let l = Vec::<f32>::try_from(m.behaviour_log_prob.as_ref().unwrap().flatten(0, -1))
+                .unwrap();
             for i in 0..8 {
                 assert_eq!(a[i], s[i] + 0.5);
                 assert_eq!(f[i], s[i] * 2.0);
+                assert_eq!(l[i], s[i] * 3.0);
                 assert_eq!(t[i], (s[i] as i64) / 10 + 1);
                 assert!(seen.insert(s[i] as i64), "row drawn twice");
             }

@@ -70,6 +70,7 @@ pub struct AdversarialCritic {
     baseline: ConditionalBaseline,
     critic_opt: Optimizer,
     baseline_opt: Optimizer,
+    fit_baseline: bool,
 }
 
 impl AdversarialCritic {
@@ -89,7 +90,16 @@ impl AdversarialCritic {
             baseline,
             critic_opt,
             baseline_opt,
+            fit_baseline: true,
         }
+    }
+
+    /// Whether R_B is computed at all: always under baseline regularisation;
+    /// otherwise only when an agent reads the baseline (`needed`). Skipping it
+    /// saves the baseline's passes over all T' x m chain states.
+    pub fn fit_baseline_if(&mut self, needed: bool) {
+        self.fit_baseline =
+            needed || matches!(self.config.regularizer, CriticRegularizer::Baseline { .. });
     }
 
     /// The critic's variables (alpha).
@@ -158,6 +168,10 @@ impl AdversarialCritic {
         ensure_finite("critic loss", loss.double_value(&[]))?;
         stats.accumulate("critic/gap", gap.double_value(&[]));
         loss.backward();
+        if !self.fit_baseline {
+            self.critic_opt.step();
+            return Ok(stats);
+        }
 
         // R_B, chunk by chunk: under B its gradient reaches f through f(x_0).
         let (weight, into_critic) = match self.config.regularizer {

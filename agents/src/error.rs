@@ -22,6 +22,9 @@ pub enum AgentError {
     /// An update was asked for with nothing to learn from.
     #[error("{0}")]
     Empty(&'static str),
+    /// A setting that this policy or agent cannot honour.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
     /// Saved optimiser state does not fit the parameters.
     #[error("optimiser state: {0}")]
     State(String),

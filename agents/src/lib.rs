@@ -3,7 +3,12 @@
 //! - [`networks`]: the toy eps-predictor, critic and baseline of DESIGN.md.
 //! - [`policy`]: a DDPM sampler as a Gaussian policy.
 //! - [`agent`]: the [`Agent`] trait and a generic episode rollout.
+//! - [`generator`]: what every generator update shares (optimiser,
+//!   n_generator, grad clipping, KL penalty, learned variance).
 //! - [`reinforce`]: REINFORCE with a learned baseline (SFT-PG, Eq. 20).
+//! - [`ppo`]: PPO-clip over the buffer.
+//! - [`pathwise`]: SFT, the pathwise gradient through the chain (Eq. 14).
+//! - [`registry`]: the agents and regularisers by name; building an agent.
 //! - [`critic`]: the adversarial IPM critic and the baseline, with their
 //!   regularisers (baseline regularisation, Eq. 23; gradient penalty, Eq. 22).
 //! - [`buffer`]: the trajectory buffer of Algorithm 1.
@@ -14,11 +19,17 @@ pub mod agent;
 pub mod buffer;
 pub mod critic;
 pub mod error;
+pub mod generator;
 pub mod networks;
 pub mod optim;
+pub mod pathwise;
 pub mod policy;
+pub mod ppo;
 pub mod pretrain;
+pub mod registry;
 pub mod reinforce;
+#[cfg(test)]
+mod testing;
 
-pub use agent::{rollout, Agent, Episode, UpdateStats};
+pub use agent::{rollout, Agent, Episode, FineTuneAgent, UpdateStats};
 pub use error::AgentError;

@@ -4,16 +4,39 @@ use envs::diffusion::ChainState;
 use envs::gaussian::{self, LogProbReduction};
 use envs::schedule::{Schedule, StepCoefficients};
 use tch::nn::VarStore;
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::networks::{EpsModel, ToyEpsNet};
 
+/// Name of the learned per-step log standard deviation in the generator's variables.
+pub const LOG_STD_VAR: &str = "variance.log_std";
+
+/// How a policy's network was built, so that a copy can be made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Architecture {
+    Toy {
+        dim: i64,
+        width: i64,
+        network_steps: i64,
+    },
+    Custom,
+}
+
+/// The learned standard deviation: sigma_t = max(exp(log_std_t), floor).
+struct LearnedStd {
+    log_std: Tensor,
+    floor: f64,
+}
+
 /// pi_theta(x_t | x_{t+1}) = N(mu_theta(x_{t+1}, t+1), Sigma_{t+1}): the mean from
-/// an eps-predicting network, the variance fixed by the schedule.
+/// an eps-predicting network; the variance fixed by the schedule or, after
+/// [`DiffusionPolicy::learn_variance`], a learned per-step standard deviation.
 pub struct DiffusionPolicy {
     vs: VarStore,
     net: Box<dyn EpsModel>,
     coefficients: StepCoefficients,
+    architecture: Architecture,
+    learned_std: Option<LearnedStd>,
 }
 
 impl DiffusionPolicy {
@@ -32,7 +55,69 @@ impl DiffusionPolicy {
             coefficients: schedule.coefficients(device),
             net: Box::new(net),
             vs,
+            architecture: Architecture::Toy {
+                dim,
+                width,
+                network_steps,
+            },
+            learned_std: None,
         }
+    }
+
+    /// A policy around any eps-model whose variables live in `vs`.
+    pub fn with_model(schedule: &Schedule, vs: VarStore, net: Box<dyn EpsModel>) -> Self {
+        Self {
+            coefficients: schedule.coefficients(vs.device()),
+            net,
+            vs,
+            architecture: Architecture::Custom,
+            learned_std: None,
+        }
+    }
+
+    /// Makes the standard deviation of every step a trainable variable
+    /// ([`LOG_STD_VAR`], one log-std per step, shared by the data dimensions),
+    /// initialised at the schedule's value and never below `floor`.
+    pub fn learn_variance(&mut self, floor: f64) {
+        if self.learned_std.is_some() {
+            return;
+        }
+        let init = self.coefficients.log_prob_sigma.clamp_min(floor).log();
+        let log_std = (self.vs.root() / "variance").var_copy("log_std", &init);
+        self.learned_std = Some(LearnedStd { log_std, floor });
+    }
+
+    /// The floor of the learned standard deviation, if the variance is learned.
+    pub fn variance_floor(&self) -> Option<f64> {
+        self.learned_std.as_ref().map(|l| l.floor)
+    }
+
+    /// A copy with the same weights whose variables do not train (the
+    /// reference of a KL penalty). Not available for custom models.
+    pub fn frozen_copy(&self) -> Option<Self> {
+        let Architecture::Toy {
+            dim,
+            width,
+            network_steps,
+        } = self.architecture
+        else {
+            return None;
+        };
+        let vs = VarStore::new(self.vs.device());
+        let net = ToyEpsNet::new(&vs.root(), dim, width, network_steps);
+        let mut copy = Self {
+            coefficients: self.coefficients.shallow_clone(),
+            net: Box::new(net),
+            vs,
+            architecture: self.architecture,
+            learned_std: None,
+        };
+        if let Some(floor) = self.variance_floor() {
+            copy.learn_variance(floor);
+        }
+        copy.vs.copy(&self.vs).ok()?;
+        copy.vs.freeze();
+        Some(copy)
     }
 
     /// The generator's variables (theta).
@@ -48,6 +133,11 @@ impl DiffusionPolicy {
     /// The per-step coefficients of the sampler.
     pub fn coefficients(&self) -> &StepCoefficients {
         &self.coefficients
+    }
+
+    /// Number of sampler steps T'.
+    pub fn horizon(&self) -> usize {
+        self.coefficients.sigma.size()[0] as usize
     }
 
     /// The network's noise prediction at 1-based sampler steps `steps`.
@@ -69,18 +159,56 @@ impl DiffusionPolicy {
         gaussian::mean_from_eps(&self.coefficients, x, &self.eps(x, steps), steps)
     }
 
+    /// The standard deviation used to draw each row's next sample,
+    /// broadcastable against `like` (tracks gradients when learned).
+    pub fn sampling_std(&self, steps: &Tensor, like: &Tensor) -> Tensor {
+        match &self.learned_std {
+            Some(l) => Self::learned(l, steps, like),
+            None => gaussian::per_row(&self.coefficients.sigma, steps, like),
+        }
+    }
+
+    /// The standard deviation of each row's log-density (floored where the
+    /// fixed schedule's step is deterministic).
+    pub fn density_std(&self, steps: &Tensor, like: &Tensor) -> Tensor {
+        match &self.learned_std {
+            Some(l) => Self::learned(l, steps, like),
+            None => gaussian::per_row(&self.coefficients.log_prob_sigma, steps, like),
+        }
+    }
+
+    fn learned(l: &LearnedStd, steps: &Tensor, like: &Tensor) -> Tensor {
+        gaussian::per_row(&l.log_std.exp().clamp_min(l.floor), steps, like)
+    }
+
     /// Draws the next samples of the chains, without tracking gradients.
     pub fn act(&self, state: &ChainState) -> Tensor {
+        tch::no_grad(|| self.act_reparameterized(&state.x, &state.steps()))
+    }
+
+    /// Draws the next samples without gradients, with their log-density under
+    /// this policy (reduced by `reduction`): what ratio-based agents store.
+    pub fn act_with_log_prob(
+        &self,
+        state: &ChainState,
+        reduction: LogProbReduction,
+    ) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let steps = state.steps();
-            gaussian::sample(&self.coefficients, &self.mean(&state.x, &steps), &steps)
+            let mean = self.mean(&state.x, &steps);
+            let action = gaussian::sample_with_std(&mean, &self.sampling_std(&steps, &mean));
+            let std = self.density_std(&steps, &mean);
+            let log_prob = gaussian::log_prob_with_std(&action, &mean, &std, reduction);
+            (action, log_prob)
         })
     }
 
     /// Draws the next samples with the reparameterisation kept differentiable
     /// (x_t = mu_theta(x_{t+1}) + sigma z), for pathwise estimators.
     pub fn act_reparameterized(&self, x: &Tensor, steps: &Tensor) -> Tensor {
-        gaussian::sample(&self.coefficients, &self.mean(x, steps), steps)
+        let mean = self.mean(x, steps);
+        let std = self.sampling_std(steps, &mean);
+        gaussian::sample_with_std(&mean, &std)
     }
 
     /// log pi_theta(x_next | x) for a batch of transitions (tracks gradients).
@@ -91,21 +219,36 @@ impl DiffusionPolicy {
         steps: &Tensor,
         reduction: LogProbReduction,
     ) -> Tensor {
-        gaussian::log_prob(
-            &self.coefficients,
-            x_next,
-            &self.mean(x, steps),
-            steps,
-            reduction,
-        )
+        let mean = self.mean(x, steps);
+        let std = self.density_std(steps, &mean);
+        gaussian::log_prob_with_std(x_next, &mean, &std, reduction)
+    }
+
+    /// KL(pi_theta(. | x) || pi_ref(. | x)) per row, the per-step Gaussian KL
+    /// to a reference policy (tracks gradients of this policy only).
+    pub fn kl_to(
+        &self,
+        reference: &DiffusionPolicy,
+        x: &Tensor,
+        steps: &Tensor,
+        reduction: LogProbReduction,
+    ) -> Tensor {
+        let mean = self.mean(x, steps);
+        let std = self.density_std(steps, &mean);
+        let (ref_mean, ref_std) = tch::no_grad(|| {
+            let m = reference.mean(x, steps);
+            let s = reference.density_std(steps, &m);
+            (m, s)
+        });
+        gaussian::kl_divergence(&mean, &std, &ref_mean, &ref_std, reduction)
     }
 
     /// Runs `n` chains from x_T ~ N(0, I) to x_0 without gradients and returns x_0.
     pub fn sample(&self, n: i64, dim: i64) -> Tensor {
         tch::no_grad(|| {
             let mut state = ChainState {
-                x: Tensor::randn([n, dim], (tch::Kind::Float, self.vs.device())),
-                t: self.coefficients.sigma.size()[0] as usize,
+                x: Tensor::randn([n, dim], (Kind::Float, self.vs.device())),
+                t: self.horizon(),
             };
             while state.t > 0 {
                 state = ChainState {
@@ -115,5 +258,77 @@ impl DiffusionPolicy {
             }
             state.x
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envs::schedule::{BetaSchedule, Variance};
+
+    fn schedule() -> Schedule {
+        Schedule::new(
+            BetaSchedule::Linear {
+                start: 0.01,
+                end: 0.2,
+            }
+            .betas(4)
+            .unwrap(),
+            Variance::Beta,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn learned_variance_starts_at_the_schedule_and_respects_its_floor() {
+        let _rng = envs::testing::seeded(3);
+        let s = schedule();
+        let mut policy = DiffusionPolicy::toy(&s, 2, 16, 4, Device::Cpu);
+        let x = Tensor::randn([5, 2], (Kind::Float, Device::Cpu));
+        let steps = Tensor::from_slice(&[1i64, 2, 3, 4, 4]);
+        let fixed = policy.density_std(&steps, &x);
+        policy.learn_variance(0.05);
+        let learned = policy.density_std(&steps, &x);
+        let expect = fixed.clamp_min(0.05);
+        assert!((learned - &expect).abs().max().double_value(&[]) < 1e-6);
+        // Push every log-std far down: the floor holds.
+        tch::no_grad(|| {
+            let _ = policy
+                .learned_std
+                .as_ref()
+                .unwrap()
+                .log_std
+                .shallow_clone()
+                .fill_(-20.0);
+        });
+        let floored = policy.sampling_std(&steps, &x);
+        assert!((floored - 0.05).abs().max().double_value(&[]) < 1e-7);
+        assert!(policy.var_store().variables().contains_key(LOG_STD_VAR));
+    }
+
+    #[test]
+    fn a_frozen_copy_has_the_same_weights_and_zero_kl() {
+        let _rng = envs::testing::seeded(4);
+        let s = schedule();
+        let mut policy = DiffusionPolicy::toy(&s, 2, 16, 4, Device::Cpu);
+        policy.learn_variance(1e-3);
+        let reference = policy.frozen_copy().unwrap();
+        let x = Tensor::randn([6, 2], (Kind::Float, Device::Cpu));
+        let steps = Tensor::from_slice(&[1i64, 2, 3, 4, 1, 2]);
+        let kl = policy.kl_to(&reference, &x, &steps, LogProbReduction::Sum);
+        assert!(kl.abs().max().double_value(&[]) < 1e-6);
+        assert!(reference
+            .var_store()
+            .trainable_variables()
+            .iter()
+            .all(|v| !v.requires_grad()));
+        // Moving the policy makes the KL positive; the reference stays put.
+        tch::no_grad(|| {
+            for mut v in policy.var_store().trainable_variables() {
+                let _ = v.g_add_scalar_(0.05);
+            }
+        });
+        let kl = policy.kl_to(&reference, &x, &steps, LogProbReduction::Sum);
+        assert!(kl.min().double_value(&[]) > 0.0);
     }
 }

@@ -3,36 +3,29 @@
 //! For transitions (x_{t+1}, x_t, x_0, t+1) drawn from the buffer the loss is
 //! mean[(f(x_0) - V(x_{t+1}, t+1)) log pi_theta(x_t | x_{t+1})] with the
 //! advantage detached; descending it is ascending the return -f(x_0).
-//! The critic and baseline are those of the moment of the update, as in the
-//! authors' code.
+//! Without the baseline it is plain REINFORCE. The critic and baseline are
+//! those of the moment of the update, as in the authors' code.
+//!
+//! The loss averages over transitions, so its gradient is (1/T') times the
+//! gradient of E[f(x_0)] (Theorem 4.1 sums over the T' steps of a chain).
 
 use envs::diffusion::{ChainState, DiffusionEnv};
-use envs::gaussian::LogProbReduction;
 use envs::Step;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::agent::Critics;
-use crate::buffer::{TrajectoryBuffer, TransitionBatch};
-use crate::error::ensure_finite;
-use crate::optim::{Optimizer, OptimizerConfig};
-use crate::policy::DiffusionPolicy;
+use crate::agent::{Critics, FineTuneAgent};
+use crate::buffer::{EpisodeCollector, TransitionBatch};
+use crate::generator::Generator;
 use crate::{Agent, AgentError, UpdateStats};
 
-/// Settings of the REINFORCE generator update.
+/// Settings of the REINFORCE generator update (the shared ones are in
+/// [`crate::generator::GeneratorConfig`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReinforceConfig {
-    /// Optimiser of the generator (theta).
-    pub optimizer: OptimizerConfig,
     /// Subtract the learned baseline from the return (SFT-PG); off: plain REINFORCE.
     pub use_baseline: bool,
-    /// Reduction of the log-density over data dimensions.
-    pub log_prob: LogProbReduction,
-    /// Generator steps per critic round, each on its own disjoint minibatch.
-    pub n_generator: usize,
-    /// Clip the gradient's global norm at this value (gamma); none: no clipping.
-    pub grad_clip: Option<f64>,
     /// Normalise advantages to zero mean and unit variance per minibatch.
     pub normalize_advantage: bool,
 }
@@ -40,210 +33,162 @@ pub struct ReinforceConfig {
 impl Default for ReinforceConfig {
     fn default() -> Self {
         Self {
-            optimizer: OptimizerConfig::Adam { lr: 5e-5 },
             use_baseline: true,
-            log_prob: LogProbReduction::Sum,
-            n_generator: 1,
-            grad_clip: None,
             normalize_advantage: false,
         }
     }
 }
 
-/// The SFT-PG agent: a diffusion policy, its optimiser and the trajectory buffer.
+/// The cost-to-go estimate of each transition, f(x_0) - V(x_{t+1}, t+1)
+/// (or f(x_0) without a baseline), detached; lower is better.
+pub(crate) fn cost_advantage(
+    batch: &TransitionBatch,
+    critics: &Critics<'_>,
+    use_baseline: bool,
+    normalize: bool,
+) -> Tensor {
+    let advantage = tch::no_grad(|| {
+        let f = critics.reward.value(&batch.final_sample);
+        match (use_baseline, critics.baseline) {
+            (true, Some(v)) => f - v.value(&batch.state, &(&batch.step - 1)),
+            _ => f,
+        }
+    });
+    if normalize {
+        (&advantage - advantage.mean(Kind::Float)) / (advantage.std(true) + 1e-8)
+    } else {
+        advantage
+    }
+}
+
+/// Logs the mean and spread of a minibatch's advantages.
+pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
+    stats.accumulate(
+        "generator/advantage_mean",
+        advantage.mean(Kind::Float).double_value(&[]),
+    );
+    stats.accumulate(
+        "generator/advantage_std",
+        advantage.std(true).double_value(&[]),
+    );
+}
+
+/// The SFT-PG agent: the generator and the trajectory buffer.
 pub struct Reinforce {
     config: ReinforceConfig,
-    policy: DiffusionPolicy,
-    optimizer: Optimizer,
-    buffer: TrajectoryBuffer,
-    pending: Vec<(Tensor, Tensor, usize)>,
+    generator: Generator,
+    episodes: EpisodeCollector,
     minibatch: i64,
 }
 
 impl Reinforce {
-    /// An agent fine-tuning `policy` with minibatches of `minibatch` transitions.
-    pub fn new(config: ReinforceConfig, policy: DiffusionPolicy, minibatch: i64) -> Self {
-        let optimizer = config.optimizer.build(policy.var_store());
+    /// An agent fine-tuning `generator` with minibatches of `minibatch` transitions.
+    pub fn new(config: ReinforceConfig, generator: Generator, minibatch: i64) -> Self {
         Self {
             config,
-            policy,
-            optimizer,
-            buffer: TrajectoryBuffer::new(),
-            pending: Vec::new(),
+            generator,
+            episodes: EpisodeCollector::default(),
             minibatch,
         }
     }
 
-    /// The policy being trained.
-    pub fn policy(&self) -> &DiffusionPolicy {
-        &self.policy
-    }
-
-    /// Mutable access to the policy, e.g. to load weights in place.
-    pub fn policy_mut(&mut self) -> &mut DiffusionPolicy {
-        &mut self.policy
-    }
-
-    /// The generator optimiser, for checkpoints.
-    pub fn optimizer_mut(&mut self) -> &mut Optimizer {
-        &mut self.optimizer
-    }
-
     /// Number of transitions waiting in the buffer.
     pub fn buffered(&self) -> i64 {
-        self.buffer.len()
+        self.episodes.buffer.len()
     }
 
-    fn step_on(
-        &mut self,
+    /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
+    /// is the policy-gradient estimate.
+    pub fn surrogate_loss(
+        &self,
         batch: &TransitionBatch,
         critics: &Critics<'_>,
         stats: &mut UpdateStats,
-    ) -> Result<(), AgentError> {
-        let advantage = tch::no_grad(|| {
-            let f = critics.reward.value(&batch.final_sample);
-            match (self.config.use_baseline, critics.baseline) {
-                (true, Some(v)) => f - v.value(&batch.state, &(&batch.step - 1)),
-                _ => f,
-            }
-        });
-        let advantage = if self.config.normalize_advantage {
-            (&advantage - advantage.mean(Kind::Float)) / (advantage.std(true) + 1e-8)
-        } else {
-            advantage
-        };
-        self.optimizer.zero_grad();
-        let log_prob = self.policy.log_prob(
+    ) -> Tensor {
+        let advantage = cost_advantage(
+            batch,
+            critics,
+            self.config.use_baseline,
+            self.config.normalize_advantage,
+        );
+        let policy = self.generator.policy();
+        let log_prob = policy.log_prob(
             &batch.state,
             &batch.action,
             &batch.step,
-            self.config.log_prob,
+            self.generator.config().log_prob,
         );
-        let loss = (&advantage * &log_prob).mean(Kind::Float);
-        let loss_value = ensure_finite("generator loss", loss.double_value(&[]))?;
-        loss.backward();
-        let grad_norm = ensure_finite(
-            "generator gradient norm",
-            self.optimizer.clip_grad_norm(self.config.grad_clip),
-        )?;
-        self.optimizer.step();
-        stats.accumulate("generator/loss", loss_value);
-        stats.accumulate("generator/grad_norm", grad_norm);
-        stats.accumulate(
-            "generator/advantage_mean",
-            advantage.mean(Kind::Float).double_value(&[]),
-        );
-        stats.accumulate(
-            "generator/advantage_std",
-            advantage.std(true).double_value(&[]),
-        );
+        record_advantage(&advantage, stats);
         stats.accumulate(
             "generator/log_prob",
             log_prob.mean(Kind::Float).double_value(&[]),
         );
-        Ok(())
+        let loss = (&advantage * &log_prob).mean(Kind::Float);
+        self.generator
+            .penalised(loss, &batch.state, &batch.step, stats)
     }
 }
 
 impl Agent<DiffusionEnv> for Reinforce {
     fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
-        Ok(self.policy.act(obs))
+        Ok(self.generator.policy().act(obs))
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        self.pending
-            .push((obs.x.shallow_clone(), action.shallow_clone(), obs.t));
+        self.episodes.step(&obs.x, action, obs.t, None);
         if step.terminated || step.truncated {
-            let final_sample = step.obs.x.shallow_clone();
-            for (state, action, t) in self.pending.drain(..) {
-                let n = state.size()[0];
-                self.buffer.push(TransitionBatch {
-                    step: Tensor::full([n], t as i64, (Kind::Int64, state.device())),
-                    state,
-                    action,
-                    final_sample: final_sample.shallow_clone(),
-                });
-            }
+            self.episodes.finish(&step.obs.x);
         }
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
-        if self.buffer.is_empty() {
+        if self.episodes.buffer.is_empty() {
             return Err(AgentError::Empty(
                 "generator update with an empty trajectory buffer",
             ));
         }
-        let device = self.policy.var_store().device();
+        let device = self.generator.policy().var_store().device();
+        let n_generator = self.generator.config().n_generator;
         let batches = self
+            .episodes
             .buffer
-            .minibatches(self.minibatch, self.config.n_generator, device);
+            .minibatches(self.minibatch, n_generator, device);
         let mut stats = UpdateStats::default();
         for batch in &batches {
-            self.step_on(batch, critics, &mut stats)?;
+            let loss = self.surrogate_loss(batch, critics, &mut stats);
+            self.generator.descend(&loss, &mut stats)?;
         }
-        self.buffer.clear();
+        self.episodes.buffer.clear();
         Ok(stats.average(batches.len()))
+    }
+}
+
+impl FineTuneAgent for Reinforce {
+    fn generator(&self) -> &Generator {
+        &self.generator
+    }
+    fn generator_mut(&mut self) -> &mut Generator {
+        &mut self.generator
+    }
+    fn uses_baseline(&self) -> bool {
+        self.config.use_baseline
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout;
-    use envs::schedule::{BetaSchedule, Schedule, Variance};
-    use envs::RewardModel;
-    use tch::Device;
-
-    /// f(x) = |x - (1, -1)|^2: the return -f(x_0) is highest at (1, -1).
-    struct DistanceToTarget;
-    impl RewardModel for DistanceToTarget {
-        fn value(&self, x: &Tensor) -> Tensor {
-            (x - Tensor::from_slice(&[1.0f32, -1.0]))
-                .square()
-                .sum_dim_intlist(1, false, Kind::Float)
-        }
-    }
-
-    fn mean_cost(policy: &DiffusionPolicy) -> f64 {
-        DistanceToTarget
-            .value(&policy.sample(2000, 2))
-            .mean(Kind::Float)
-            .double_value(&[])
-    }
+    use crate::testing::{improves_on_a_tiny_problem, tiny_generator};
 
     #[test]
     fn the_policy_gradient_lowers_the_critic_value() {
         let _rng = envs::testing::seeded(11);
-        let schedule = Schedule::new(
-            BetaSchedule::Linear {
-                start: 0.05,
-                end: 0.2,
-            }
-            .betas(3)
-            .unwrap(),
-            Variance::Beta,
-        )
-        .unwrap();
-        let policy = DiffusionPolicy::toy(&schedule, 2, 32, 3, Device::Cpu);
-        let before = mean_cost(&policy);
         let config = ReinforceConfig {
-            optimizer: OptimizerConfig::Adam { lr: 3e-3 },
+            use_baseline: false,
             ..ReinforceConfig::default()
         };
-        let mut agent = Reinforce::new(config, policy, 64);
-        let mut env = DiffusionEnv::new(schedule, &[2], 64, Device::Cpu).unwrap();
-        for _ in 0..300 {
-            rollout(&mut env, &mut agent, None).unwrap();
-            let stats = agent
-                .update(&Critics {
-                    reward: &DistanceToTarget,
-                    baseline: None,
-                })
-                .unwrap();
-            assert!(stats.get("generator/loss").unwrap().is_finite());
-            assert_eq!(agent.buffered(), 0, "the buffer is cleared after an update");
-        }
-        let after = mean_cost(agent.policy());
-        assert!(after < 0.5 * before, "E f(x_0): {before} -> {after}");
+        let mut agent = Reinforce::new(config, tiny_generator(3e-3), 64);
+        improves_on_a_tiny_problem(&mut agent, 300);
+        assert_eq!(agent.buffered(), 0, "the buffer is cleared after an update");
     }
 }

@@ -20,7 +20,9 @@ pub enum LogProbReduction {
     Mean,
 }
 
-fn per_row(coef: &Tensor, steps: &Tensor, like: &Tensor) -> Tensor {
+/// The per-step coefficients `coef` (`[T]`) picked for each row's 1-based
+/// step and shaped to broadcast against `like` (`[B, 1, ...]`).
+pub fn per_row(coef: &Tensor, steps: &Tensor, like: &Tensor) -> Tensor {
     let mut shape = vec![-1i64];
     shape.extend(std::iter::repeat_n(1, like.dim() - 1));
     coef.index_select(0, &(steps - 1)).view(shape.as_slice())
@@ -41,7 +43,13 @@ pub fn sigma(coefs: &StepCoefficients, steps: &Tensor, like: &Tensor) -> Tensor 
 
 /// Draws x_{t-1} = mean + sigma_t * z.
 pub fn sample(coefs: &StepCoefficients, mean: &Tensor, steps: &Tensor) -> Tensor {
-    mean + sigma(coefs, steps, mean) * mean.randn_like()
+    sample_with_std(mean, &sigma(coefs, steps, mean))
+}
+
+/// Draws mean + std * z with `std` broadcastable against `mean`
+/// (differentiable in both: the reparameterisation).
+pub fn sample_with_std(mean: &Tensor, std: &Tensor) -> Tensor {
+    mean + std * mean.randn_like()
 }
 
 /// The diagonal-Gaussian log-density of `x_next` under N(mean, sigma_t^2),
@@ -54,8 +62,38 @@ pub fn log_prob(
     reduction: LogProbReduction,
 ) -> Tensor {
     let std = per_row(&coefs.log_prob_sigma, steps, mean);
-    let z = (x_next - mean) / &std;
+    log_prob_with_std(x_next, mean, &std, reduction)
+}
+
+/// The diagonal-Gaussian log-density of `x_next` under N(mean, std^2) with
+/// `std` broadcastable against `mean`, reduced to `[B]`.
+pub fn log_prob_with_std(
+    x_next: &Tensor,
+    mean: &Tensor,
+    std: &Tensor,
+    reduction: LogProbReduction,
+) -> Tensor {
+    let z = (x_next - mean) / std;
     let elementwise = z.square() * -0.5 - std.log() - 0.5 * (2.0 * std::f64::consts::PI).ln();
+    reduce(&elementwise, reduction)
+}
+
+/// KL(N(mean, std^2) || N(ref_mean, ref_std^2)) of diagonal Gaussians,
+/// reduced over all but the batch dimension; a `[B]` tensor.
+pub fn kl_divergence(
+    mean: &Tensor,
+    std: &Tensor,
+    ref_mean: &Tensor,
+    ref_std: &Tensor,
+    reduction: LogProbReduction,
+) -> Tensor {
+    let ratio = (std / ref_std).square();
+    let shift = ((mean - ref_mean) / ref_std).square();
+    let elementwise = (ratio.shallow_clone() + shift - 1.0 - ratio.log()) * 0.5;
+    reduce(&elementwise.expand_as(mean), reduction)
+}
+
+fn reduce(elementwise: &Tensor, reduction: LogProbReduction) -> Tensor {
     let dims: Vec<i64> = (1..elementwise.dim() as i64).collect();
     match reduction {
         LogProbReduction::Sum => elementwise.sum_dim_intlist(dims.as_slice(), false, Kind::Float),
@@ -142,5 +180,21 @@ mod tests {
             "{sd} vs {}",
             s.sigma(10)
         );
+    }
+
+    #[test]
+    fn kl_matches_the_closed_form_and_vanishes_at_equality() {
+        let mean = Tensor::from_slice(&[0.5f32, -1.0]).view([1, 2]);
+        let std = Tensor::from_slice(&[0.2f32]).view([1, 1]);
+        let ref_mean = Tensor::from_slice(&[0.0f32, -1.0]).view([1, 2]);
+        let ref_std = Tensor::from_slice(&[0.4f32]).view([1, 1]);
+        let kl = kl_divergence(&mean, &std, &ref_mean, &ref_std, LogProbReduction::Sum)
+            .double_value(&[0]);
+        let per_dim = |dm: f64| (0.4f64 / 0.2).ln() + (0.04 + dm * dm) / (2.0 * 0.16) - 0.5;
+        let hand = per_dim(0.5) + per_dim(0.0);
+        assert!((kl - hand).abs() < 1e-5, "{kl} vs {hand}");
+        let zero =
+            kl_divergence(&mean, &std, &mean, &std, LogProbReduction::Mean).double_value(&[0]);
+        assert!(zero.abs() < 1e-7);
     }
 }

@@ -242,6 +242,21 @@ pub struct StepCoefficients {
     pub network_steps: Tensor,
 }
 
+impl StepCoefficients {
+    /// Handles on the same tensors.
+    pub fn shallow_clone(&self) -> Self {
+        Self {
+            eps_scale: self.eps_scale.shallow_clone(),
+            inv_sqrt_alpha: self.inv_sqrt_alpha.shallow_clone(),
+            sigma: self.sigma.shallow_clone(),
+            log_prob_sigma: self.log_prob_sigma.shallow_clone(),
+            sqrt_alpha_bar: self.sqrt_alpha_bar.shallow_clone(),
+            sqrt_one_minus_alpha_bar: self.sqrt_one_minus_alpha_bar.shallow_clone(),
+            network_steps: self.network_steps.shallow_clone(),
+        }
+    }
+}
+
 fn cumulative(betas: &[f64]) -> Vec<f64> {
     betas
         .iter()

@@ -1,0 +1,198 @@
+//! What every generator-updating agent shares: the policy, its optimiser and
+//! the trust-region knobs of Section 4.2 (n_generator steps per critic round,
+//! grad-norm clipping at gamma), the optional KL penalty to the pretrained
+//! sampler and the optional learned variance. Agents compute a loss; the
+//! [`Generator`] turns it into a clipped optimiser step, so every agent
+//! honours the same settings.
+
+use envs::gaussian::LogProbReduction;
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::ensure_finite;
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::policy::DiffusionPolicy;
+use crate::{AgentError, UpdateStats};
+
+/// The step variance of the fine-tuned policy.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum VarianceConfig {
+    /// Fixed by the schedule; only the mean is fine-tuned (the paper).
+    #[default]
+    Fixed,
+    /// A learned per-step log-std, initialised at the schedule's value and
+    /// trained with the mean; the standard deviation never drops below `floor`.
+    Learned {
+        /// Smallest standard deviation a step may take.
+        floor: f64,
+    },
+}
+
+/// Settings of the generator update that every agent honours.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeneratorConfig {
+    /// Optimiser of the generator (theta).
+    pub optimizer: OptimizerConfig,
+    /// Generator steps per critic round (each on its own disjoint minibatch,
+    /// or its own fresh chains for the pathwise agent).
+    pub n_generator: usize,
+    /// Clip the gradient's global norm at this value (gamma); none: no clipping.
+    pub grad_clip: Option<f64>,
+    /// Reduction of log-densities and KL terms over the data dimensions.
+    /// Sum is the exact density (Eq. 15); Mean keeps PPO's ratios sane in
+    /// high dimensions (see [`LogProbReduction`]).
+    pub log_prob: LogProbReduction,
+    /// Weight of the per-step Gaussian KL(pi_theta || pi_pretrained) added to
+    /// the loss, averaged over the states of the update (DPOK); 0: off.
+    pub kl_weight: f64,
+    /// Fixed or learned step variance.
+    pub variance: VarianceConfig,
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            optimizer: OptimizerConfig::Adam { lr: 5e-5 },
+            n_generator: 1,
+            grad_clip: None,
+            log_prob: LogProbReduction::Sum,
+            kl_weight: 0.0,
+            variance: VarianceConfig::Fixed,
+        }
+    }
+}
+
+/// The policy being fine-tuned, its optimiser and the shared update rules.
+pub struct Generator {
+    config: GeneratorConfig,
+    policy: DiffusionPolicy,
+    optimizer: Optimizer,
+    reference: Option<DiffusionPolicy>,
+}
+
+impl Generator {
+    /// Takes `policy` (holding its starting weights) under `config`: learns
+    /// its variance if asked, and keeps a frozen copy when a KL penalty is set.
+    pub fn new(config: GeneratorConfig, mut policy: DiffusionPolicy) -> Result<Self, AgentError> {
+        if let VarianceConfig::Learned { floor } = config.variance {
+            policy.learn_variance(floor);
+        }
+        let reference = if config.kl_weight > 0.0 {
+            Some(policy.frozen_copy().ok_or(AgentError::Unsupported(
+                "a KL penalty needs a policy that can be copied (the toy network)",
+            ))?)
+        } else {
+            None
+        };
+        let optimizer = config.optimizer.build(policy.var_store());
+        Ok(Self {
+            config,
+            policy,
+            optimizer,
+            reference,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GeneratorConfig {
+        &self.config
+    }
+
+    /// The policy being trained.
+    pub fn policy(&self) -> &DiffusionPolicy {
+        &self.policy
+    }
+
+    /// Mutable access to the policy, e.g. to load weights in place.
+    pub fn policy_mut(&mut self) -> &mut DiffusionPolicy {
+        &mut self.policy
+    }
+
+    /// The optimiser, for checkpoints.
+    pub fn optimizer_mut(&mut self) -> &mut Optimizer {
+        &mut self.optimizer
+    }
+
+    /// Optimiser steps taken so far.
+    pub fn steps(&self) -> i64 {
+        self.optimizer.steps()
+    }
+
+    /// `loss` plus the KL penalty at the states `x` (1-based `steps`), if one is set.
+    pub fn penalised(
+        &self,
+        loss: Tensor,
+        x: &Tensor,
+        steps: &Tensor,
+        stats: &mut UpdateStats,
+    ) -> Tensor {
+        match &self.reference {
+            Some(reference) => {
+                let kl = self
+                    .policy
+                    .kl_to(reference, x, steps, self.config.log_prob)
+                    .mean(Kind::Float);
+                stats.accumulate("generator/kl_to_pretrained", kl.double_value(&[]));
+                loss + kl * self.config.kl_weight
+            }
+            None => loss,
+        }
+    }
+
+    /// One descent step on `loss`: back-propagates, clips the global gradient
+    /// norm at gamma, steps the optimiser, and reports the loss and the
+    /// gradient norm before clipping. Stops on a non-finite loss or gradient.
+    pub fn descend(&mut self, loss: &Tensor, stats: &mut UpdateStats) -> Result<(), AgentError> {
+        self.optimizer.zero_grad();
+        let value = ensure_finite("generator loss", loss.double_value(&[]))?;
+        loss.backward();
+        let grad_norm = ensure_finite(
+            "generator gradient norm",
+            self.optimizer.clip_grad_norm(self.config.grad_clip),
+        )?;
+        self.optimizer.step();
+        stats.accumulate("generator/loss", value);
+        stats.accumulate("generator/grad_norm", grad_norm);
+        if let Some(floor) = self.policy.variance_floor() {
+            let std = tch::no_grad(|| {
+                let steps = Tensor::arange_start(
+                    1,
+                    self.policy.horizon() as i64 + 1,
+                    (Kind::Int64, self.policy.var_store().device()),
+                );
+                self.policy.density_std(&steps, &steps.to_kind(Kind::Float))
+            });
+            stats.accumulate(
+                "generator/std_mean",
+                std.mean(Kind::Float).double_value(&[]),
+            );
+            stats.accumulate(
+                "generator/std_at_floor",
+                std.le(floor * (1.0 + 1e-6))
+                    .to_kind(Kind::Float)
+                    .mean(Kind::Float)
+                    .double_value(&[]),
+            );
+        }
+        Ok(())
+    }
+
+    /// The global norm of the gradients the last step applied (after clipping).
+    pub fn applied_grad_norm(&self) -> f64 {
+        self.optimizer
+            .params()
+            .iter()
+            .map(|p| {
+                let g = p.grad();
+                if g.defined() {
+                    g.square().sum(Kind::Float).double_value(&[])
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+}

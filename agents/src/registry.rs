@@ -1,0 +1,248 @@
+//! The agents and critic regularisers a run can choose by name, and how an
+//! agent is built from its configuration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::FineTuneAgent;
+use crate::generator::Generator;
+use crate::pathwise::Pathwise;
+use crate::ppo::{Ppo, PpoConfig};
+use crate::reinforce::{Reinforce, ReinforceConfig};
+
+/// The algorithm that updates the generator; swap algorithms by changing this one value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum AgentConfig {
+    /// REINFORCE over the buffer (SFT-PG, Eq. 20), with or without the learned baseline.
+    Reinforce(ReinforceConfig),
+    /// PPO-clip over the buffer.
+    Ppo(PpoConfig),
+    /// SFT: the pathwise gradient through the reparameterised chain (Eq. 14).
+    Pathwise,
+}
+
+impl AgentConfig {
+    /// Builds the agent around `generator`; `batch` is the number of
+    /// transitions per minibatch (or chains per pathwise step) and `dim` the
+    /// data dimension.
+    pub fn build(&self, generator: Generator, batch: i64, dim: i64) -> Box<dyn FineTuneAgent> {
+        match *self {
+            AgentConfig::Reinforce(c) => Box::new(Reinforce::new(c, generator, batch)),
+            AgentConfig::Ppo(c) => Box::new(Ppo::new(c, generator, batch)),
+            AgentConfig::Pathwise => Box::new(Pathwise::new(generator, batch, dim)),
+        }
+    }
+
+    /// The estimator's name as the paper writes it ("SFT-PG", "SFT", ...).
+    pub fn label(&self) -> &'static str {
+        match self {
+            AgentConfig::Reinforce(c) if c.use_baseline => "SFT-PG",
+            AgentConfig::Reinforce(_) => "REINFORCE (no baseline)",
+            AgentConfig::Ppo(_) => "PPO-clip",
+            AgentConfig::Pathwise => "SFT (pathwise)",
+        }
+    }
+}
+
+/// One registered component: how it is written in RON and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The RON form, with its settings' defaults.
+    pub ron: &'static str,
+    /// One line on what it is.
+    pub summary: &'static str,
+}
+
+/// Every agent, as `agent:` in a fine-tuning task takes it.
+pub const AGENTS: &[Registered] = &[
+    Registered {
+        ron: "Reinforce(use_baseline: true, normalize_advantage: false)",
+        summary: "SFT-PG (Eq. 20): REINFORCE on the buffered transitions with the learned baseline V",
+    },
+    Registered {
+        ron: "Reinforce(use_baseline: false)",
+        summary: "plain REINFORCE: the same without the baseline, for comparison",
+    },
+    Registered {
+        ron: "Ppo(clip: 0.2, epochs: 4, use_baseline: true, normalize_advantage: true, target_kl: None)",
+        summary: "PPO-clip over the buffer; logs approx-KL and clip fraction",
+    },
+    Registered {
+        ron: "Pathwise",
+        summary: "SFT (Eq. 14): back-propagates mean f(x_0) through the reparameterised chain",
+    },
+];
+
+/// Every critic regulariser, as `critic.regularizer:` takes it.
+pub const CRITIC_REGULARIZERS: &[Registered] = &[
+    Registered {
+        ron: "Baseline(lambda: 1.0)",
+        summary: "B (Eq. 23): critic and baseline ascend g - lambda R_B together",
+    },
+    Registered {
+        ron: "GradientPenalty(eta: 0.001)",
+        summary: "GP (Eq. 22): critic ascends g - eta E[(|grad f(xhat)| - 1)^2]",
+    },
+    Registered {
+        ron: "None",
+        summary: "no regulariser (the baseline is fitted on its own when an agent uses it)",
+    },
+];
+
+/// Settings every agent shares, as `generator:` takes them.
+pub const GENERATOR_SETTINGS: &[Registered] = &[
+    Registered {
+        ron: "n_generator: 1, grad_clip: None",
+        summary: "trust region of Section 4.2: steps per critic round, grad-norm clip gamma",
+    },
+    Registered {
+        ron: "log_prob: Sum",
+        summary: "Sum (exact, Eq. 15) or Mean over data dimensions (for PPO in high dimensions)",
+    },
+    Registered {
+        ron: "kl_weight: 0.0",
+        summary: "weight of the per-step KL to the pretrained sampler (DPOK)",
+    },
+    Registered {
+        ron: "variance: Fixed",
+        summary: "Fixed, or Learned(floor: 1e-3): a trained per-step log-std, floored",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::Critics;
+    use crate::generator::{GeneratorConfig, VarianceConfig};
+    use crate::optim::OptimizerConfig;
+    use crate::rollout;
+    use crate::testing::DistanceToTarget;
+    use crate::testing::{improves_on_a_tiny_problem, tiny_generator_with, tiny_schedule};
+    use envs::diffusion::DiffusionEnv;
+    use envs::gaussian::LogProbReduction;
+    use tch::{Device, Kind, Tensor};
+
+    fn every_agent() -> Vec<AgentConfig> {
+        vec![
+            AgentConfig::Reinforce(ReinforceConfig::default()),
+            AgentConfig::Reinforce(ReinforceConfig {
+                use_baseline: false,
+                ..ReinforceConfig::default()
+            }),
+            AgentConfig::Ppo(PpoConfig {
+                epochs: 2,
+                ..PpoConfig::default()
+            }),
+            AgentConfig::Pathwise,
+        ]
+    }
+
+    #[test]
+    fn every_agent_honours_n_generator_and_gamma() {
+        let _rng = envs::testing::seeded(21);
+        for config in every_agent() {
+            let generator = tiny_generator_with(GeneratorConfig {
+                optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+                n_generator: 3,
+                grad_clip: Some(1e-3),
+                ..GeneratorConfig::default()
+            });
+            let mut agent = config.build(generator, 64, 2);
+            let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
+            for _ in 0..2 {
+                rollout(&mut env, agent.as_mut(), None).unwrap();
+            }
+            let stats = agent
+                .update(&Critics {
+                    reward: &DistanceToTarget,
+                    baseline: None,
+                })
+                .unwrap();
+            let passes = if let AgentConfig::Ppo(p) = config {
+                p.epochs as i64
+            } else {
+                1
+            };
+            assert_eq!(agent.generator().steps(), 3 * passes, "{config:?}");
+            let raw = stats.get("generator/grad_norm").unwrap();
+            let applied = agent.generator().applied_grad_norm();
+            assert!(
+                raw > 1e-2,
+                "{config:?}: the test needs a gradient to clip ({raw})"
+            );
+            assert!(
+                applied <= 1e-3 * (1.0 + 1e-4),
+                "{config:?}: applied gradient norm {applied} above gamma"
+            );
+        }
+    }
+
+    #[test]
+    fn learned_variance_trains_towards_a_point_target_and_keeps_its_floor() {
+        let _rng = envs::testing::seeded(22);
+        let floor = 0.05;
+        for config in [
+            AgentConfig::Reinforce(ReinforceConfig {
+                use_baseline: false,
+                ..ReinforceConfig::default()
+            }),
+            AgentConfig::Pathwise,
+        ] {
+            let generator = tiny_generator_with(GeneratorConfig {
+                optimizer: OptimizerConfig::Adam { lr: 3e-3 },
+                variance: VarianceConfig::Learned { floor },
+                ..GeneratorConfig::default()
+            });
+            let steps = Tensor::from_slice(&[1i64, 2, 3]);
+            let like = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
+            let std_before = generator.policy().sampling_std(&steps, &like);
+            let mut agent = config.build(generator, 64, 2);
+            improves_on_a_tiny_problem(agent.as_mut(), 300);
+            let std_after = agent.generator().policy().sampling_std(&steps, &like);
+            // The target is a point: the spread of the last step should shrink.
+            let (b, a) = (
+                std_before.double_value(&[0, 0]),
+                std_after.double_value(&[0, 0]),
+            );
+            assert!(a < b, "{config:?}: last-step std {b} -> {a}");
+            assert!(std_after.min().double_value(&[]) >= floor * (1.0 - 1e-6));
+        }
+    }
+
+    #[test]
+    fn the_kl_penalty_keeps_the_sampler_near_the_pretrained_one() {
+        let kl_after = |kl_weight: f64| {
+            let _rng = envs::testing::seeded(23);
+            let generator = tiny_generator_with(GeneratorConfig {
+                optimizer: OptimizerConfig::Adam { lr: 3e-3 },
+                kl_weight,
+                ..GeneratorConfig::default()
+            });
+            let reference = generator.policy().frozen_copy().unwrap();
+            let mut agent = AgentConfig::Pathwise.build(generator, 64, 2);
+            let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
+            for _ in 0..100 {
+                rollout(&mut env, agent.as_mut(), None).unwrap();
+                agent
+                    .update(&Critics {
+                        reward: &DistanceToTarget,
+                        baseline: None,
+                    })
+                    .unwrap();
+            }
+            let x = Tensor::randn([512, 2], (Kind::Float, Device::Cpu));
+            let steps = Tensor::full([512], 3, (Kind::Int64, Device::Cpu));
+            agent
+                .generator()
+                .policy()
+                .kl_to(&reference, &x, &steps, LogProbReduction::Sum)
+                .mean(Kind::Float)
+                .double_value(&[])
+        };
+        let free = kl_after(0.0);
+        let held = kl_after(1.0);
+        assert!(
+            held < 0.5 * free,
+            "KL to the start: free {free}, penalised {held}"
+        );
+    }
+}

@@ -19,3 +19,4 @@ test: setup
 # Speed and memory against the PyTorch baseline (see README, "Performance").
 bench: setup
 	cargo bench --locked --bench sft_pg_iteration
+	cargo bench --locked --bench pathwise_vs_pg

@@ -10,12 +10,16 @@
 //! `cargo bench --bench sft_pg_iteration` (or `make bench`); the child mode
 //! `--child --steps T --iters N --warmup W` prints one JSON line.
 
+mod support;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use agents::critic::CriticConfig;
+use agents::generator::GeneratorConfig;
 use agents::policy::DiffusionPolicy;
+use agents::registry::AgentConfig;
 use agents::reinforce::ReinforceConfig;
 use envs::datasets::ToyDataset;
 use envs::schedule::{BetaSchedule, Schedule, Variance};
@@ -27,12 +31,7 @@ const N_CRITIC: usize = 5;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map_or(default, |v| v.parse().unwrap())
-    };
+    let value = |name: &str, default: usize| support::arg(&args, name, default);
     if args.iter().any(|a| a == "--child") {
         child(
             value("--steps", 10),
@@ -75,17 +74,9 @@ fn main() {
     }
 }
 
-/// Runs a benchmark process and reads (seconds per iteration, peak RSS MiB) from its JSON line.
+/// Runs a benchmark process: (seconds per iteration, peak RSS MiB).
 fn measure(cmd: &mut Command) -> (f64, f64) {
-    let out = cmd.output().expect("benchmark process starts");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8_lossy(&out.stdout);
-    let json: serde_json::Value =
-        serde_json::from_str(line.lines().last().unwrap_or("")).expect("one JSON line");
+    let json = support::run_child(cmd);
     (
         json["sec_per_iter"].as_f64().unwrap(),
         json["peak_rss_mib"].as_f64().unwrap(),
@@ -114,7 +105,8 @@ fn child(steps: usize, iters: usize, warmup: usize) {
         2,
         BATCH,
         N_CRITIC,
-        ReinforceConfig::default(),
+        GeneratorConfig::default(),
+        AgentConfig::Reinforce(ReinforceConfig::default()),
         CriticConfig::default(),
         device,
     )
@@ -135,17 +127,10 @@ fn child(steps: usize, iters: usize, warmup: usize) {
         round();
     }
     let sec_per_iter = start.elapsed().as_secs_f64() / (rounds * N_CRITIC) as f64;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let peak_kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN);
     println!(
         "{{\"impl\": \"shortcut\", \"steps\": {steps}, \"batch\": {BATCH}, \"threads\": 1, \"iters\": {}, \"sec_per_iter\": {sec_per_iter}, \"iters_per_sec\": {}, \"peak_rss_mib\": {}}}",
         rounds * N_CRITIC,
         1.0 / sec_per_iter,
-        peak_kib / 1024.0
+        support::peak_rss_mib()
     );
 }

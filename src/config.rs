@@ -8,9 +8,10 @@
 use std::path::{Path, PathBuf};
 
 use agents::critic::{CriticConfig, CriticRegularizer};
+use agents::generator::{GeneratorConfig, VarianceConfig};
 use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
-use agents::reinforce::ReinforceConfig;
+pub use agents::registry::AgentConfig;
 use envs::datasets::ToyDataset;
 use envs::schedule::{BetaSchedule, Variance};
 use serde::{Deserialize, Serialize};
@@ -188,7 +189,11 @@ pub struct FineTuneTask {
     /// Critic steps per round.
     #[serde(default = "default_n_critic")]
     pub n_critic: usize,
-    /// The generator's learning algorithm.
+    /// What every agent honours: optimiser, n_generator, grad clip gamma,
+    /// log-prob reduction, KL penalty, fixed or learned variance.
+    #[serde(default)]
+    pub generator: GeneratorConfig,
+    /// The generator's learning algorithm: `Reinforce(..)`, `Ppo(..)` or `Pathwise`.
     pub agent: AgentConfig,
     /// The critic and baseline.
     #[serde(default)]
@@ -197,13 +202,6 @@ pub struct FineTuneTask {
 
 fn default_n_critic() -> usize {
     5
-}
-
-/// The agent that updates the generator; swap algorithms by changing this line.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum AgentConfig {
-    /// REINFORCE with a learned baseline (SFT-PG, Eq. 20).
-    Reinforce(ReinforceConfig),
 }
 
 /// Evaluation settings.
@@ -351,11 +349,24 @@ impl Experiment {
                 check.at_least("task.epochs", f.epochs, 1);
                 check.at_least("task.batch", f.batch, 1);
                 check.at_least("task.n_critic", f.n_critic, 1);
+                let g = &f.generator;
+                check.optimizer("task.generator.optimizer", &g.optimizer);
+                check.at_least("task.generator.n_generator", g.n_generator, 1);
+                check.positive_opt("task.generator.grad_clip", g.grad_clip);
+                check.non_negative("task.generator.kl_weight", g.kl_weight);
+                if let VarianceConfig::Learned { floor } = g.variance {
+                    check.positive_opt("task.generator.variance.floor", Some(floor));
+                }
                 match &f.agent {
-                    AgentConfig::Reinforce(r) => {
-                        check.optimizer("task.agent.optimizer", &r.optimizer);
-                        check.at_least("task.agent.n_generator", r.n_generator, 1);
-                        check.positive_opt("task.agent.grad_clip", r.grad_clip);
+                    AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}
+                    AgentConfig::Ppo(p) => {
+                        check.that(
+                            p.clip > 0.0 && p.clip < 1.0,
+                            "task.agent.clip",
+                            format!("must lie in (0, 1), got {}", p.clip),
+                        );
+                        check.at_least("task.agent.epochs", p.epochs, 1);
+                        check.positive_opt("task.agent.target_kl", p.target_kl);
                     }
                 }
                 check.optimizer("task.critic.optimizer", &f.critic.optimizer);

@@ -81,8 +81,23 @@ fn impossible_values_are_refused_with_file_line_and_field() {
         ),
         (
             fine.replace("Adam(lr: 1e-3)", "Adam(lr: 0.0)"),
-            "task.agent.optimizer.lr",
+            "task.generator.optimizer.lr",
             "lr: 0.0",
+        ),
+        (
+            fine.replace("kl_weight: 0.0", "kl_weight: -1.0"),
+            "task.generator.kl_weight",
+            "kl_weight: -1.0",
+        ),
+        (
+            fine.replace("variance: Fixed", "variance: Learned(floor: 0.0)"),
+            "task.generator.variance.floor",
+            "floor: 0.0",
+        ),
+        (
+            fine.replace("Reinforce(use_baseline: true)", "Ppo(clip: 1.5)"),
+            "task.agent.clip",
+            "clip: 1.5",
         ),
         (
             fine.replace("lambda: 1.0", "lambda: -2.0"),

@@ -4,15 +4,14 @@ use std::path::{Path, PathBuf};
 
 use agents::critic::AdversarialCritic;
 use agents::policy::DiffusionPolicy;
-use agents::reinforce::Reinforce;
-use agents::UpdateStats;
+use agents::{FineTuneAgent, UpdateStats};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{schedule, seed_initialisation, training_data};
 use super::session::Session;
 use super::sft_pg::SftPg;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
-use crate::config::{AgentConfig, Experiment, FineTuneTask};
+use crate::config::{Experiment, FineTuneTask};
 use crate::error::RunError;
 
 const PHASE: u64 = 2;
@@ -32,19 +31,19 @@ pub fn finetune(
     let dim = exp.data.set.dim();
     let batch = task.batch as i64;
     seed_initialisation(exp, PHASE);
-    let AgentConfig::Reinforce(agent_config) = task.agent;
     let mut sft = SftPg::new(
         schedule(exp)?,
         policy,
         dim,
         batch,
         task.n_critic,
-        agent_config,
+        task.generator,
+        task.agent,
         task.critic,
         device,
     )?;
     if let Some(c) = resume {
-        load_state(c, &mut sft.agent, &mut sft.critic)?;
+        load_state(c, sft.agent.as_mut(), &mut sft.critic)?;
     }
     let mut session = Session::start(exp, run_dir, resume, show_progress)?;
     let n = data.size()[0];
@@ -85,15 +84,16 @@ pub fn finetune(
             generator_stats.get("generator/loss").unwrap_or(0.0)
         );
         if session.eval_due() {
-            message.push_str(&session.evaluate(sft.agent.policy(), &data)?);
+            message.push_str(&session.evaluate(sft.agent.generator().policy(), &data)?);
         }
         session.end_epoch(&message, || {
             let SftPg { agent, critic, .. } = &mut sft;
             let (critic_opt, baseline_opt) = critic.optimizers_mut();
             let (critic_state, baseline_state) = (critic_opt.state(), baseline_opt.state());
+            let generator = agent.generator_mut();
             CheckpointWriter::new()
-                .vars("generator", agent.policy().var_store())
-                .tensors("optim-generator", agent.optimizer_mut().state())
+                .vars("generator", generator.policy().var_store())
+                .tensors("optim-generator", generator.optimizer_mut().state())
                 .vars("critic", critic.critic_vars())
                 .tensors("optim-critic", critic_state)
                 .vars("baseline", critic.baseline_vars())
@@ -114,12 +114,13 @@ fn data_order(n: i64, needed: i64, device: Device) -> Tensor {
 
 fn load_state(
     c: &Checkpoint,
-    agent: &mut Reinforce,
+    agent: &mut dyn FineTuneAgent,
     critic: &mut AdversarialCritic,
 ) -> Result<(), RunError> {
     // Variables are loaded in place, so the optimisers keep pointing at them.
-    c.load_vars("generator", agent.policy_mut().var_store_mut())?;
-    agent
+    let generator = agent.generator_mut();
+    c.load_vars("generator", generator.policy_mut().var_store_mut())?;
+    generator
         .optimizer_mut()
         .load_state(&c.tensors("optim-generator")?)?;
     c.load_vars("critic", critic.critic_vars())?;

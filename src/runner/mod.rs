@@ -308,18 +308,12 @@ fn describe(exp: &Experiment) -> String {
     match &exp.task {
         Task::Pretrain(_) => format!("DDPM ({})", exp.name),
         Task::FineTune(f) => {
-            let crate::config::AgentConfig::Reinforce(r) = f.agent;
             let regularizer = match f.critic.regularizer {
                 agents::critic::CriticRegularizer::Baseline { .. } => "B",
                 agents::critic::CriticRegularizer::GradientPenalty { .. } => "GP",
                 agents::critic::CriticRegularizer::None => "no reg.",
             };
-            let estimator = if r.use_baseline {
-                "SFT-PG"
-            } else {
-                "SFT-PG, no baseline"
-            };
-            format!("{estimator} ({regularizer}) ({})", exp.name)
+            format!("{} ({regularizer}) ({})", f.agent.label(), exp.name)
         }
     }
 }

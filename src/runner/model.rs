@@ -7,8 +7,9 @@ use envs::schedule::Schedule;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, EXPERIMENT_FILE};
-use crate::config::Experiment;
+use crate::config::{Experiment, Task};
 use crate::error::RunError;
+use agents::generator::VarianceConfig;
 
 /// Offset between the seed of the training set and that of a fresh sample
 /// of the same distribution (the "data against fresh data" floor).
@@ -23,13 +24,19 @@ pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
 /// A freshly initialised generator for the experiment.
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
     let schedule = schedule(exp)?;
-    Ok(DiffusionPolicy::toy(
+    let mut policy = DiffusionPolicy::toy(
         &schedule,
         exp.data.set.dim(),
         exp.model.width,
         exp.env.steps as i64,
         device,
-    ))
+    );
+    if let Task::FineTune(task) = &exp.task {
+        if let VarianceConfig::Learned { floor } = task.generator.variance {
+            policy.learn_variance(floor);
+        }
+    }
+    Ok(policy)
 }
 
 /// The generator stored in a checkpoint directory, with the experiment that made it.

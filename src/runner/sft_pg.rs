@@ -7,9 +7,10 @@ use std::rc::Rc;
 
 use agents::agent::Critics;
 use agents::critic::{AdversarialCritic, CriticConfig};
+use agents::generator::{Generator, GeneratorConfig};
 use agents::policy::DiffusionPolicy;
-use agents::reinforce::{Reinforce, ReinforceConfig};
-use agents::{rollout, Agent, AgentError, UpdateStats};
+use agents::registry::AgentConfig;
+use agents::{rollout, AgentError, FineTuneAgent, UpdateStats};
 use envs::diffusion::DiffusionEnv;
 use envs::schedule::Schedule;
 use tch::{Device, Kind, Tensor};
@@ -21,7 +22,7 @@ pub struct SftPg {
     /// The diffusion MDP, whose reward model is the critic.
     pub env: DiffusionEnv,
     /// The agent fine-tuning the sampler.
-    pub agent: Reinforce,
+    pub agent: Box<dyn FineTuneAgent>,
     /// The adversarial critic and the baseline.
     pub critic: AdversarialCritic,
     n_critic: usize,
@@ -45,13 +46,15 @@ impl SftPg {
         dim: i64,
         batch: i64,
         n_critic: usize,
-        agent: ReinforceConfig,
+        generator: GeneratorConfig,
+        agent: AgentConfig,
         critic: CriticConfig,
         device: Device,
     ) -> Result<Self, RunError> {
         let horizon = schedule.len() as i64;
-        let critic = AdversarialCritic::new(critic, dim, horizon, device);
-        let agent = Reinforce::new(agent, policy, batch);
+        let mut critic = AdversarialCritic::new(critic, dim, horizon, device);
+        let agent = agent.build(Generator::new(generator, policy)?, batch, dim);
+        critic.fit_baseline_if(agent.uses_baseline());
         let env = DiffusionEnv::new(schedule, &[dim], batch, device)?
             .with_reward_model(Rc::new(critic.reward_model().share()));
         Ok(Self {
@@ -69,7 +72,7 @@ impl SftPg {
     ) -> Result<RoundStats, AgentError> {
         let mut critic_stats = UpdateStats::default();
         for i in 0..self.n_critic {
-            let episode = rollout(&mut self.env, &mut self.agent, None)?;
+            let episode = rollout(&mut self.env, self.agent.as_mut(), None)?;
             let states: Vec<(Tensor, usize)> = episode
                 .observations
                 .iter()

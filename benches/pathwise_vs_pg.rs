@@ -1,0 +1,138 @@
+//! Memory and time of one generator update: pathwise SFT (gradient through
+//! the whole chain, Eq. 14) against SFT-PG (policy gradient on buffered
+//! transitions, Eq. 20) at T = 10, 100 and 1000, toy networks, 128 chains /
+//! transitions per step, one CPU thread.
+//!
+//! Each measurement runs in its own process. The child first runs a full
+//! round of Algorithm 1 (so the critic, the baseline and, for SFT-PG, a full
+//! buffer exist), records its peak resident set size, then times generator
+//! updates alone; the table reports the update's time and how far the peak
+//! RSS rose above the level the round had reached (the update's own memory).
+//!
+//! `cargo bench --bench pathwise_vs_pg` (or `make bench`); the child mode is
+//! `--child --agent pathwise|sft-pg --steps T --updates N`.
+
+mod support;
+
+use std::process::Command;
+use std::time::Instant;
+
+use agents::agent::Critics;
+use agents::critic::{CriticConfig, CriticRegularizer};
+use agents::generator::GeneratorConfig;
+use agents::policy::DiffusionPolicy;
+use agents::registry::AgentConfig;
+use agents::reinforce::ReinforceConfig;
+use agents::rollout;
+use envs::datasets::ToyDataset;
+use envs::schedule::{BetaSchedule, Schedule, Variance};
+use shortcut::runner::sft_pg::SftPg;
+use tch::{Device, Kind, Tensor};
+
+const BATCH: i64 = 128;
+const N_CRITIC: usize = 5;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--child") {
+        child(
+            &support::arg(&args, "--agent", "sft-pg".to_string()),
+            support::arg(&args, "--steps", 10),
+            support::arg(&args, "--updates", 10),
+        );
+        return;
+    }
+    println!("| agent | T | ms / generator update | update's peak RSS above the round (MiB) | process peak RSS (MiB) |");
+    println!("|---|---|---|---|---|");
+    for steps in [10usize, 100, 1000] {
+        let updates = if steps >= 1000 { 3 } else { 20 };
+        for agent in ["pathwise", "sft-pg"] {
+            let json = support::run_child(Command::new(&args[0]).args([
+                "--child",
+                "--agent",
+                agent,
+                "--steps",
+                &steps.to_string(),
+                "--updates",
+                &updates.to_string(),
+            ]));
+            println!(
+                "| {} | {steps} | {:.1} | {:.1} | {:.0} |",
+                if agent == "pathwise" {
+                    "SFT (pathwise)"
+                } else {
+                    "SFT-PG (B)"
+                },
+                json["sec_per_update"].as_f64().unwrap() * 1e3,
+                json["update_rss_mib"].as_f64().unwrap(),
+                json["peak_rss_mib"].as_f64().unwrap(),
+            );
+        }
+    }
+}
+
+fn child(agent: &str, steps: usize, updates: usize) {
+    tch::set_num_threads(1);
+    tch::manual_seed(0);
+    let device = Device::Cpu;
+    let schedule = Schedule::new(
+        BetaSchedule::Sigmoid {
+            start: 1e-5,
+            end: 1e-2,
+        }
+        .betas(steps)
+        .unwrap(),
+        Variance::Beta,
+    )
+    .unwrap();
+    let policy = DiffusionPolicy::toy(&schedule, 2, 128, steps as i64, device);
+    let (agent_config, regularizer) = match agent {
+        "pathwise" => (
+            AgentConfig::Pathwise,
+            CriticRegularizer::GradientPenalty { eta: 1e-3 },
+        ),
+        _ => (
+            AgentConfig::Reinforce(ReinforceConfig::default()),
+            CriticRegularizer::Baseline { lambda: 1.0 },
+        ),
+    };
+    let data = ToyDataset::SwissRoll.generate(10_000, 0).unwrap();
+    let mut sft = SftPg::new(
+        schedule,
+        policy,
+        2,
+        BATCH,
+        N_CRITIC,
+        GeneratorConfig::default(),
+        agent_config,
+        CriticConfig {
+            regularizer,
+            ..CriticConfig::default()
+        },
+        device,
+    )
+    .unwrap();
+    let real = |_| data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)));
+    sft.round(real).unwrap();
+    // Refill the buffer (the round's update emptied it), then measure updates alone.
+    let mut elapsed = 0.0;
+    let before = support::peak_rss_mib();
+    for _ in 0..updates {
+        for _ in 0..N_CRITIC {
+            rollout(&mut sft.env, sft.agent.as_mut(), None).unwrap();
+        }
+        let critics = Critics {
+            reward: sft.critic.reward_model(),
+            baseline: Some(sft.critic.baseline()),
+        };
+        let start = Instant::now();
+        sft.agent.update(&critics).unwrap();
+        elapsed += start.elapsed().as_secs_f64();
+    }
+    let peak = support::peak_rss_mib();
+    println!(
+        "{{\"agent\": \"{agent}\", \"steps\": {steps}, \"sec_per_update\": {}, \"update_rss_mib\": {}, \"peak_rss_mib\": {peak}}}",
+        elapsed / updates as f64,
+        peak - before
+    );
+}

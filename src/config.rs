@@ -267,11 +267,7 @@ impl Experiment {
 
     /// Parses and validates experiment text as users write it; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with(
-            text,
-            path,
-            ron::Options::default().with_default_extension(ron_extensions()),
-        )
+        Self::parse_with(text, path, user_options())
     }
 
     /// Parses and validates text written by [`Experiment::to_ron`] (as stored in checkpoints).
@@ -280,12 +276,7 @@ impl Experiment {
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
-        let experiment: Experiment = options.from_str(text).map_err(|e| ConfigError::Parse {
-            file: path.to_path_buf(),
-            line: e.span.start.line,
-            column: e.span.start.col,
-            message: e.code.to_string(),
-        })?;
+        let experiment: Experiment = deserialize(text, path, options)?;
         if let Err((field, message)) = experiment.validate() {
             return Err(ConfigError::Invalid {
                 file: path.to_path_buf(),
@@ -297,11 +288,12 @@ impl Experiment {
         Ok(experiment)
     }
 
-    /// Serialises the experiment to RON (stored beside checkpoints; read back
-    /// with [`Experiment::parse_serialized`]).
+    /// Serialises the experiment to RON in the form users write (the file
+    /// names its extensions), readable by both [`Experiment::parse`] and
+    /// [`Experiment::parse_serialized`].
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .expect("experiments serialise")
+        let pretty = ron::ser::PrettyConfig::default().extensions(ron_extensions());
+        ron::ser::to_string_pretty(self, pretty).expect("experiments serialise")
     }
 
     /// Checks every value against its domain; returns the dotted field path and what is wrong.
@@ -410,6 +402,45 @@ impl Experiment {
     }
 }
 
+/// Deserialises RON `text` with `options`; errors name `path`, line and column.
+pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+    options: ron::Options,
+) -> Result<T, ConfigError> {
+    options.from_str(text).map_err(|e| ConfigError::Parse {
+        file: path.to_path_buf(),
+        line: e.span.start.line,
+        column: e.span.start.col,
+        message: e.code.to_string(),
+    })
+}
+
+/// RON options for files users write (see [`ron_extensions`]).
+pub(crate) fn user_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron_extensions())
+}
+
+/// The first identifier of a RON file (`Experiment`, `Ablation`), after
+/// comments and white space.
+pub fn top_level_name(text: &str) -> Option<&str> {
+    let mut rest = text;
+    loop {
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix("//") {
+            rest = after.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(after) = rest.strip_prefix("/*") {
+            rest = after.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
+}
+
 /// RON extensions of experiment files: `grad_clip: 1.0` for `Some(1.0)`, and
 /// `Pretrain(epochs: 10)` for `Pretrain((epochs: 10))`.
 fn ron_extensions() -> ron::extensions::Extensions {
@@ -417,18 +448,19 @@ fn ron_extensions() -> ron::extensions::Extensions {
         | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES
 }
 
+/// Collects the first failed check of a validation: (dotted field, message).
 #[derive(Default)]
-struct Checker {
+pub(crate) struct Checker {
     first: Option<(String, String)>,
 }
 
 impl Checker {
-    fn that(&mut self, ok: bool, field: &str, message: String) {
+    pub(crate) fn that(&mut self, ok: bool, field: &str, message: String) {
         if !ok && self.first.is_none() {
             self.first = Some((field.to_string(), message));
         }
     }
-    fn at_least(&mut self, field: &str, value: usize, min: usize) {
+    pub(crate) fn at_least(&mut self, field: &str, value: usize, min: usize) {
         self.that(
             value >= min,
             field,
@@ -466,7 +498,7 @@ impl Checker {
             format!("learning rate must be > 0, got {lr}"),
         );
     }
-    fn result(self) -> Result<(), (String, String)> {
+    pub(crate) fn result(self) -> Result<(), (String, String)> {
         self.first.map_or(Ok(()), Err)
     }
 }
@@ -474,7 +506,7 @@ impl Checker {
 /// The 1-based line of the dotted `field` in RON `text`: each path segment is
 /// searched for (as `name:`) after the previous one; falls back to the best
 /// partial match.
-fn locate_field(text: &str, field: &str) -> usize {
+pub(crate) fn locate_field(text: &str, field: &str) -> usize {
     let mut offset = 0;
     for segment in field.split('.') {
         let needle = format!("{segment}:");

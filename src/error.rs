@@ -59,6 +59,9 @@ pub enum RunError {
     /// Writing logs failed.
     #[error(transparent)]
     Recording(#[from] crate::recording::tensorboard::RecordingError),
+    /// A plot could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] crate::recording::curves::PlotError),
     /// A metric could not be computed.
     #[error(transparent)]
     Metric(#[from] crate::metrics::error::MetricError),

@@ -5,6 +5,7 @@
 //! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
 //! [`checkpoint`]s, the Wasserstein [`metrics`] and the `rl-run` binary.
 
+pub mod ablation;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

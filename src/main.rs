@@ -7,13 +7,13 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shortcut::runner::evaluate::{quality, sample, to_vec};
 use shortcut::runner::model::{load_policy, training_data};
-use shortcut::runner::{configure_threads, run_file, RunOptions};
+use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
 
 /// Reinforcement learning on the denoising chain of diffusion models.
 #[derive(Parser)]
 #[command(name = "rl-run", version, args_conflicts_with_subcommands = true)]
 struct Cli {
-    /// The experiment to run (a RON file under experiments/).
+    /// The experiment or ablation to run (a RON file under experiments/).
     experiment: Option<PathBuf>,
     /// Continue the experiment's unfinished run from its last checkpoint.
     #[arg(long)]
@@ -40,6 +40,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// List the agents, critic regularisers and shared generator settings.
+    Agents,
+    /// List the environments, data sets and schedules.
+    Envs,
     /// Write N final samples of a checkpoint as an N x D float32 .npy file.
     Sample {
         /// A checkpoint folder (a run's `final/` or `checkpoint/`).
@@ -79,6 +83,27 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Some(Command::Agents) => {
+            use agents::registry::{AGENTS, CRITIC_REGULARIZERS, GENERATOR_SETTINGS};
+            print_listing("agents (task.agent)", AGENTS);
+            print_listing(
+                "critic regularisers (task.critic.regularizer)",
+                CRITIC_REGULARIZERS,
+            );
+            print_listing(
+                "generator settings every agent honours (task.generator)",
+                GENERATOR_SETTINGS,
+            );
+        }
+        Some(Command::Envs) => {
+            use envs::registry::{DATASETS, ENVIRONMENTS, SCHEDULES};
+            print_listing("environments (env)", ENVIRONMENTS);
+            print_listing("data sets (data.set)", DATASETS);
+            print_listing(
+                "schedules and variances (env.schedule, env.variance)",
+                SCHEDULES,
+            );
+        }
         Some(Command::Sample {
             checkpoint,
             n,
@@ -139,12 +164,31 @@ fn run(cli: Cli) -> Result<()> {
                     }),
                 )),
             };
-            let report = run_file(&path, &options)?;
-            if let Some(table) = report.table {
-                println!("{table}");
+            match run_path(&path, &options)? {
+                Report::Run(report) => {
+                    if let Some(table) = report.table {
+                        println!("{table}");
+                    }
+                    eprintln!("rl-run: final sampler in {}", report.final_dir.display());
+                }
+                Report::Ablation(report) => {
+                    println!("{}", report.table);
+                    eprintln!(
+                        "rl-run: table, curves (curves.png) and runs in {}",
+                        report.dir.display()
+                    );
+                }
             }
-            eprintln!("rl-run: final sampler in {}", report.final_dir.display());
         }
     }
     Ok(())
+}
+
+fn print_listing(title: &str, items: &[envs::registry::Registered]) {
+    println!("{title}:");
+    let width = items.iter().map(|i| i.ron.len()).max().unwrap_or(0);
+    for item in items {
+        println!("  {:<width$}  {}", item.ron, item.summary);
+    }
+    println!();
 }

@@ -1,6 +1,7 @@
 //! The agents and critic regularisers a run can choose by name, and how an
 //! agent is built from its configuration.
 
+pub use envs::registry::Registered;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::FineTuneAgent;
@@ -41,15 +42,6 @@ impl AgentConfig {
             AgentConfig::Pathwise => "SFT (pathwise)",
         }
     }
-}
-
-/// One registered component: how it is written in RON and what it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Registered {
-    /// The RON form, with its settings' defaults.
-    pub ron: &'static str,
-    /// One line on what it is.
-    pub summary: &'static str,
 }
 
 /// Every agent, as `agent:` in a fine-tuning task takes it.

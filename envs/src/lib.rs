@@ -11,6 +11,7 @@ pub mod diffusion;
 pub mod env;
 pub mod error;
 pub mod gaussian;
+pub mod registry;
 pub mod schedule;
 pub mod space;
 pub mod testing;

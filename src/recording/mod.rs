@@ -1,5 +1,6 @@
 //! Recording of runs: TensorBoard event files and scatter-plot images.
 
+pub mod curves;
 pub mod scatter;
 pub mod tensorboard;
 

@@ -85,25 +85,34 @@ pub fn quality(
             exacts.push(exact_wasserstein2(&a[..k], &b[..k], dim)?);
         }
     }
-    let (sliced_w2, sliced_w2_std) = mean_std(&sliced);
-    let (exact_w2, exact_w2_std) = if exact {
-        let (m, s) = mean_std(&exacts);
-        (Some(m), Some(s))
-    } else {
-        (None, None)
-    };
-    Ok(Quality {
-        sliced_w2,
-        sliced_w2_std,
-        exact_w2,
-        exact_w2_std,
-        sets: sliced.len(),
-    })
+    Ok(Quality::over(&sliced, exact.then_some(exacts.as_slice())))
+}
+
+impl Quality {
+    /// Mean and spread of independent measurements (sliced, and exact if any).
+    pub fn over(sliced: &[f64], exact: Option<&[f64]>) -> Self {
+        let (sliced_w2, sliced_w2_std) = mean_std(sliced);
+        let (exact_w2, exact_w2_std) = match exact {
+            Some(e) => {
+                let (m, s) = mean_std(e);
+                (Some(m), Some(s))
+            }
+            None => (None, None),
+        };
+        Quality {
+            sliced_w2,
+            sliced_w2_std,
+            exact_w2,
+            exact_w2_std,
+            sets: sliced.len(),
+        }
+    }
 }
 
 const PROJECTION_SEED: u64 = 0x5EED;
 
-fn mean_std(values: &[f64]) -> (f64, f64) {
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let mean = values.iter().sum::<f64>() / values.len() as f64;
     if values.len() < 2 {
         return (mean, 0.0);
@@ -128,6 +137,8 @@ pub struct Row {
 pub struct Table {
     /// Title line.
     pub title: String,
+    /// What the spread is taken over (printed under the title).
+    pub note: String,
     /// The rows, in order.
     pub rows: Vec<Row>,
 }
@@ -135,11 +146,7 @@ pub struct Table {
 impl Table {
     /// The table as markdown (values x 1e-2, as in the paper).
     pub fn to_markdown(&self) -> String {
-        let sets = self.rows.first().map_or(1, |r| r.quality.sets);
-        let mut out = format!("{}\n\n", self.title);
-        out.push_str(&format!(
-            "Mean ± standard deviation over {sets} independent sample sets against the training set.\n\n"
-        ));
+        let mut out = format!("{}\n\n{}\n\n", self.title, self.note);
         out.push_str("| method | T | sliced W2 (x1e-2) | exact W2 (x1e-2) |\n|---|---|---|---|\n");
         for row in &self.rows {
             let q = &row.quality;

@@ -1,6 +1,7 @@
 //! Running experiments: dependencies first (a fine-tuning run trains its
 //! pretrained sampler if needed), then the run itself, then the comparison table.
 
+pub mod ablation;
 pub mod evaluate;
 pub mod finetune;
 pub mod lock;
@@ -48,6 +49,29 @@ pub struct RunReport {
     pub final_dir: PathBuf,
     /// The comparison table (unless skipped).
     pub table: Option<Table>,
+}
+
+/// What `rl-run FILE` produced.
+#[derive(Debug)]
+pub enum Report {
+    /// A single experiment.
+    Run(RunReport),
+    /// An ablation.
+    Ablation(ablation::AblationReport),
+}
+
+/// Runs the experiment or ablation in `path` (told apart by the file's
+/// top-level name: `Experiment(...)` or `Ablation(...)`).
+pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| crate::ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    if crate::config::top_level_name(&text) == Some("Ablation") {
+        Ok(Report::Ablation(ablation::run_ablation(path, options)?))
+    } else {
+        Ok(Report::Run(run_file(path, options)?))
+    }
 }
 
 /// Runs the experiment in `path` (training what it depends on first) and evaluates it.
@@ -272,6 +296,10 @@ fn comparison_table(
     let data = training_data(exp, Device::Cpu)?;
     let mut table = Table {
         title: format!("{} on {:?}", exp.name, exp.data.set),
+        note: format!(
+            "Mean ± standard deviation over {} independent sample sets against the training set.",
+            exp.eval.repeats
+        ),
         rows: Vec::new(),
     };
     for (entry_path, entry) in &entries {

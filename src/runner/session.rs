@@ -149,6 +149,7 @@ impl Session {
         }
         self.recorder
             .samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
+        append_eval_row(&self.run_dir, self.epochs_done + 1, step, &q)?;
         Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
     }
 
@@ -166,6 +167,56 @@ impl Session {
     pub fn println(&self, line: &str) {
         self.progress.println(line);
     }
+}
+
+/// The file beside the event files where every evaluation is appended as
+/// `epoch,step,sliced_w2,exact_w2` (read by ablations to draw their curves).
+pub const EVAL_LOG: &str = "eval.csv";
+
+fn append_eval_row(
+    run_dir: &Path,
+    epoch: usize,
+    step: u64,
+    q: &super::evaluate::Quality,
+) -> Result<(), RunError> {
+    use std::io::Write;
+    let path = run_dir.join(EVAL_LOG);
+    let io = |source| RunError::Io {
+        path: path.clone(),
+        source,
+    };
+    let new = !path.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    if new {
+        writeln!(file, "epoch,step,sliced_w2,exact_w2").map_err(io)?;
+    }
+    let exact = q.exact_w2.map_or(String::new(), |e| e.to_string());
+    writeln!(file, "{epoch},{step},{},{exact}", q.sliced_w2).map_err(io)
+}
+
+/// Reads a run's evaluation log: (epoch, sliced W2) in epoch order, the last
+/// entry winning where a resumed run evaluated an epoch twice.
+pub fn read_eval_log(run_dir: &Path) -> Result<Vec<(usize, f64)>, RunError> {
+    let path = run_dir.join(EVAL_LOG);
+    let text = std::fs::read_to_string(&path).map_err(|source| RunError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut by_epoch = std::collections::BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        if let (Some(Ok(epoch)), Some(Ok(w2))) = (
+            fields.first().map(|f| f.parse::<usize>()),
+            fields.get(2).map(|f| f.parse::<f64>()),
+        ) {
+            by_epoch.insert(epoch, w2);
+        }
+    }
+    Ok(by_epoch.into_iter().collect())
 }
 
 /// Number of epochs the experiment trains for.

@@ -1,0 +1,49 @@
+//! The environments and their parts that an experiment can name, listed by
+//! `rl-run envs`.
+
+/// One registered component: how it is written in RON and what it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The RON form, with typical settings.
+    pub ron: &'static str,
+    /// One line on what it is.
+    pub summary: &'static str,
+}
+
+/// Every environment (`env:` of an experiment).
+pub const ENVIRONMENTS: &[Registered] = &[Registered {
+    ron: "env: (steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2), variance: Beta)",
+    summary: "Diffusion: B parallel chains x_T ~ N(0, I) -> x_0; action x_t, reward -f(x_0) at the last step",
+}];
+
+/// Every data set (`data.set`).
+pub const DATASETS: &[Registered] = &[
+    Registered {
+        ron: "SwissRoll",
+        summary: "2-D swiss roll: make_swiss_roll(noise 0.05), columns 0 and 2, / 20",
+    },
+    Registered {
+        ron: "TwoMoons",
+        summary: "2-D two moons: make_moons(noise 0.05) / 2",
+    },
+];
+
+/// Every beta schedule (`env.schedule`) and step variance (`env.variance`).
+pub const SCHEDULES: &[Registered] = &[
+    Registered {
+        ron: "Sigmoid(start: 1e-5, end: 1e-2)",
+        summary: "sigmoid(linspace(-6, 6, T)) * (end - start) + start, the toy schedule",
+    },
+    Registered {
+        ron: "Linear(start: 1e-4, end: 0.02)",
+        summary: "linspace(start, end, T), Ho et al.'s schedule",
+    },
+    Registered {
+        ron: "variance: Beta",
+        summary: "Sigma_t = beta_t (noise at every step)",
+    },
+    Registered {
+        ron: "variance: PosteriorBetaTilde",
+        summary: "Sigma_t = betatilde_t (posterior variance, last step deterministic)",
+    },
+];

@@ -537,6 +537,20 @@ mod tests {
     }
 
     #[test]
+    fn the_top_level_name_skips_comments() {
+        assert_eq!(
+            top_level_name("// c\n/* block */\n  Ablation(\n name: \"x\")"),
+            Some("Ablation")
+        );
+        assert_eq!(
+            top_level_name("Experiment(name: \"x\")"),
+            Some("Experiment")
+        );
+        assert_eq!(top_level_name("#![enable(implicit_some)]\n("), None);
+        assert_eq!(top_level_name("// only a comment"), None);
+    }
+
+    #[test]
     fn locates_nested_fields() {
         let text = "Experiment(\n  task: FineTune(\n    agent: Reinforce(optimizer: Adam(lr: 1)),\n    critic: (\n      optimizer: Adam(lr: -1),\n    ),\n  ),\n)";
         assert_eq!(locate_field(text, "task.critic.optimizer.lr"), 5);

@@ -22,17 +22,29 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn the_shipped_experiments_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    let mut count = 0;
+    let (mut count, mut ablations) = (0, 0);
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "ron") {
-            Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            count += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            if shortcut::config::top_level_name(&text) == Some("Ablation") {
+                let (_, _, runs) =
+                    shortcut::ablation::Ablation::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                assert!(runs.len() >= 9, "{}: {} runs", path.display(), runs.len());
+                ablations += 1;
+            } else {
+                Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                count += 1;
+            }
         }
     }
     assert!(
         count >= 8,
         "expected the eight Table 1 experiments, found {count}"
+    );
+    assert!(
+        ablations >= 3,
+        "expected the three ablations, found {ablations}"
     );
 }
 

@@ -346,8 +346,9 @@ impl Experiment {
                 check.at_least("task.generator.n_generator", g.n_generator, 1);
                 check.positive_opt("task.generator.grad_clip", g.grad_clip);
                 check.non_negative("task.generator.kl_weight", g.kl_weight);
-                if let VarianceConfig::Learned { floor } = g.variance {
+                if let VarianceConfig::Learned { floor, lr } = g.variance {
                     check.positive_opt("task.generator.variance.floor", Some(floor));
+                    check.positive_opt("task.generator.variance.lr", lr);
                 }
                 match &f.agent {
                     AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}

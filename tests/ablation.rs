@@ -20,7 +20,7 @@ const VARIANTS: [(&str, &str); 4] = [
     ),
     (
         "b_learned",
-        "variance: Learned(floor: 1e-3), kl_weight: 0.1, n_generator: 2, grad_clip: 1.0",
+        "variance: Learned(floor: 1e-3, lr: 1e-2), kl_weight: 0.1, n_generator: 2, grad_clip: 1.0",
     ),
 ];
 

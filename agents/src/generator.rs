@@ -26,6 +26,10 @@ pub enum VarianceConfig {
     Learned {
         /// Smallest standard deviation a step may take.
         floor: f64,
+        /// Learning rate of the log-stds (default: the generator's). The
+        /// generator's 5e-5 moves a log-std by at most about 0.1 in a toy run.
+        #[serde(default)]
+        lr: Option<f64>,
     },
 }
 
@@ -76,7 +80,7 @@ impl Generator {
     /// Takes `policy` (holding its starting weights) under `config`: learns
     /// its variance if asked, and keeps a frozen copy when a KL penalty is set.
     pub fn new(config: GeneratorConfig, mut policy: DiffusionPolicy) -> Result<Self, AgentError> {
-        if let VarianceConfig::Learned { floor } = config.variance {
+        if let VarianceConfig::Learned { floor, .. } = config.variance {
             policy.learn_variance(floor);
         }
         let reference = if config.kl_weight > 0.0 {
@@ -86,7 +90,10 @@ impl Generator {
         } else {
             None
         };
-        let optimizer = config.optimizer.build(policy.var_store());
+        let mut optimizer = config.optimizer.build(policy.var_store());
+        if let VarianceConfig::Learned { lr: Some(lr), .. } = config.variance {
+            optimizer.set_learning_rate(crate::policy::LOG_STD_VAR, lr);
+        }
         Ok(Self {
             config,
             policy,

@@ -51,6 +51,7 @@ pub struct Optimizer {
     params: Vec<Tensor>,
     first_moments: Vec<Tensor>,
     second_moments: Vec<Tensor>,
+    learning_rates: Vec<f64>,
     steps: i64,
 }
 
@@ -67,14 +68,29 @@ impl Optimizer {
         let zeros = |p: &Tensor| p.zeros_like().detach();
         let first_moments = params.iter().map(zeros).collect();
         let second_moments = params.iter().map(zeros).collect();
+        let learning_rates = vec![config.lr(); names.len()];
         Self {
             config,
             names,
             params,
             first_moments,
             second_moments,
+            learning_rates,
             steps: 0,
         }
+    }
+
+    /// Gives the parameters whose names start with `prefix` their own
+    /// learning rate; returns how many there are.
+    pub fn set_learning_rate(&mut self, prefix: &str, lr: f64) -> usize {
+        let mut count = 0;
+        for (name, rate) in self.names.iter().zip(&mut self.learning_rates) {
+            if name.starts_with(prefix) {
+                *rate = lr;
+                count += 1;
+            }
+        }
+        count
     }
 
     /// The parameters this optimiser updates.
@@ -128,11 +144,12 @@ impl Optimizer {
         self.steps += 1;
         let t = self.steps as f64;
         tch::no_grad(|| {
-            for ((p, m), v) in self
+            for (((p, m), v), &lr) in self
                 .params
                 .iter()
                 .zip(&mut self.first_moments)
                 .zip(&mut self.second_moments)
+                .zip(&self.learning_rates)
             {
                 let g = p.grad();
                 if !g.defined() {
@@ -140,14 +157,14 @@ impl Optimizer {
                 }
                 let mut p = p.shallow_clone();
                 match self.config {
-                    OptimizerConfig::Adam { lr } => {
+                    OptimizerConfig::Adam { .. } => {
                         let _ = m.lerp_(&g, 1.0 - ADAM_BETA1);
                         let _ = v.lerp_(&g.square(), 1.0 - ADAM_BETA2);
                         let step_size = lr / (1.0 - ADAM_BETA1.powf(t));
                         let denom = v.sqrt() / (1.0 - ADAM_BETA2.powf(t)).sqrt() + EPS;
                         let _ = p.addcdiv_(&(&*m * -step_size), &denom);
                     }
-                    OptimizerConfig::RmsProp { lr } => {
+                    OptimizerConfig::RmsProp { .. } => {
                         let _ = v.lerp_(&g.square(), 1.0 - RMSPROP_ALPHA);
                         let denom = v.sqrt() + EPS;
                         let _ = p.addcdiv_(&(g * -lr), &denom);
@@ -245,6 +262,19 @@ mod tests {
             (after[0] - 0.9).abs() < 1e-6 && (after[1] - 1.1).abs() < 1e-6,
             "{after:?}"
         );
+    }
+
+    #[test]
+    fn a_prefix_can_have_its_own_learning_rate() {
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[1], Init::Const(1.0));
+        let s = (vs.root() / "variance").var("log_std", &[1], Init::Const(1.0));
+        let mut opt = OptimizerConfig::Adam { lr: 0.1 }.build(&vs);
+        assert_eq!(opt.set_learning_rate("variance.", 0.01), 1);
+        (&w * 2.0 + &s * 2.0).sum(Kind::Float).backward();
+        opt.step();
+        assert!((w.double_value(&[0]) - 0.9).abs() < 1e-6);
+        assert!((s.double_value(&[0]) - 0.99).abs() < 1e-6);
     }
 
     #[test]

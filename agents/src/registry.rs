@@ -96,7 +96,8 @@ pub const GENERATOR_SETTINGS: &[Registered] = &[
     },
     Registered {
         ron: "variance: Fixed",
-        summary: "Fixed, or Learned(floor: 1e-3): a trained per-step log-std, floored",
+        summary:
+            "Fixed, or Learned(floor: 1e-3, lr: 1e-3): a trained per-step log-std, floored, own lr",
     },
 ];
 
@@ -181,7 +182,10 @@ mod tests {
         ] {
             let generator = tiny_generator_with(GeneratorConfig {
                 optimizer: OptimizerConfig::Adam { lr: 3e-3 },
-                variance: VarianceConfig::Learned { floor },
+                variance: VarianceConfig::Learned {
+                    floor,
+                    lr: Some(3e-2),
+                },
                 ..GeneratorConfig::default()
             });
             let steps = Tensor::from_slice(&[1i64, 2, 3]);

@@ -32,7 +32,7 @@ pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy,
         device,
     );
     if let Task::FineTune(task) = &exp.task {
-        if let VarianceConfig::Learned { floor } = task.generator.variance {
+        if let VarianceConfig::Learned { floor, .. } = task.generator.variance {
             policy.learn_variance(floor);
         }
     }

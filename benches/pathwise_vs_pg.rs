@@ -3,11 +3,12 @@
 //! transitions, Eq. 20) at T = 10, 100 and 1000, toy networks, 128 chains /
 //! transitions per step, one CPU thread.
 //!
-//! Each measurement runs in its own process. The child first runs a full
-//! round of Algorithm 1 (so the critic, the baseline and, for SFT-PG, a full
-//! buffer exist), records its peak resident set size, then times generator
-//! updates alone; the table reports the update's time and how far the peak
-//! RSS rose above the level the round had reached (the update's own memory).
+//! Each measurement runs in its own process. The child first runs the
+//! n_critic critic steps of a round (so the critic, the baseline and, for
+//! SFT-PG, a full buffer exist), records its peak resident set size, then
+//! alternates generator updates (timed) with critic steps; the table reports
+//! the update's time and how far the peak RSS rose above the level the critic
+//! steps had reached (the update's own memory).
 //!
 //! `cargo bench --bench pathwise_vs_pg` (or `make bench`); the child mode is
 //! `--child --agent pathwise|sft-pg --steps T --updates N`.
@@ -17,13 +18,11 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use agents::agent::Critics;
 use agents::critic::{CriticConfig, CriticRegularizer};
 use agents::generator::GeneratorConfig;
 use agents::policy::DiffusionPolicy;
 use agents::registry::AgentConfig;
 use agents::reinforce::ReinforceConfig;
-use agents::rollout;
 use envs::datasets::ToyDataset;
 use envs::schedule::{BetaSchedule, Schedule, Variance};
 use shortcut::runner::sft_pg::SftPg;
@@ -42,7 +41,7 @@ fn main() {
         );
         return;
     }
-    println!("| agent | T | ms / generator update | update's peak RSS above the round (MiB) | process peak RSS (MiB) |");
+    println!("| agent | T | ms / generator update | update's peak RSS above the critic steps (MiB) | process peak RSS (MiB) |");
     println!("|---|---|---|---|---|");
     for steps in [10usize, 100, 1000] {
         let updates = if steps >= 1000 { 3 } else { 20 };
@@ -113,20 +112,17 @@ fn child(agent: &str, steps: usize, updates: usize) {
     )
     .unwrap();
     let real = |_| data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)));
-    sft.round(real).unwrap();
-    // Refill the buffer (the round's update emptied it), then measure updates alone.
-    let mut elapsed = 0.0;
+    // Critic steps fill the buffer and reach the critic's own peak; only then
+    // is the peak recorded and the generator updates measured.
+    sft.critic_steps(real).unwrap();
     let before = support::peak_rss_mib();
-    for _ in 0..updates {
-        for _ in 0..N_CRITIC {
-            rollout(&mut sft.env, sft.agent.as_mut(), None).unwrap();
+    let mut elapsed = 0.0;
+    for i in 0..updates {
+        if i > 0 {
+            sft.critic_steps(real).unwrap();
         }
-        let critics = Critics {
-            reward: sft.critic.reward_model(),
-            baseline: Some(sft.critic.baseline()),
-        };
         let start = Instant::now();
-        sft.agent.update(&critics).unwrap();
+        sft.generator_update().unwrap();
         elapsed += start.elapsed().as_secs_f64();
     }
     let peak = support::peak_rss_mib();

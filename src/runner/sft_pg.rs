@@ -66,10 +66,19 @@ impl SftPg {
     }
 
     /// One round; `real(i)` gives the data batch of the round's i-th critic step.
-    pub fn round(
+    pub fn round(&mut self, real: impl FnMut(usize) -> Tensor) -> Result<RoundStats, AgentError> {
+        let critic = self.critic_steps(real)?;
+        let generator = self.generator_update()?;
+        Ok(RoundStats { critic, generator })
+    }
+
+    /// The round's n_critic critic steps, each on fresh chains (which the
+    /// agent observes into its buffer) and the data batch `real(i)`; returns
+    /// their summed statistics with `rollout/return`.
+    pub fn critic_steps(
         &mut self,
         mut real: impl FnMut(usize) -> Tensor,
-    ) -> Result<RoundStats, AgentError> {
+    ) -> Result<UpdateStats, AgentError> {
         let mut critic_stats = UpdateStats::default();
         for i in 0..self.n_critic {
             let episode = rollout(&mut self.env, self.agent.as_mut(), None)?;
@@ -87,14 +96,15 @@ impl SftPg {
                 episode.total_reward.mean(Kind::Float).double_value(&[]),
             );
         }
+        Ok(critic_stats)
+    }
+
+    /// The round's generator update against the current critic and baseline.
+    pub fn generator_update(&mut self) -> Result<UpdateStats, AgentError> {
         let critics = Critics {
             reward: self.critic.reward_model(),
             baseline: Some(self.critic.baseline()),
         };
-        let generator = self.agent.update(&critics)?;
-        Ok(RoundStats {
-            critic: critic_stats,
-            generator,
-        })
+        self.agent.update(&critics)
     }
 }

@@ -270,9 +270,16 @@ impl Experiment {
         Self::parse_with(text, path, user_options())
     }
 
-    /// Parses and validates text written by [`Experiment::to_ron`] (as stored in checkpoints).
+    /// Parses and validates text written by [`Experiment::to_ron`] (as stored
+    /// in checkpoints), including that of earlier versions (see [`migrate_v1`]).
     pub fn parse_serialized(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with(text, path, ron::Options::default())
+        Self::parse_with(text, path, ron::Options::default()).or_else(|error| {
+            migrate_v1(text)
+                .and_then(|migrated| {
+                    Self::parse_with(&migrated, path, ron::Options::default()).ok()
+                })
+                .ok_or(error)
+        })
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
@@ -401,6 +408,45 @@ impl Experiment {
     pub fn resolve_relative(own_path: &Path, other: &str) -> PathBuf {
         own_path.parent().unwrap_or(Path::new(".")).join(other)
     }
+}
+
+/// Rewrites a stored experiment of the first schema, where the generator's
+/// settings (optimizer, log_prob, n_generator, grad_clip) sat inside
+/// `agent: Reinforce((...))`, into the current one with a `generator: (...)`
+/// block. Works on the pretty-printed form checkpoints store; `None` if the
+/// text has no such block.
+pub fn migrate_v1(text: &str) -> Option<String> {
+    let start = text.find("agent: Reinforce((\n")?;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &text[line_start..start];
+    let body_start = start + "agent: Reinforce((\n".len();
+    let close = format!("\n{indent})),\n");
+    let body_end = body_start + text[body_start..].find(&close)?;
+    let field_indent = format!("{indent}    ");
+    let mut entries: Vec<(String, String)> = Vec::new();
+    for line in text[body_start..=body_end].lines() {
+        let is_field =
+            line.starts_with(&field_indent) && !line[field_indent.len()..].starts_with([' ', ')']);
+        match (is_field, entries.last_mut()) {
+            (true, _) => {
+                let name = line[field_indent.len()..].split(':').next()?.to_string();
+                entries.push((name, format!("{line}\n")));
+            }
+            (false, Some((_, body))) => body.push_str(&format!("{line}\n")),
+            (false, None) => return None,
+        }
+    }
+    let (agent, generator): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(name, _)| name == "use_baseline" || name == "normalize_advantage");
+    let join = |v: Vec<(String, String)>| v.into_iter().map(|(_, b)| b).collect::<String>();
+    Some(format!(
+        "{}generator: (\n{}{indent}),\n{indent}agent: Reinforce((\n{}{indent})),\n{}",
+        &text[..start],
+        join(generator),
+        join(agent),
+        &text[body_end + close.len()..]
+    ))
 }
 
 /// Deserialises RON `text` with `options`; errors name `path`, line and column.
@@ -535,6 +581,26 @@ mod tests {
             Experiment::parse_serialized(&exp.to_ron(), Path::new("copy.ron")).unwrap(),
             exp
         );
+    }
+
+    #[test]
+    fn checkpoints_of_the_first_schema_still_load() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/experiment_v1_reinforce.ron");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(Experiment::parse_with(&text, &path, ron::Options::default()).is_err());
+        let exp = Experiment::parse_serialized(&text, &path).unwrap();
+        let Task::FineTune(task) = &exp.task else {
+            panic!("a fine-tuning experiment")
+        };
+        assert_eq!(task.generator.optimizer, OptimizerConfig::Adam { lr: 5e-5 });
+        assert_eq!(task.generator.n_generator, 1);
+        assert_eq!(task.generator.grad_clip, None);
+        assert_eq!(
+            task.agent,
+            AgentConfig::Reinforce(agents::reinforce::ReinforceConfig::default())
+        );
+        assert_eq!(task.epochs, 300);
     }
 
     #[test]

@@ -37,6 +37,7 @@ fn main() {
             value("--steps", 10),
             value("--iters", 300),
             value("--warmup", 30),
+            value("--threads", 1),
         );
         return;
     }
@@ -83,8 +84,8 @@ fn measure(cmd: &mut Command) -> (f64, f64) {
     )
 }
 
-fn child(steps: usize, iters: usize, warmup: usize) {
-    tch::set_num_threads(1);
+fn child(steps: usize, iters: usize, warmup: usize, threads: usize) {
+    tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let device = Device::Cpu;
     let schedule = Schedule::new(
@@ -128,7 +129,7 @@ fn child(steps: usize, iters: usize, warmup: usize) {
     }
     let sec_per_iter = start.elapsed().as_secs_f64() / (rounds * N_CRITIC) as f64;
     println!(
-        "{{\"impl\": \"shortcut\", \"steps\": {steps}, \"batch\": {BATCH}, \"threads\": 1, \"iters\": {}, \"sec_per_iter\": {sec_per_iter}, \"iters_per_sec\": {}, \"peak_rss_mib\": {}}}",
+        "{{\"impl\": \"shortcut\", \"steps\": {steps}, \"batch\": {BATCH}, \"threads\": {threads}, \"iters\": {}, \"sec_per_iter\": {sec_per_iter}, \"iters_per_sec\": {}, \"peak_rss_mib\": {}}}",
         rounds * N_CRITIC,
         1.0 / sec_per_iter,
         support::peak_rss_mib()

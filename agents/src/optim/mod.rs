@@ -8,6 +8,8 @@ use tch::{nn::VarStore, Kind, Tensor};
 
 use crate::AgentError;
 
+mod cpu;
+
 /// Which optimiser, with its learning rate.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,8 +109,12 @@ impl Optimizer {
     pub fn zero_grad(&mut self) {
         for p in &self.params {
             let mut g = p.grad();
-            if g.defined() {
-                let _ = g.detach_().zero_();
+            match cpu::f32_slice(&g) {
+                Some(values) => values.fill(0.0),
+                None if g.defined() => {
+                    let _ = g.detach_().zero_();
+                }
+                None => {}
             }
         }
     }
@@ -125,21 +131,47 @@ impl Optimizer {
         if grads.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm();
-        let total_value = total.double_value(&[]);
+        let total_value = Self::global_norm(&grads);
         if let Some(max_norm) = max_norm {
             let coef = (max_norm / (total_value + 1e-6)).min(1.0);
-            tch::no_grad(|| {
-                for mut g in grads {
-                    let _ = g.g_mul_scalar_(coef);
-                }
-            });
+            if coef < 1.0 {
+                tch::no_grad(|| {
+                    for mut g in grads {
+                        match cpu::f32_slice(&g) {
+                            Some(values) => values.iter_mut().for_each(|v| *v *= coef as f32),
+                            None => {
+                                let _ = g.g_mul_scalar_(coef);
+                            }
+                        }
+                    }
+                });
+            }
         }
         total_value
     }
 
-    /// One update of every parameter that has a gradient.
+    /// The L2 norm of all `grads` together.
+    fn global_norm(grads: &[Tensor]) -> f64 {
+        let mut sum = 0.0;
+        let mut on_device = Vec::new();
+        for g in grads {
+            match cpu::f32_slice(g) {
+                Some(values) => sum += cpu::sum_of_squares(values),
+                None => on_device.push(g.norm()),
+            }
+        }
+        if !on_device.is_empty() {
+            sum += Tensor::stack(&on_device, 0)
+                .square()
+                .sum(Kind::Double)
+                .double_value(&[]);
+        }
+        sum.sqrt()
+    }
+
+    /// One update of every parameter that has a gradient. Contiguous CPU
+    /// float parameters are updated by a fused pass over their memory
+    /// (`cpu`), others (CUDA) by libtorch operations; both apply the same rule.
     pub fn step(&mut self) {
         self.steps += 1;
         let t = self.steps as f64;
@@ -155,23 +187,78 @@ impl Optimizer {
                 if !g.defined() {
                     continue;
                 }
-                let mut p = p.shallow_clone();
-                match self.config {
-                    OptimizerConfig::Adam { .. } => {
-                        let _ = m.lerp_(&g, 1.0 - ADAM_BETA1);
-                        let _ = v.lerp_(&g.square(), 1.0 - ADAM_BETA2);
-                        let step_size = lr / (1.0 - ADAM_BETA1.powf(t));
-                        let denom = v.sqrt() / (1.0 - ADAM_BETA2.powf(t)).sqrt() + EPS;
-                        let _ = p.addcdiv_(&(&*m * -step_size), &denom);
-                    }
-                    OptimizerConfig::RmsProp { .. } => {
-                        let _ = v.lerp_(&g.square(), 1.0 - RMSPROP_ALPHA);
-                        let denom = v.sqrt() + EPS;
-                        let _ = p.addcdiv_(&(g * -lr), &denom);
-                    }
+                if !Self::fused_step(self.config, p, &g, m, v, lr, t) {
+                    Self::tensor_step(self.config, p, &g, m, v, lr, t);
                 }
             }
         });
+    }
+
+    /// The update of one parameter by libtorch operations (any device).
+    fn tensor_step(
+        config: OptimizerConfig,
+        p: &Tensor,
+        g: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        lr: f64,
+        t: f64,
+    ) {
+        let mut p = p.shallow_clone();
+        match config {
+            OptimizerConfig::Adam { .. } => {
+                let _ = m.lerp_(g, 1.0 - ADAM_BETA1);
+                let _ = v.lerp_(&g.square(), 1.0 - ADAM_BETA2);
+                let step_size = lr / (1.0 - ADAM_BETA1.powf(t));
+                let denom = v.sqrt() / (1.0 - ADAM_BETA2.powf(t)).sqrt() + EPS;
+                let _ = p.addcdiv_(&(&*m * -step_size), &denom);
+            }
+            OptimizerConfig::RmsProp { .. } => {
+                let _ = v.lerp_(&g.square(), 1.0 - RMSPROP_ALPHA);
+                let denom = v.sqrt() + EPS;
+                let _ = p.addcdiv_(&(g * -lr), &denom);
+            }
+        }
+    }
+
+    /// The update of one parameter by the fused CPU kernels; false (nothing
+    /// done) when a tensor is not a contiguous CPU float tensor.
+    fn fused_step(
+        config: OptimizerConfig,
+        p: &Tensor,
+        g: &Tensor,
+        m: &Tensor,
+        v: &Tensor,
+        lr: f64,
+        t: f64,
+    ) -> bool {
+        let (Some(p), Some(g), Some(m), Some(v)) = (
+            cpu::f32_slice(p),
+            cpu::f32_slice(g),
+            cpu::f32_slice(m),
+            cpu::f32_slice(v),
+        ) else {
+            return false;
+        };
+        match config {
+            OptimizerConfig::Adam { .. } => cpu::adam(
+                p,
+                g,
+                m,
+                v,
+                cpu::AdamStep {
+                    one_minus_beta1: (1.0 - ADAM_BETA1) as f32,
+                    one_minus_beta2: (1.0 - ADAM_BETA2) as f32,
+                    step_size: (lr / (1.0 - ADAM_BETA1.powf(t))) as f32,
+                    bias_correction2_sqrt: (1.0 - ADAM_BETA2.powf(t)).sqrt() as f32,
+                    eps: EPS as f32,
+                },
+            ),
+            OptimizerConfig::RmsProp { .. } => {
+                cpu::rmsprop(p, g, v, (1.0 - RMSPROP_ALPHA) as f32, lr as f32, EPS as f32)
+            }
+        }
+        true
     }
 
     /// The optimiser state as named tensors (`m/<param>`, `v/<param>`, `steps`).
@@ -239,6 +326,30 @@ mod tests {
             opt.step();
         }
         w.square().sum(Kind::Float).double_value(&[])
+    }
+
+    #[test]
+    fn fused_cpu_updates_equal_the_libtorch_ones() {
+        let _rng = envs::testing::seeded(5);
+        let randn = || Tensor::randn([3000], (Kind::Float, Device::Cpu));
+        for config in [
+            OptimizerConfig::Adam { lr: 1e-3 },
+            OptimizerConfig::RmsProp { lr: 1e-3 },
+        ] {
+            let (p, g) = (randn(), randn());
+            let (m, v) = (randn() * 0.1, randn().square() * 0.1);
+            let (p0, p2, mut m2, mut v2) = (p.copy(), p.copy(), m.copy(), v.copy());
+            for t in [1.0, 7.0] {
+                assert!(Optimizer::fused_step(config, &p, &g, &m, &v, 1e-3, t));
+                Optimizer::tensor_step(config, &p2, &g, &mut m2, &mut v2, 1e-3, t);
+            }
+            for (ours, theirs) in [(&p, &p2), (&m, &m2), (&v, &v2)] {
+                let diff = (ours - theirs).abs().max().double_value(&[]);
+                let scale = theirs.abs().max().double_value(&[]);
+                assert!(diff <= 1e-6 * scale, "{config:?}: {diff} of {scale}");
+            }
+            assert!(!p.equal(&p0), "the update moved the parameters");
+        }
     }
 
     #[test]

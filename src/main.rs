@@ -71,6 +71,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    shortcut::runner::retain_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

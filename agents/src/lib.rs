@@ -14,9 +14,11 @@
 //! - [`buffer`]: the trajectory buffer of Algorithm 1.
 //! - [`pretrain`]: DDPM pretraining by denoising score matching.
 //! - [`optim`]: Adam and RMSprop whose state can be saved and restored.
+//! - [`cpu`]: kernels on the memory of CPU tensors (softplus without gradients).
 
 pub mod agent;
 pub mod buffer;
+pub mod cpu;
 pub mod critic;
 pub mod error;
 pub mod generator;

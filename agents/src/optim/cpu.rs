@@ -8,30 +8,7 @@
 //! each extra pass over them shows too. The maths is exactly the tensor
 //! version's (`super::Optimizer::step`), in f32, in the same order of terms.
 
-use tch::{Device, Kind, Tensor};
-
-/// A tensor's elements as a mutable `f32` slice, when it is a defined,
-/// contiguous, CPU, float tensor; `None` otherwise (the caller then falls
-/// back to libtorch operations).
-///
-/// The slice aliases the tensor's storage and bypasses autograd: callers use
-/// it only under the optimiser's contract (after `backward`, before the next
-/// forward pass), on tensors whose storage no other live slice covers.
-#[allow(clippy::mut_from_ref)] // the slice aliases the tensor's storage, see above
-pub(super) fn f32_slice(t: &Tensor) -> Option<&mut [f32]> {
-    if !t.defined() || t.device() != Device::Cpu || t.kind() != Kind::Float || !t.is_contiguous() {
-        return None;
-    }
-    let len = t.numel();
-    if len == 0 {
-        return Some(&mut []);
-    }
-    // SAFETY: the tensor is a defined, contiguous CPU tensor of `len` f32
-    // values, so its data pointer addresses `len` initialised floats that
-    // live as long as the tensor; the caller guarantees no other slice of
-    // that storage is alive while this one is used.
-    Some(unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, len) })
-}
+pub(super) use crate::cpu::f32_slice;
 
 /// Scalars of one Adam update (bias corrections folded in).
 #[derive(Debug, Clone, Copy)]
@@ -96,15 +73,7 @@ pub(super) fn sum_of_squares(g: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slices_only_of_contiguous_cpu_floats() {
-        let t = Tensor::from_slice(&[1f32, 2., 3., 4.]).reshape([2, 2]);
-        assert_eq!(f32_slice(&t).unwrap(), &[1., 2., 3., 4.]);
-        assert!(f32_slice(&t.tr()).is_none());
-        assert!(f32_slice(&t.to_kind(Kind::Double)).is_none());
-        assert!(f32_slice(&Tensor::new()).is_none());
-    }
+    use tch::{Device, Kind, Tensor};
 
     #[test]
     fn sum_of_squares_matches_libtorch() {

@@ -70,6 +70,11 @@ enum Command {
     },
 }
 
+/// The number of cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn main() -> std::process::ExitCode {
     shortcut::runner::retain_freed_memory();
     let cli = Cli::parse();
@@ -111,7 +116,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             seed,
         }) => {
-            configure_threads(1);
+            configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let dim = exp.data.set.dim() as usize;
             let x = to_vec(&sample(&policy, n, dim as i64, seed));
@@ -124,7 +129,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Some(Command::Eval { checkpoint, seed }) => {
-            configure_threads(1);
+            configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let data = training_data(&exp, tch::Device::Cpu)?;
             let dim = exp.data.set.dim();
@@ -160,9 +165,7 @@ fn run(cli: Cli) -> Result<()> {
                 as_dependency: cli.as_dependency,
                 parallel: Some((
                     std::env::current_exe().context("locating rl-run")?,
-                    cli.jobs.unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(1, |n| n.get())
-                    }),
+                    cli.jobs.unwrap_or_else(cores),
                 )),
             };
             match run_path(&path, &options)? {

@@ -99,6 +99,10 @@ pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError
     let table = if options.no_table {
         None
     } else {
+        // Nothing else trains now: the evaluations may use every granted core.
+        if let Some((_, jobs)) = &options.parallel {
+            configure_threads((*jobs).max(exp.threads));
+        }
         Some(comparison_table(path, &exp, options, device)?)
     };
     if let Some(table) = &table {

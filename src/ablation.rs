@@ -93,10 +93,7 @@ pub struct AblationRun {
 impl Ablation {
     /// Reads, parses and validates an ablation file, and derives its runs.
     pub fn load(path: &Path) -> Result<(Self, Experiment, Vec<AblationRun>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::error::read_text(path)?;
         let ablation: Ablation = config::deserialize(&text, path, config::user_options())?;
         let invalid = |field: String, message: String| ConfigError::Invalid {
             file: path.to_path_buf(),

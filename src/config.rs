@@ -258,10 +258,7 @@ impl Default for RecordConfig {
 impl Experiment {
     /// Reads, parses and validates an experiment file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            file: path.to_path_buf(),
-            source: e,
-        })?;
+        let text = crate::error::read_text(path)?;
         Self::parse(&text, path)
     }
 

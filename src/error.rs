@@ -1,6 +1,10 @@
 //! Errors of the shortcut runner.
+//!
+//! One convention for every error type here: an error's `Display` says what
+//! went wrong at its own level and does not repeat its cause; the cause is
+//! its `source()`. [`report`] prints the whole chain once, as `rl-run` does.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -8,12 +12,24 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         /// The file.
         file: PathBuf,
         /// Why.
         source: std::io::Error,
+    },
+    /// The file is not UTF-8 text.
+    #[error("{file}:{line}:{column}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8")]
+    NotUtf8 {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the first invalid byte.
+        line: usize,
+        /// 1-based column (in bytes) of the first invalid byte.
+        column: usize,
+        /// The first invalid byte.
+        byte: u8,
     },
     /// The file is not valid RON for an experiment (syntax, unknown field, wrong type).
     #[error("{file}:{line}:{column}: {message}")]
@@ -74,7 +90,7 @@ pub enum RunError {
         message: String,
     },
     /// File-system trouble outside checkpoints.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The path.
         path: PathBuf,
@@ -84,4 +100,52 @@ pub enum RunError {
     /// A run diverged.
     #[error("{0}")]
     Diverged(String),
+}
+
+/// Reads a text file a user wrote (an experiment, an ablation): a missing or
+/// unreadable file is [`ConfigError::Read`], bytes that are not UTF-8 are
+/// [`ConfigError::NotUtf8`] with the line and column of the first bad byte.
+pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let before = &bytes[..at];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        ConfigError::NotUtf8 {
+            file: path.to_path_buf(),
+            line,
+            column: at - line_start + 1,
+            byte: bytes[at],
+        }
+    })
+}
+
+/// The whole chain of `error` on one line for users: each level's message
+/// once, joined by ": ", trailing white space trimmed, ending in a newline.
+/// A cause whose text the message before it already ends with (an error that
+/// prints its source itself, as some outside our crate do) is not repeated.
+pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut current = Some(error);
+    while let Some(e) = current {
+        let text = e.to_string();
+        let text = text.trim_end();
+        if !text.is_empty() && !out.ends_with(text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(text);
+        }
+        current = e.source();
+    }
+    out.push('\n');
+    out
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use shortcut::runner::evaluate::{quality, sample, to_vec};
-use shortcut::runner::model::{load_policy, training_data};
+use shortcut::runner::evaluate::{quality_against, sample, to_vec};
+use shortcut::runner::model::{held_out_data, load_policy, training_data};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
 
 /// Reinforcement learning on the denoising chain of diffusion models.
@@ -59,7 +59,8 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: i64,
     },
-    /// Print the sliced and exact W2 of a checkpoint's samples against its training set.
+    /// Print the sliced and exact W2 of a checkpoint's samples against its
+    /// training set and against a held-out set of the same distribution.
     Eval {
         /// A checkpoint folder (a run's `final/` or `checkpoint/`).
         #[arg(long)]
@@ -81,7 +82,7 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprint!("error: {}", shortcut::error::report(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -132,24 +133,23 @@ fn run(cli: Cli) -> Result<()> {
             configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let data = training_data(&exp, tch::Device::Cpu)?;
+            let held_out = held_out_data(&exp)?;
             let dim = exp.data.set.dim();
             let draw = |set: usize| Ok(sample(&policy, exp.eval.n, dim, seed + set as i64));
-            let q = quality(exp.eval.repeats, draw, &data, &exp.eval, true)?;
+            let [train, held] =
+                quality_against(exp.eval.repeats, draw, [&data, &held_out], &exp.eval, true)?;
             println!("experiment: {} (T = {})", exp.name, exp.env.steps);
             println!(
-                "sliced W2: {:.4}e-2 ± {:.4}e-2 ({} sample sets of {} points, {} directions each)",
-                q.sliced_w2 * 100.0,
-                q.sliced_w2_std * 100.0,
-                q.sets,
-                exp.eval.n,
-                exp.eval.projections
+                "{} sample sets of {} points, {} sliced directions each; exact W2 on {} points per side",
+                train.sets, exp.eval.n, exp.eval.projections, exp.eval.exact_n
             );
-            if let (Some(e), Some(s)) = (q.exact_w2, q.exact_w2_std) {
+            for (against, q) in [("training set", train), ("held-out set", held)] {
                 println!(
-                    "exact W2:  {:.4}e-2 ± {:.4}e-2 ({} points per side)",
-                    e * 100.0,
-                    s * 100.0,
-                    exp.eval.exact_n
+                    "against the {against}: sliced W2 {:.4}e-2 ± {:.4}e-2, exact W2 {:.4}e-2 ± {:.4}e-2",
+                    q.sliced_w2 * 100.0,
+                    q.sliced_w2_std * 100.0,
+                    q.exact_w2.unwrap_or(f64::NAN) * 100.0,
+                    q.exact_w2_std.unwrap_or(f64::NAN) * 100.0,
                 );
             }
         }

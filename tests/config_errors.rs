@@ -161,6 +161,27 @@ fn the_cli_refuses_a_bad_file_before_doing_anything() {
         !dir.join("runs").exists(),
         "nothing may be written for a bad file"
     );
-    let missing = rl_run().arg(dir.join("missing.ron")).output().unwrap();
-    assert!(String::from_utf8_lossy(&missing.stderr).contains("missing.ron: cannot read"));
+    // A missing file and a file that is not UTF-8: one line each, the cause
+    // said once, the line ended.
+    let missing = dir.join("missing.ron");
+    let out = rl_run().arg(&missing).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}: cannot read: {}\n",
+            missing.display(),
+            std::fs::read(&missing).unwrap_err()
+        )
+    );
+    let latin1 = dir.join("latin1.ron");
+    std::fs::write(&latin1, b"Experiment(\n    name: \"caf\xe9\",\n)\n").unwrap();
+    let out = rl_run().arg(&latin1).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "error: {}:2:15: not UTF-8 text (byte 0xe9); save the file as UTF-8\n",
+            latin1.display()
+        )
+    );
 }

@@ -19,13 +19,20 @@ fn a_finetuning_run_logs_samples_and_evaluates() {
     // The pretrained sampler is trained first because the fine-tuning run needs it.
     let out = run_ok(rl_run().arg(dir.join("fine.ron")).arg("--quiet"));
     let table = String::from_utf8_lossy(&out.stdout);
-    for row in [
-        "DDPM (pre)",
-        "SFT-PG (B) (fine)",
-        "data vs fresh data (floor)",
-    ] {
+    for row in ["DDPM (pre)", "SFT-PG (B) (fine)", "fresh data (floor)"] {
         assert!(table.contains(row), "missing row {row} in\n{table}");
     }
+    // Every row is measured against the training set and a held-out set:
+    // six cells, numbers in all four metric columns.
+    for line in table
+        .lines()
+        .filter(|l| l.starts_with("| DDPM") || l.starts_with("| fresh"))
+    {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 6, "{line}");
+        assert!(cells[2..].iter().all(|c| c.contains(" ± ")), "{line}");
+    }
+    assert!(table.contains("held-out set"), "{table}");
     assert!(runs.join("pre/final/generator.safetensors").is_file());
     assert!(runs.join("fine/table.md").is_file());
 
@@ -104,7 +111,9 @@ fn a_finetuning_run_logs_samples_and_evaluates() {
     );
     let text = String::from_utf8_lossy(&eval.stdout);
     assert!(
-        text.contains("sliced W2:") && text.contains("exact W2:"),
+        text.contains("against the training set: sliced W2")
+            && text.contains("against the held-out set: sliced W2")
+            && !text.contains("NaN"),
         "{text}"
     );
 

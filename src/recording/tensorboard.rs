@@ -18,7 +18,7 @@ use prost::Message;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     /// An I/O operation on `path` failed.
-    #[error("I/O error on {path}: {source}")]
+    #[error("I/O error on {path}")]
     Io {
         /// The file or directory being accessed.
         path: PathBuf,

@@ -163,6 +163,7 @@ fn final_table(
         label: format!("start: DDPM ({})", init.name),
         steps: Some(init.env.steps),
         quality: summarise(start),
+        held_out: None,
     }];
     for (index, variant) in ablation.variants.iter().enumerate() {
         let values = runs
@@ -174,6 +175,7 @@ fn final_table(
             label: variant.label().to_string(),
             steps: Some(base.env.steps),
             quality: summarise(values),
+            held_out: None,
         });
     }
     Ok(Table {

@@ -52,40 +52,58 @@ pub fn sample(policy: &DiffusionPolicy, n: usize, dim: i64, seed: i64) -> Tensor
 /// of sliced directions). Sampling noise and projection noise both show in the spread.
 pub fn quality(
     sets: usize,
-    mut draw: impl FnMut(usize) -> Result<Tensor, RunError>,
+    draw: impl FnMut(usize) -> Result<Tensor, RunError>,
     data: &Tensor,
     eval: &EvalConfig,
     exact: bool,
 ) -> Result<Quality, RunError> {
-    let dim = data.size()[1] as usize;
-    let mut sliced = Vec::new();
-    let mut exacts = Vec::new();
+    let [q] = quality_against(sets, draw, [data], eval, exact)?;
+    Ok(q)
+}
+
+/// [`quality`] against several reference sets at once (the training set and
+/// a held-out set, say): every sample set is drawn once and measured against
+/// each reference with the same sliced directions.
+pub fn quality_against<const R: usize>(
+    sets: usize,
+    mut draw: impl FnMut(usize) -> Result<Tensor, RunError>,
+    references: [&Tensor; R],
+    eval: &EvalConfig,
+    exact: bool,
+) -> Result<[Quality; R], RunError> {
+    let mut sliced = vec![Vec::new(); R];
+    let mut exacts = vec![Vec::new(); R];
     for set in 0..sets.max(1) {
         let samples = draw(set)?;
-        let n = eval
-            .n
-            .min(samples.size()[0] as usize)
-            .min(data.size()[0] as usize) as i64;
-        let a = to_vec(&samples.narrow(0, 0, n));
-        let b = to_vec(&data.narrow(0, 0, n));
-        if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
-            return Err(RunError::Diverged(format!(
-                "the generator produced a non-finite sample ({bad})"
-            )));
-        }
-        sliced.push(sliced_wasserstein2(
-            &a,
-            &b,
-            dim,
-            eval.projections,
-            PROJECTION_SEED + set as u64,
-        )?);
-        if exact {
-            let k = eval.exact_n.min(n as usize) * dim;
-            exacts.push(exact_wasserstein2(&a[..k], &b[..k], dim)?);
+        let dim = samples.size()[1] as usize;
+        for (r, data) in references.iter().enumerate() {
+            let n = eval
+                .n
+                .min(samples.size()[0] as usize)
+                .min(data.size()[0] as usize) as i64;
+            let a = to_vec(&samples.narrow(0, 0, n));
+            let b = to_vec(&data.narrow(0, 0, n));
+            if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
+                return Err(RunError::Diverged(format!(
+                    "the generator produced a non-finite sample ({bad})"
+                )));
+            }
+            sliced[r].push(sliced_wasserstein2(
+                &a,
+                &b,
+                dim,
+                eval.projections,
+                PROJECTION_SEED + set as u64,
+            )?);
+            if exact {
+                let k = eval.exact_n.min(n as usize) * dim;
+                exacts[r].push(exact_wasserstein2(&a[..k], &b[..k], dim)?);
+            }
         }
     }
-    Ok(Quality::over(&sliced, exact.then_some(exacts.as_slice())))
+    Ok(std::array::from_fn(|r| {
+        Quality::over(&sliced[r], exact.then_some(exacts[r].as_slice()))
+    }))
 }
 
 impl Quality {
@@ -128,8 +146,10 @@ pub struct Row {
     pub label: String,
     /// Sampling steps, if a sampler.
     pub steps: Option<usize>,
-    /// Its quality.
+    /// Its quality against the training set.
     pub quality: Quality,
+    /// Its quality against a held-out sample of the data distribution, if measured.
+    pub held_out: Option<Quality>,
 }
 
 /// The comparison table a run ends with (the paper's Table 1 shape).
@@ -144,32 +164,116 @@ pub struct Table {
 }
 
 impl Table {
-    /// The table as markdown (values x 1e-2, as in the paper).
+    /// The table as markdown (values x 1e-2, as in the paper). A held-out
+    /// pair of columns appears when any row was measured against held-out data.
     pub fn to_markdown(&self) -> String {
+        let held_out = self.rows.iter().any(|r| r.held_out.is_some());
         let mut out = format!("{}\n\n{}\n\n", self.title, self.note);
-        out.push_str("| method | T | sliced W2 (x1e-2) | exact W2 (x1e-2) |\n|---|---|---|---|\n");
+        if held_out {
+            out.push_str(
+                "| method | T | sliced W2, training set (x1e-2) | exact W2, training set (x1e-2) \
+                 | sliced W2, held-out set (x1e-2) | exact W2, held-out set (x1e-2) |\n\
+                 |---|---|---|---|---|---|\n",
+            );
+        } else {
+            out.push_str(
+                "| method | T | sliced W2 (x1e-2) | exact W2 (x1e-2) |\n|---|---|---|---|\n",
+            );
+        }
         for row in &self.rows {
-            let q = &row.quality;
             let steps = row.steps.map_or("-".to_string(), |t| t.to_string());
-            let exact = match (q.exact_w2, q.exact_w2_std) {
-                (Some(m), Some(s)) => format!("{:.2} ± {:.2}", m * 100.0, s * 100.0),
-                _ => "-".to_string(),
-            };
-            out.push_str(&format!(
-                "| {} | {} | {:.2} ± {:.2} | {} |\n",
-                row.label,
-                steps,
-                q.sliced_w2 * 100.0,
-                q.sliced_w2_std * 100.0,
-                exact
-            ));
+            out.push_str(&format!("| {} | {} | ", row.label, steps));
+            out.push_str(&metric_cells(Some(&row.quality)));
+            if held_out {
+                out.push_str(" | ");
+                out.push_str(&metric_cells(row.held_out.as_ref()));
+            }
+            out.push_str(" |\n");
         }
         out
+    }
+}
+
+/// "sliced | exact" cells (x 1e-2, mean ± spread), "-" where not measured.
+fn metric_cells(q: Option<&Quality>) -> String {
+    let cell = |m: Option<f64>, s: Option<f64>| match (m, s) {
+        (Some(m), Some(s)) => format!("{:.2} ± {:.2}", m * 100.0, s * 100.0),
+        _ => "-".to_string(),
+    };
+    match q {
+        Some(q) => format!(
+            "{} | {}",
+            cell(Some(q.sliced_w2), Some(q.sliced_w2_std)),
+            cell(q.exact_w2, q.exact_w2_std)
+        ),
+        None => "- | -".to_string(),
     }
 }
 
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_markdown())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envs::datasets::ToyDataset;
+
+    fn eval() -> EvalConfig {
+        EvalConfig {
+            n: 2000,
+            exact_n: 300,
+            projections: 50,
+            repeats: 2,
+            ..EvalConfig::default()
+        }
+    }
+
+    #[test]
+    fn each_reference_gets_its_own_measurement() {
+        let train = ToyDataset::SwissRoll.generate(2000, 0).unwrap();
+        let held_out = ToyDataset::SwissRoll.generate(2000, 7).unwrap();
+        // A sampler that returns the training points themselves: it fits the
+        // training set perfectly and the held-out set only as well as any
+        // fresh sample does.
+        let draw = |_| Ok(train.shallow_clone());
+        let [t, h] = quality_against(2, draw, [&train, &held_out], &eval(), true).unwrap();
+        assert_eq!((t.sliced_w2, t.exact_w2), (0.0, Some(0.0)));
+        assert!(h.sliced_w2 > 1e-3 && h.exact_w2.unwrap() > 1e-2, "{h:?}");
+        assert_eq!((t.sets, h.sets), (2, 2));
+        // One reference alone measures the same as in a pair.
+        let [alone] =
+            quality_against(2, |_| Ok(train.shallow_clone()), [&held_out], &eval(), true).unwrap();
+        assert_eq!(alone, h);
+    }
+
+    #[test]
+    fn the_held_out_columns_appear_only_when_measured() {
+        let q = Quality::over(&[0.01, 0.03], Some(&[0.02, 0.04]));
+        let mut table = Table {
+            title: "t".into(),
+            note: "n".into(),
+            rows: vec![Row {
+                label: "a".into(),
+                steps: Some(10),
+                quality: q,
+                held_out: None,
+            }],
+        };
+        let md = table.to_markdown();
+        assert!(
+            md.contains("| a | 10 | 2.00 ± 1.41 | 3.00 ± 1.41 |\n"),
+            "{md}"
+        );
+        assert!(!md.contains("held-out"), "{md}");
+        table.rows[0].held_out = Some(Quality::over(&[0.05], Some(&[0.06])));
+        let md = table.to_markdown();
+        assert!(
+            md.contains("| a | 10 | 2.00 ± 1.41 | 3.00 ± 1.41 | 5.00 ± 0.00 | 6.00 ± 0.00 |\n"),
+            "{md}"
+        );
+        assert!(md.contains("held-out set"), "{md}");
     }
 }

@@ -18,8 +18,8 @@ use tch::Device;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
-use evaluate::{quality, sample, Quality, Row, Table};
-use model::{fresh_data, load_policy, run_dir, training_data};
+use evaluate::{quality_against, sample, Row, Table};
+use model::{fresh_data, held_out_data, load_policy, run_dir, training_data};
 
 /// How `rl-run` was asked to run an experiment.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +63,7 @@ pub enum Report {
 /// Runs the experiment or ablation in `path` (told apart by the file's
 /// top-level name: `Experiment(...)` or `Ablation(...)`).
 pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
-    let text = std::fs::read_to_string(path).map_err(|source| crate::ConfigError::Read {
-        file: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::error::read_text(path)?;
     if crate::config::top_level_name(&text) == Some("Ablation") {
         Ok(Report::Ablation(ablation::run_ablation(path, options)?))
     } else {
@@ -316,14 +313,18 @@ fn comparison_table(
     }
     entries.push((path.to_path_buf(), exp.clone()));
     let data = training_data(exp, Device::Cpu)?;
+    let held_out = held_out_data(exp)?;
     let mut table = Table {
         title: format!("{} on {:?}", exp.name, exp.data.set),
         note: format!(
-            "Mean ± standard deviation over {} independent sample sets against the training set.",
-            exp.eval.repeats
+            "Mean ± standard deviation over {} independent sample sets, against the {} training points \
+             (the paper's protocol) and against {} held-out points of the same distribution (another seed). \
+             The floor row is a fresh sample of the distribution.",
+            exp.eval.repeats, exp.data.n, exp.data.n
         ),
         rows: Vec::new(),
     };
+    let references = [&data, &held_out];
     for (entry_path, entry) in &entries {
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
         let (_, policy) = load_policy(&final_dir, device)?;
@@ -332,24 +333,26 @@ fn comparison_table(
         let draw = |set: usize| {
             Ok(sample(&policy, exp.eval.n, dim, seed + set as i64).to_device(Device::Cpu))
         };
-        let q = quality(exp.eval.repeats, draw, &data, &exp.eval, true)?;
+        let [train, held] = quality_against(exp.eval.repeats, draw, references, &exp.eval, true)?;
         table.rows.push(Row {
             label: describe(entry),
             steps: Some(entry.env.steps),
-            quality: q,
+            quality: train,
+            held_out: Some(held),
         });
     }
-    let floor: Quality = quality(
+    let [train, held] = quality_against(
         exp.eval.repeats,
         |set| fresh_data(exp, exp.eval.n, set),
-        &data,
+        references,
         &exp.eval,
         true,
     )?;
     table.rows.push(Row {
-        label: "data vs fresh data (floor)".into(),
+        label: "fresh data (floor)".into(),
         steps: None,
-        quality: floor,
+        quality: train,
+        held_out: Some(held),
     });
     Ok(table)
 }

@@ -15,6 +15,10 @@ use agents::generator::VarianceConfig;
 /// of the same distribution (the "data against fresh data" floor).
 const FRESH_DATA_SEED_OFFSET: u64 = 1_000_003;
 
+/// Offset between the seed of the training set and that of the held-out set
+/// (far from the fresh samples' seeds, so the two never coincide).
+const HELD_OUT_SEED_OFFSET: u64 = 2_000_029;
+
 /// The sampler schedule of an experiment.
 pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
     let betas = exp.env.schedule.betas(exp.env.steps)?;
@@ -58,6 +62,15 @@ pub fn training_data(exp: &Experiment, device: Device) -> Result<Tensor, RunErro
         .set
         .generate(exp.data.n, exp.data.seed)?
         .to_device(device))
+}
+
+/// The held-out set: as many points as the training set, from the same
+/// distribution under another seed, `[n, dim]` on the CPU. Samplers are
+/// measured against it to tell fitting the training points from learning
+/// the distribution.
+pub fn held_out_data(exp: &Experiment) -> Result<Tensor, RunError> {
+    let seed = exp.data.seed.wrapping_add(HELD_OUT_SEED_OFFSET);
+    Ok(exp.data.set.generate(exp.data.n, seed)?)
 }
 
 /// The `set`-th fresh sample of the data distribution, independent of the training set.

@@ -78,7 +78,7 @@ fn a_finetuning_run_logs_samples_and_evaluates() {
     assert!(
         images
             .iter()
-            .all(|i| i["png_ok"] == true && i["width"] == 512 && i["height"] == 512),
+            .all(|i| i["png_ok"] == true && i["width"] == 1536 && i["height"] == 512),
         "{images:?}"
     );
 

@@ -6,7 +6,7 @@ pub mod tensorboard;
 
 use std::path::Path;
 
-use scatter::{scatter_png, ScatterLayer};
+use scatter::{panels_png, ScatterLayer, DOT};
 use tensorboard::{EventWriter, RecordingError};
 
 /// Red for data, blue for samples, as in the paper's figures.
@@ -31,7 +31,10 @@ impl Recorder {
         self.writer.add_scalar(tag, value, step as i64)
     }
 
-    /// Logs a 2-D scatter of `samples` (blue) over `data` (red), both `[n, 2]` row-major.
+    /// Logs a 2-D scatter image of `samples` against `data`, both `[n, 2]`
+    /// row-major, as three panels on the same axes: the data (red), the
+    /// samples (blue), and the samples with the data drawn on top as thin
+    /// translucent dots, so that where the sampler misses the data shows.
     pub fn samples_over_data(
         &mut self,
         tag: &str,
@@ -39,25 +42,22 @@ impl Recorder {
         data: &[f32],
         step: u64,
     ) -> Result<(), RecordingError> {
-        let (w, h) = (512, 512);
-        let png = scatter_png(
-            &[
-                ScatterLayer {
-                    points: data,
-                    color: DATA_COLOR,
-                    alpha: 0.15,
-                },
-                ScatterLayer {
-                    points: samples,
-                    color: SAMPLE_COLOR,
-                    alpha: 0.35,
-                },
-            ],
-            w,
-            h,
-            None,
-        )?;
-        self.writer.add_image_png(tag, &png, w, h, step as i64)
+        let (panel, h) = (512, 512);
+        let layer = |points, color, alpha, dot| ScatterLayer {
+            points,
+            color,
+            alpha,
+            dot,
+        };
+        let data_alone = [layer(data, DATA_COLOR, 0.25, DOT)];
+        let samples_alone = [layer(samples, SAMPLE_COLOR, 0.25, DOT)];
+        let overlay = [
+            layer(samples, SAMPLE_COLOR, 0.25, DOT),
+            layer(data, DATA_COLOR, 0.5, 1),
+        ];
+        let png = panels_png(&[&data_alone, &samples_alone, &overlay], panel, h, None)?;
+        self.writer
+            .add_image_png(tag, &png, 3 * panel, h, step as i64)
     }
 
     /// Makes everything logged so far durable.

@@ -1,5 +1,6 @@
 //! Renders 2-D scatter plots of point clouds to PNG bytes (no fonts, no axes
-//! labels: a white canvas, a light-grey frame and alpha-blended dots).
+//! labels: a white canvas, a light-grey frame and alpha-blended dots), as one
+//! panel or as panels side by side on shared axes.
 
 use super::tensorboard::RecordingError;
 
@@ -13,10 +14,12 @@ pub struct ScatterLayer<'a> {
     pub color: [u8; 3],
     /// Dot opacity in `[0, 1]` (clamped; non-finite means opaque).
     pub alpha: f32,
+    /// Side of the square dot drawn for each point, in pixels (at least 1).
+    pub dot: u32,
 }
 
-/// Side of the square dot drawn for each point, in pixels.
-const DOT: i64 = 3;
+/// Side of the square dot most layers use, in pixels.
+pub const DOT: u32 = 3;
 /// Frame color.
 const FRAME: [f32; 3] = [200.0, 200.0, 200.0];
 /// Relative margin added around the automatic bounds.
@@ -35,12 +38,26 @@ pub fn scatter_png(
     height: u32,
     bounds: Option<[f64; 4]>,
 ) -> Result<Vec<u8>, RecordingError> {
-    if width == 0 || height == 0 {
+    panels_png(&[layers], width, height, bounds)
+}
+
+/// Renders `panels` side by side, each `panel_width` x `height` pixels with
+/// its own frame, all on the same axes (`bounds`, or the bounding box of
+/// every panel's points as in [`scatter_png`]), into one PNG of
+/// `panels.len() * panel_width` x `height` pixels.
+pub fn panels_png(
+    panels: &[&[ScatterLayer<'_>]],
+    panel_width: u32,
+    height: u32,
+    bounds: Option<[f64; 4]>,
+) -> Result<Vec<u8>, RecordingError> {
+    if panel_width == 0 || height == 0 || panels.is_empty() {
         return Err(RecordingError::InvalidArgument(format!(
-            "scatter image size must be non-zero, got {width}x{height}"
+            "scatter image size must be non-zero, got {} panel(s) of {panel_width}x{height}",
+            panels.len()
         )));
     }
-    let [xmin, xmax, ymin, ymax] = match bounds {
+    let bounds = match bounds {
         Some(b) => {
             if !b.iter().all(|v| v.is_finite()) || b[1] <= b[0] || b[3] <= b[2] {
                 return Err(RecordingError::InvalidArgument(format!(
@@ -49,22 +66,42 @@ pub fn scatter_png(
             }
             b
         }
-        None => auto_bounds(layers),
+        None => auto_bounds(panels.iter().flat_map(|p| p.iter())),
     };
+    let (w, h) = (panel_width as usize, height as usize);
+    let canvases: Vec<Vec<f32>> = panels
+        .iter()
+        .map(|p| render_panel(p, w, h, bounds))
+        .collect();
+    let total = w * panels.len();
+    let mut pixels = Vec::with_capacity(total * h * 3);
+    for row in 0..h {
+        for canvas in &canvases {
+            pixels.extend(
+                canvas[row * w * 3..(row + 1) * w * 3]
+                    .iter()
+                    .map(|v| v.round().clamp(0.0, 255.0) as u8),
+            );
+        }
+    }
+    encode_rgb(&pixels, total as u32, height)
+}
 
-    let (w, h) = (width as usize, height as usize);
+/// Draws `layers` on a white `w` x `h` canvas with a frame (RGB floats).
+fn render_panel(layers: &[ScatterLayer<'_>], w: usize, h: usize, bounds: [f64; 4]) -> Vec<f32> {
+    let [xmin, xmax, ymin, ymax] = bounds;
     let mut canvas = vec![255.0f32; w * h * 3];
     draw_frame(&mut canvas, w, h);
-
-    let sx = (w - 1) as f64 / (xmax - xmin);
-    let sy = (h - 1) as f64 / (ymax - ymin);
-    let half = (DOT - 1) / 2;
+    let sx = (w.max(2) - 1) as f64 / (xmax - xmin);
+    let sy = (h.max(2) - 1) as f64 / (ymax - ymin);
     for layer in layers {
         let alpha = if layer.alpha.is_finite() {
             layer.alpha.clamp(0.0, 1.0)
         } else {
             1.0
         };
+        let dot = i64::from(layer.dot.max(1));
+        let half = (dot - 1) / 2;
         let color = layer.color.map(f32::from);
         for p in layer.points.chunks_exact(2) {
             let (x, y) = (f64::from(p[0]), f64::from(p[1]));
@@ -74,15 +111,13 @@ pub fn scatter_png(
             let cx = ((x - xmin) * sx).round();
             let cy = ((ymax - y) * sy).round();
             // Skip far-away points early (also avoids overflow in the casts).
-            if cx < -(DOT as f64) || cy < -(DOT as f64) || cx > (w as f64) + DOT as f64 {
-                continue;
-            }
-            if cy > (h as f64) + DOT as f64 {
+            let reach = dot as f64;
+            if cx < -reach || cy < -reach || cx > w as f64 + reach || cy > h as f64 + reach {
                 continue;
             }
             let (cx, cy) = (cx as i64, cy as i64);
-            for py in cy - half..cy - half + DOT {
-                for px in cx - half..cx - half + DOT {
+            for py in cy - half..cy - half + dot {
+                for px in cx - half..cx - half + dot {
                     if px < 0 || py < 0 || px >= w as i64 || py >= h as i64 {
                         continue;
                     }
@@ -94,23 +129,18 @@ pub fn scatter_png(
             }
         }
     }
-
-    let pixels: Vec<u8> = canvas
-        .iter()
-        .map(|v| v.round().clamp(0.0, 255.0) as u8)
-        .collect();
-    encode_rgb(&pixels, width, height)
+    canvas
 }
 
 /// Bounding box of all finite points with a 5% margin.
-fn auto_bounds(layers: &[ScatterLayer<'_>]) -> [f64; 4] {
+fn auto_bounds<'a>(layers: impl Iterator<Item = &'a ScatterLayer<'a>>) -> [f64; 4] {
     let mut b = [
         f64::INFINITY,
         f64::NEG_INFINITY,
         f64::INFINITY,
         f64::NEG_INFINITY,
     ];
-    for p in layers.iter().flat_map(|l| l.points.chunks_exact(2)) {
+    for p in layers.flat_map(|l| l.points.chunks_exact(2)) {
         let (x, y) = (f64::from(p[0]), f64::from(p[1]));
         if x.is_finite() && y.is_finite() {
             b = [b[0].min(x), b[1].max(x), b[2].min(y), b[3].max(y)];
@@ -191,11 +221,13 @@ mod tests {
                 points: &red,
                 color: [255, 0, 0],
                 alpha: 1.0,
+                dot: DOT,
             },
             ScatterLayer {
                 points: &blue,
                 color: [0, 0, 255],
                 alpha: 1.0,
+                dot: DOT,
             },
         ];
         let bytes = scatter_png(&layers, 300, 200, Some([0.0, 10.0, 0.0, 10.0])).unwrap();
@@ -218,8 +250,9 @@ mod tests {
             points: &pts,
             color: [0, 0, 0],
             alpha: 0.5,
+            dot: DOT,
         }];
-        assert_eq!(auto_bounds(&layers), [0.9, 3.1, 1.9, 4.1]);
+        assert_eq!(auto_bounds(layers.iter()), [0.9, 3.1, 1.9, 4.1]);
         let bytes = scatter_png(&layers, 64, 48, None).unwrap();
         let (w, h, buf) = decode(&bytes);
         assert_eq!((w, h), (64, 48));
@@ -253,8 +286,56 @@ mod tests {
             points: &one,
             color: [0, 128, 0],
             alpha: 1.0,
+            dot: DOT,
         }];
         let (w, h, buf) = decode(&scatter_png(&layers, 11, 11, None).unwrap());
         assert_eq!(pixel(&buf, w, w / 2, h / 2), [0, 128, 0]);
+    }
+
+    #[test]
+    fn panels_share_axes_and_later_layers_sit_on_top() {
+        let data = [0.0f32, 0.0, 10.0, 10.0];
+        let sample = [10.0f32, 10.0];
+        let red = |dot| ScatterLayer {
+            points: &data,
+            color: [255, 0, 0],
+            alpha: 1.0,
+            dot,
+        };
+        let blue = ScatterLayer {
+            points: &sample,
+            color: [0, 0, 255],
+            alpha: 1.0,
+            dot: DOT,
+        };
+        let panels: [&[ScatterLayer<'_>]; 3] = [&[red(DOT)], &[blue], &[blue, red(1)]];
+        let bytes = panels_png(&panels, 100, 80, None).unwrap();
+        let (w, h, buf) = decode(&bytes);
+        assert_eq!((w, h), (300, 80));
+        // Shared bounds: (10, 10) lands on the same spot of every panel.
+        let top_right = |panel: u32, dx: i32, dy: i32| {
+            let x = (panel * 100) as i32 + ((10.5 / 11.0) * 99.0f64).round() as i32 + dx;
+            let y = ((0.5 / 11.0) * 79.0f64).round() as i32 + dy;
+            pixel(&buf, w, x as u32, y as u32)
+        };
+        assert_eq!(top_right(0, 0, 0), [255, 0, 0]);
+        assert_eq!(top_right(1, 0, 0), [0, 0, 255]);
+        // The overlay: the 1-pixel data dot on top of the 3-pixel sample dot,
+        // whose rim stays visible around it.
+        assert_eq!(top_right(2, 0, 0), [255, 0, 0]);
+        assert_eq!(top_right(2, 1, 0), [0, 0, 255]);
+        // (0, 0) is data only: in the data panel and the overlay, not in the samples panel.
+        let bottom_left = |panel: u32| {
+            let x = panel * 100 + ((0.5 / 11.0) * 99.0f64).round() as u32;
+            let y = ((10.5 / 11.0) * 79.0f64).round() as u32;
+            pixel(&buf, w, x, y)
+        };
+        assert_eq!(bottom_left(0), [255, 0, 0]);
+        assert_eq!(bottom_left(1), [255, 255, 255]);
+        assert_eq!(bottom_left(2), [255, 0, 0]);
+        assert!(matches!(
+            panels_png(&[], 10, 10, None),
+            Err(RecordingError::InvalidArgument(_))
+        ));
     }
 }

@@ -1,7 +1,8 @@
-//! Ablations: one RON file naming a fine-tuning experiment (the base), the
-//! variants to compare and the seeds. Each variant overrides a few settings
-//! of the base; everything else is the base's. Every variant is trained once
-//! per seed as its own run, so TensorBoard overlays them.
+//! Ablations: one RON file naming an experiment (the base: a fine-tuning or
+//! a pretraining run), the variants to compare and the seeds. Each variant
+//! overrides a few settings of the base; everything else is the base's.
+//! Every variant is trained once per seed as its own run, so TensorBoard
+//! overlays them.
 //!
 //! ```ron
 //! Ablation(
@@ -26,13 +27,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::{self, AgentConfig, Checker, Experiment, Task};
 use crate::error::ConfigError;
 
-/// A set of variants of one fine-tuning experiment, each run under several seeds.
+/// A set of variants of one experiment, each run under several seeds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ablation {
     /// Name of the ablation; its runs and results go to `<base's record.dir>/<name>/`.
     pub name: String,
-    /// The fine-tuning experiment (path relative to this file) the variants modify.
+    /// The experiment (path relative to this file) the variants modify: a
+    /// fine-tuning run, or a pretraining run (then variants may set `ema` only).
     pub base: String,
     /// Seeds; every variant is trained once per seed.
     pub seeds: Vec<u64>,
@@ -70,9 +72,49 @@ pub struct Variant {
     /// Fixed or learned variance (task.generator.variance).
     #[serde(default)]
     pub variance: Option<VarianceConfig>,
+    /// Decay of the moving average of the weights (task.ema, pretraining bases).
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 impl Variant {
+    /// The fine-tuning settings this variant overrides, by field name.
+    fn finetune_overrides(&self) -> Vec<&'static str> {
+        [
+            ("agent", self.agent.is_some()),
+            ("regularizer", self.regularizer.is_some()),
+            ("n_generator", self.n_generator.is_some()),
+            ("grad_clip", self.grad_clip.is_some()),
+            ("kl_weight", self.kl_weight.is_some()),
+            ("variance", self.variance.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// Applies the fine-tuning settings this variant overrides to `task`.
+    fn apply_finetune(&self, task: &mut crate::config::FineTuneTask) {
+        if let Some(agent) = self.agent {
+            task.agent = agent;
+        }
+        if let Some(regularizer) = self.regularizer {
+            task.critic.regularizer = regularizer;
+        }
+        if let Some(n) = self.n_generator {
+            task.generator.n_generator = n;
+        }
+        if self.grad_clip.is_some() {
+            task.generator.grad_clip = self.grad_clip;
+        }
+        if let Some(w) = self.kl_weight {
+            task.generator.kl_weight = w;
+        }
+        if let Some(v) = self.variance {
+            task.generator.variance = v;
+        }
+    }
+
     /// The row label.
     pub fn label(&self) -> &str {
         self.label.as_deref().unwrap_or(&self.name)
@@ -167,54 +209,62 @@ impl Ablation {
         base: &Experiment,
         base_path: &Path,
     ) -> Result<Vec<AblationRun>, (String, String)> {
-        let Task::FineTune(base_task) = &base.task else {
-            return Err((
-                "base".into(),
-                format!("must be a fine-tuning experiment, {} is not", self.base),
-            ));
+        let init = match &base.task {
+            Task::FineTune(task) => Some(absolute(&Experiment::resolve_relative(
+                base_path, &task.init,
+            ))),
+            Task::Pretrain(_) => None,
         };
-        let init = absolute(&Experiment::resolve_relative(base_path, &base_task.init));
         let mut runs = Vec::new();
         for (index, variant) in self.variants.iter().enumerate() {
+            let refuse = |message: String| (format!("variants[{index}]"), message);
+            match &base.task {
+                Task::FineTune(_) if variant.ema.is_some() => {
+                    return Err(refuse(format!(
+                        "variant {:?} sets ema, a pretraining setting, but the base {} fine-tunes",
+                        variant.name, self.base
+                    )));
+                }
+                Task::Pretrain(_) if !variant.finetune_overrides().is_empty() => {
+                    return Err(refuse(format!(
+                        "variant {:?} sets {}, fine-tuning settings, but the base {} is a pretraining run (it may set ema)",
+                        variant.name,
+                        variant.finetune_overrides().join(", "),
+                        self.base
+                    )));
+                }
+                _ => {}
+            }
             for &seed in &self.seeds {
                 let mut exp = base.clone();
                 exp.name = format!("{}-seed{seed}", variant.name);
                 exp.seed = seed;
                 exp.record.dir = self.run_dir(base);
                 exp.compare.clear();
-                let Task::FineTune(task) = &mut exp.task else {
-                    unreachable!("checked above")
-                };
-                task.init = init.display().to_string();
-                if let Some(epochs) = self.epochs {
-                    task.epochs = epochs;
-                }
-                if let Some(agent) = variant.agent {
-                    task.agent = agent;
-                }
-                if let Some(regularizer) = variant.regularizer {
-                    task.critic.regularizer = regularizer;
-                }
-                if let Some(n) = variant.n_generator {
-                    task.generator.n_generator = n;
-                }
-                if variant.grad_clip.is_some() {
-                    task.generator.grad_clip = variant.grad_clip;
-                }
-                if let Some(w) = variant.kl_weight {
-                    task.generator.kl_weight = w;
-                }
-                if let Some(v) = variant.variance {
-                    task.generator.variance = v;
+                match &mut exp.task {
+                    Task::FineTune(task) => {
+                        if let Some(init) = &init {
+                            task.init = init.display().to_string();
+                        }
+                        if let Some(epochs) = self.epochs {
+                            task.epochs = epochs;
+                        }
+                        variant.apply_finetune(task);
+                    }
+                    Task::Pretrain(task) => {
+                        if let Some(epochs) = self.epochs {
+                            task.epochs = epochs;
+                        }
+                        if variant.ema.is_some() {
+                            task.ema = variant.ema;
+                        }
+                    }
                 }
                 exp.validate().map_err(|(field, message)| {
-                    (
-                        format!("variants[{index}]"),
-                        format!(
-                            "variant {:?} makes {field} invalid: {message}",
-                            variant.name
-                        ),
-                    )
+                    refuse(format!(
+                        "variant {:?} makes {field} invalid: {message}",
+                        variant.name
+                    ))
                 })?;
                 runs.push(AblationRun {
                     variant: index,

@@ -150,6 +150,12 @@ pub struct PretrainTask {
     /// Clip the gradient norm at this value.
     #[serde(default = "default_pretrain_clip")]
     pub grad_clip: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay
+    /// (`ema: 0.9999`, Ho et al.'s value) and sample, evaluate and publish
+    /// the average instead of the last weights. Off by default: the authors'
+    /// toy recipe has none.
+    #[serde(default)]
+    pub ema: Option<f64>,
 }
 
 fn default_batch() -> usize {
@@ -335,6 +341,13 @@ impl Experiment {
                 check.at_least("task.batch", p.batch, 1);
                 check.optimizer("task.optimizer", &p.optimizer);
                 check.positive_opt("task.grad_clip", p.grad_clip);
+                if let Some(decay) = p.ema {
+                    check.that(
+                        decay > 0.0 && decay < 1.0,
+                        "task.ema",
+                        format!("the decay must lie in (0, 1), got {decay}"),
+                    );
+                }
             }
             Task::FineTune(f) => {
                 check.that(

@@ -154,3 +154,48 @@ fn every_listed_agent_and_regularizer_is_valid_ron() {
     let envs = run_ok(rl_run().arg("envs"));
     assert!(String::from_utf8_lossy(&envs.stdout).contains("TwoMoons"));
 }
+
+/// A pretraining ablation: the last weights against their moving average,
+/// over two seeds; the table has no starting row, the curves start at the
+/// first evaluation, and every average run keeps both sets of weights.
+#[test]
+fn a_pretraining_ablation_compares_the_weight_average() {
+    let dir = temp_dir("ablation_pretraining");
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("pre.ron"), tiny_pretrain(&runs, "pre", 4, 4)).unwrap();
+    let file = dir.join("ema.ron");
+    let ablation = "Ablation(\n    name: \"ema\",\n    base: \"pre.ron\",\n    seeds: [1, 2],\n    variants: [\n        (name: \"last\", label: \"last weights\"),\n        (name: \"avg\", label: \"average 0.9\", ema: 0.9),\n    ],\n)\n";
+    std::fs::write(&file, ablation).unwrap();
+    let out = run_ok(rl_run().arg(&file).args(["--quiet", "--jobs", "2"]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("| ")).collect();
+    assert_eq!(rows.len(), 3, "header and two variants:\n{stdout}");
+    assert!(rows[1].starts_with("| last weights | 4 |"), "{stdout}");
+    assert!(rows[2].starts_with("| average 0.9 | 4 |"), "{stdout}");
+    assert!(!stdout.contains("start:"), "{stdout}");
+    let abl = runs.join("ema");
+    assert!(abl.join("curves.png").is_file());
+    for seed in [1, 2] {
+        let avg = abl.join(format!("avg-seed{seed}/final"));
+        let published = std::fs::read(avg.join("generator.safetensors")).unwrap();
+        let trained = std::fs::read(avg.join("generator-trained.safetensors")).unwrap();
+        assert_ne!(published, trained, "the average is not the last weights");
+        // The average's run trains exactly what the plain run trains.
+        let last = abl.join(format!("last-seed{seed}/final"));
+        assert!(!last.join("generator-trained.safetensors").exists());
+        assert_eq!(
+            std::fs::read(last.join("generator.safetensors")).unwrap(),
+            trained,
+            "seed {seed}: the trained weights differ from the plain run's"
+        );
+    }
+    // A fine-tuning setting on a pretraining base is refused, naming the variant.
+    std::fs::write(&file, ablation.replace("ema: 0.9", "n_generator: 2")).unwrap();
+    let out = rl_run().arg(&file).arg("--quiet").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("variants[1]") && stderr.contains("sets n_generator, fine-tuning settings"),
+        "{stderr}"
+    );
+}

@@ -43,8 +43,8 @@ fn the_shipped_experiments_are_valid() {
         "expected the eight Table 1 experiments, found {count}"
     );
     assert!(
-        ablations >= 3,
-        "expected the three ablations, found {ablations}"
+        ablations >= 4,
+        "expected the four ablations, found {ablations}"
     );
 }
 
@@ -120,6 +120,11 @@ fn impossible_values_are_refused_with_file_line_and_field() {
             pre.replace("grad_clip: 1.0", "grad_clip: 0.0"),
             "task.grad_clip",
             "grad_clip: 0.0",
+        ),
+        (
+            pre.replace("grad_clip: 1.0)", "grad_clip: 1.0, ema: 1.0)"),
+            "task.ema",
+            "ema: 1.0",
         ),
         (
             pre.replace("exact_n: 200", "exact_n: 5000"),

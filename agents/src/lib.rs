@@ -13,6 +13,7 @@
 //!   regularisers (baseline regularisation, Eq. 23; gradient penalty, Eq. 22).
 //! - [`buffer`]: the trajectory buffer of Algorithm 1.
 //! - [`pretrain`]: DDPM pretraining by denoising score matching.
+//! - [`ema`]: an exponential moving average of a network's weights.
 //! - [`optim`]: Adam and RMSprop whose state can be saved and restored.
 //! - [`cpu`]: kernels on the memory of CPU tensors (softplus without gradients).
 
@@ -20,6 +21,7 @@ pub mod agent;
 pub mod buffer;
 pub mod cpu;
 pub mod critic;
+pub mod ema;
 pub mod error;
 pub mod generator;
 pub mod networks;

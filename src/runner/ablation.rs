@@ -1,6 +1,7 @@
-//! Running an ablation: the pretrained start first, then every (variant,
-//! seed) run (child processes, `--jobs` at a time), then the table of final
-//! metrics (mean ± spread over seeds) and the plot of the training curves.
+//! Running an ablation: the pretrained start first (fine-tuning bases), then
+//! every (variant, seed) run (child processes, `--jobs` at a time), then the
+//! table of final metrics (mean ± spread over seeds) and the plot of the
+//! training curves.
 
 use std::path::{Path, PathBuf};
 
@@ -50,23 +51,26 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
     }
     let files = write_configs(&dir, &runs)?;
 
-    // The shared starting point, once, before the runs that need it.
-    let Task::FineTune(task) = &runs[0].experiment.task else {
-        unreachable!("ablations derive fine-tuning runs")
-    };
-    let init_path = PathBuf::from(&task.init);
+    // The shared starting point of fine-tuning runs, once, before the runs that need it.
     let dependency = RunOptions {
         resume: false,
         retrain: false,
         ..options.clone()
     };
-    ensure_trained(
-        &init_path,
-        &Experiment::load(&init_path)?,
-        &dependency,
-        false,
-        device,
-    )?;
+    let init_path = match &runs[0].experiment.task {
+        Task::FineTune(task) => {
+            let init_path = PathBuf::from(&task.init);
+            ensure_trained(
+                &init_path,
+                &Experiment::load(&init_path)?,
+                &dependency,
+                false,
+                device,
+            )?;
+            Some(init_path)
+        }
+        Task::Pretrain(_) => None,
+    };
 
     match &options.parallel {
         Some((executable, jobs)) => {
@@ -87,21 +91,26 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
         }
     }
 
-    let table = final_table(&ablation, &base, &runs, &init_path, device)?;
+    let table = final_table(&ablation, &base, &runs, init_path.as_deref(), device)?;
     let table_file = dir.join(TABLE_FILE);
     std::fs::write(&table_file, table.to_markdown()).map_err(|source| RunError::Io {
         path: table_file,
         source,
     })?;
-    let start = &table.rows[0].quality;
-    let curves = training_curves(
-        &ablation,
-        &runs,
-        (start.sliced_w2 * 100.0, start.sliced_w2_std * 100.0),
-    )?;
+    // Fine-tuning curves start at the starting sampler (the table's first row).
+    let start = init_path.as_ref().map(|_| {
+        let q = &table.rows[0].quality;
+        (q.sliced_w2 * 100.0, q.sliced_w2_std * 100.0)
+    });
+    let curves = training_curves(&ablation, &runs, start)?;
+    let phase = if start.is_some() {
+        "fine-tuning"
+    } else {
+        "pretraining"
+    };
     plot_curves(
         &dir.join(CURVES_FILE),
-        &format!("{}: sliced W2 during fine-tuning", ablation.name),
+        &format!("{}: sliced W2 during {phase}", ablation.name),
         "epoch",
         "sliced W2 (x1e-2), mean ± sd over seeds",
         &curves,
@@ -129,14 +138,14 @@ fn write_configs(dir: &Path, runs: &[AblationRun]) -> Result<Vec<PathBuf>, RunEr
         .collect()
 }
 
-/// The starting sampler and every variant: final sliced and exact W2, each
-/// the mean ± spread over the seeds (one sample set per seed, drawn with the
-/// run's evaluation noise).
+/// The starting sampler (fine-tuning ablations) and every variant: final
+/// sliced and exact W2, each the mean ± spread over the seeds (one sample set
+/// per seed, drawn with the run's evaluation noise).
 fn final_table(
     ablation: &Ablation,
     base: &Experiment,
     runs: &[AblationRun],
-    init_path: &Path,
+    init_path: Option<&Path>,
     device: Device,
 ) -> Result<Table, RunError> {
     let data = training_data(base, Device::Cpu)?;
@@ -153,18 +162,21 @@ fn final_table(
         let (sliced, exact): (Vec<f64>, Vec<f64>) = values.into_iter().unzip();
         Quality::over(&sliced, Some(&exact))
     };
-    let init = Experiment::load(init_path)?;
-    let start = ablation
-        .seeds
-        .iter()
-        .map(|&seed| measure(&run_dir(&init).join("final"), seed))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut rows = vec![Row {
-        label: format!("start: DDPM ({})", init.name),
-        steps: Some(init.env.steps),
-        quality: summarise(start),
-        held_out: None,
-    }];
+    let mut rows = Vec::new();
+    if let Some(init_path) = init_path {
+        let init = Experiment::load(init_path)?;
+        let start = ablation
+            .seeds
+            .iter()
+            .map(|&seed| measure(&run_dir(&init).join("final"), seed))
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.push(Row {
+            label: format!("start: DDPM ({})", init.name),
+            steps: Some(init.env.steps),
+            quality: summarise(start),
+            held_out: None,
+        });
+    }
     for (index, variant) in ablation.variants.iter().enumerate() {
         let values = runs
             .iter()
@@ -192,11 +204,12 @@ fn final_table(
 
 /// Per variant, the sliced W2 (x1e-2) of every evaluation epoch that all its
 /// seeds logged: mean and spread over the seeds, after the starting
-/// sampler's `start` (mean, spread) at epoch 0 (measured with the same noise).
+/// sampler's `start` (mean, spread) at epoch 0 if given (measured with the
+/// same noise).
 fn training_curves(
     ablation: &Ablation,
     runs: &[AblationRun],
-    start: (f64, f64),
+    start: Option<(f64, f64)>,
 ) -> Result<Vec<Curve>, RunError> {
     let mut curves = Vec::new();
     for (index, variant) in ablation.variants.iter().enumerate() {
@@ -210,7 +223,9 @@ fn training_curves(
             .map(|(e, _)| *e)
             .filter(|e| logs.iter().all(|l| l.iter().any(|(x, _)| x == e)))
             .collect();
-        let points = std::iter::once((0.0, start.0, start.1))
+        let points = start
+            .map(|(mean, sd)| (0.0, mean, sd))
+            .into_iter()
             .chain(epochs.iter().map(|e| {
                 let values: Vec<f64> = logs
                     .iter()

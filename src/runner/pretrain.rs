@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use agents::ema::WeightAverage;
+use agents::policy::DiffusionPolicy;
 use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
@@ -13,7 +15,14 @@ use crate::error::RunError;
 
 const PHASE: u64 = 1;
 
-/// Trains the experiment's generator by denoising score matching; returns its final folder.
+/// The checkpoint part holding the trained (not averaged) weights of a run
+/// with a weight average; `generator` then holds the average, the sampler
+/// that evaluations, fine-tuning and `rl-run sample` use.
+pub const TRAINED_WEIGHTS: &str = "generator-trained";
+
+/// Trains the experiment's generator by denoising score matching; returns its
+/// final folder. With `task.ema`, the published generator is the moving
+/// average of the weights.
 pub fn pretrain(
     exp: &Experiment,
     task: &PretrainTask,
@@ -26,8 +35,24 @@ pub fn pretrain(
     seed_initialisation(exp, PHASE);
     let mut policy = build_policy(exp, device)?;
     let mut trainer = DdpmPretrainer::new(task.pretrain_config(), &policy);
+    // The average lives in a second generator of the same layout.
+    let mut average = match task.ema {
+        Some(decay) => {
+            let shadow = build_policy(exp, device)?;
+            let mut ema = WeightAverage::new(decay, policy.var_store(), shadow.var_store())?;
+            ema.reset();
+            Some((shadow, ema))
+        }
+        None => None,
+    };
     if let Some(c) = resume {
-        c.load_vars("generator", policy.var_store_mut())?;
+        match &mut average {
+            Some((shadow, _)) => {
+                c.load_vars(TRAINED_WEIGHTS, policy.var_store_mut())?;
+                c.load_vars("generator", shadow.var_store_mut())?;
+            }
+            None => c.load_vars("generator", policy.var_store_mut())?,
+        }
         trainer
             .optimizer_mut()
             .load_state(&c.tensors("optim-generator")?)?;
@@ -42,6 +67,9 @@ pub fn pretrain(
         for start in (0..n).step_by(task.batch) {
             let idx = order.narrow(0, start, (task.batch as i64).min(n - start));
             loss_sum += trainer.step(&policy, &data.index_select(0, &idx))?;
+            if let Some((_, ema)) = &mut average {
+                ema.update();
+            }
             batches += 1;
             session.global_step += 1;
         }
@@ -50,13 +78,19 @@ pub fn pretrain(
             .recorder
             .scalar("pretrain/loss", loss, session.global_step)?;
         let mut message = format!("loss {loss:.4}");
+        let sampler: &DiffusionPolicy = average.as_ref().map_or(&policy, |(shadow, _)| shadow);
         if session.eval_due() {
-            message.push_str(&session.evaluate(&policy, &data)?);
+            message.push_str(&session.evaluate(sampler, &data)?);
         }
         session.end_epoch(&message, || {
-            CheckpointWriter::new()
-                .vars("generator", policy.var_store())
-                .tensors("optim-generator", trainer.optimizer_mut().state())
+            let writer = CheckpointWriter::new()
+                .vars("generator", sampler.var_store())
+                .tensors("optim-generator", trainer.optimizer_mut().state());
+            if average.is_some() {
+                writer.vars(TRAINED_WEIGHTS, policy.var_store())
+            } else {
+                writer
+            }
         })?;
     }
     session.finish()

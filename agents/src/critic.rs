@@ -20,7 +20,12 @@ use crate::{AgentError, UpdateStats};
 pub enum CriticRegularizer {
     /// Baseline regularisation (B): critic and baseline ascend g - lambda R_B.
     Baseline {
-        /// The weight lambda of R_B (the authors' code uses 1, the paper says 0.1).
+        /// The weight lambda of R_B. Here R_B is the mean over the T' sampler
+        /// steps of the mean over chains of (f(x_0) - V(x_{t+1}, t+1))^2, as
+        /// in the authors' toy code; the paper's Eq. 23 sums over the steps
+        /// instead. So this lambda is T' times the paper's: the default 1.0 at
+        /// T' = 10 is the paper's lambda = 0.1, the same value the paper
+        /// reports, not a departure from it.
         lambda: f64,
     },
     /// Gradient penalty (GP): the critic ascends g - eta E[(|grad f(xhat)| - 1)^2].

@@ -1,6 +1,7 @@
 //! Agents for the diffusion MDP of the `envs` crate.
 //!
-//! - [`networks`]: the toy eps-predictor, critic and baseline of DESIGN.md.
+//! - [`networks`]: the toy eps-predictor, critic and baseline of the paper's
+//!   toy experiments (docs/conventions.md, section 5).
 //! - [`policy`]: a DDPM sampler as a Gaussian policy.
 //! - [`agent`]: the [`Agent`] trait and a generic episode rollout.
 //! - [`generator`]: what every generator update shares (optimiser,

@@ -1,5 +1,7 @@
-//! The toy networks of DESIGN.md ("Toy"): a conditional-linear eps-predictor,
-//! an MLP critic and a conditional-linear baseline. Initialisation follows
+//! The networks of the paper's toy experiments: a conditional-linear
+//! eps-predictor (2 -> 128 -> 128 -> 128, softplus, then linear to 2), an MLP
+//! critic (2 -> 256 -> 256 -> 1, ReLU) and a conditional-linear baseline of
+//! the critic's shape (docs/conventions.md, section 5). Initialisation follows
 //! PyTorch's defaults as the reference code uses them.
 
 use tch::nn::{Init, Path};

@@ -1,8 +1,12 @@
 //! PPO-clip over the transitions of Algorithm 1's buffer.
 //!
 //! Each stored transition keeps log pi_old(x_t | x_{t+1}) of the policy that
-//! sampled it. The update runs `epochs` passes over the buffer, each of
-//! n_generator disjoint minibatches, and descends
+//! sampled it. The update runs `epochs` passes; each pass draws n_generator
+//! fresh disjoint minibatches from the round's buffer (not a sweep over the
+//! whole buffer, and not the same minibatches again), so a round takes
+//! epochs x n_generator generator steps where REINFORCE takes n_generator:
+//! compare PPO with REINFORCE at n_generator x epochs for equal steps. Each
+//! step descends
 //! mean[max(r c, clip(r, 1 - eps, 1 + eps) c)] with r = pi_theta / pi_old and
 //! c = f(x_0) - V(x_{t+1}, t+1) the cost advantage (the PPO objective with
 //! advantage -c). It logs the approximate KL E[(r - 1) - log r] and the
@@ -32,7 +36,8 @@ use crate::{Agent, AgentError, UpdateStats};
 pub struct PpoConfig {
     /// The ratio is clipped to [1 - clip, 1 + clip].
     pub clip: f64,
-    /// Passes over the buffer per critic round.
+    /// Passes per critic round, each drawing n_generator fresh disjoint
+    /// minibatches from the buffer: epochs x n_generator generator steps.
     pub epochs: usize,
     /// Subtract the learned baseline from the return.
     pub use_baseline: bool,

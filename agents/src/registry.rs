@@ -56,7 +56,7 @@ pub const AGENTS: &[Registered] = &[
     },
     Registered {
         ron: "Ppo(clip: 0.2, epochs: 4, use_baseline: true, normalize_advantage: true, target_kl: None)",
-        summary: "PPO-clip over the buffer; logs approx-KL and clip fraction",
+        summary: "PPO-clip over the buffer: epochs passes of n_generator fresh minibatches (epochs x n_generator steps per round); logs approx-KL and clip fraction",
     },
     Registered {
         ron: "Pathwise",
@@ -68,7 +68,7 @@ pub const AGENTS: &[Registered] = &[
 pub const CRITIC_REGULARIZERS: &[Registered] = &[
     Registered {
         ron: "Baseline(lambda: 1.0)",
-        summary: "B (Eq. 23): critic and baseline ascend g - lambda R_B together",
+        summary: "B (Eq. 23): critic and baseline ascend g - lambda R_B together; R_B averages the steps, so lambda 1.0 at T' = 10 is the paper's 0.1",
     },
     Registered {
         ron: "GradientPenalty(eta: 0.001)",

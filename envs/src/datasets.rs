@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use crate::EnvError;
 
-/// A 2-D toy distribution (DESIGN.md, "Toy").
+/// A 2-D toy distribution of the paper (docs/conventions.md, section 5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToyDataset {
     /// scikit-learn's `make_swiss_roll(noise = 0.05)`, columns 0 and 2, divided by 20.

@@ -1,5 +1,7 @@
-//! The denoising chain of a DDPM sampler as a finite-horizon MDP
-//! (DESIGN.md section 2), holding `B` parallel chains.
+//! The denoising chain of a DDPM sampler as a finite-horizon MDP, holding
+//! `B` parallel chains: state (x_{t+1}, t+1), action x_t, reward 0 until the
+//! last step and -f(x_0) from the critic there, terminated at t = 0, never
+//! truncated (docs/conventions.md, section 1).
 
 use std::rc::Rc;
 

@@ -1,5 +1,6 @@
 //! The Gaussian policy step of a DDPM sampler: mean from predicted noise,
-//! standard deviation, sampling and log-density (DESIGN.md section 3).
+//! standard deviation, sampling and log-density (docs/conventions.md,
+//! section 2).
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};

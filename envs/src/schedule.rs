@@ -1,5 +1,5 @@
 //! Beta schedules of the forward process and the per-step coefficients of the
-//! DDPM sampler built on them (DESIGN.md section 3).
+//! DDPM sampler built on them (docs/conventions.md, section 2).
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};

@@ -1,0 +1,84 @@
+//! The toy path on a CUDA device, end to end: a pretraining run with a
+//! moving average of its weights, then an ablation that fine-tunes it with
+//! every agent (SFT-PG, PPO, pathwise, learned variance), all on `Cuda(0)`;
+//! the final samplers are then evaluated and sampled on the CPU.
+//!
+//! Needs a CUDA device, so it is ignored by default (`cargo test` lists it
+//! as ignored); run it with `cargo test --test cuda -- --ignored`.
+
+mod common;
+
+use common::{rl_run, run_ok, temp_dir, tiny_finetune, tiny_pretrain};
+
+#[test]
+#[ignore = "needs a CUDA device: cargo test --test cuda -- --ignored"]
+fn every_agent_trains_on_cuda() {
+    assert!(tch::Cuda::is_available(), "no CUDA device is visible");
+    let dir = temp_dir("cuda");
+    let runs = dir.join("runs");
+    let on_cuda = |text: String| text.replacen("    seed:", "    device: Cuda(0),\n    seed:", 1);
+    std::fs::write(
+        dir.join("pre.ron"),
+        on_cuda(tiny_pretrain(&runs, "pre", 4, 6))
+            .replace("grad_clip: 1.0)", "grad_clip: 1.0, ema: 0.9)"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("base.ron"),
+        on_cuda(tiny_finetune(&runs, "base", "pre.ron", 3)),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ablation.ron"),
+        r#"Ablation(
+    name: "abl",
+    base: "base.ron",
+    seeds: [1],
+    variants: [
+        (name: "sft_pg_b"),
+        (name: "ppo", agent: Ppo(clip: 0.2, epochs: 2)),
+        (name: "sft_gp", agent: Pathwise, regularizer: GradientPenalty(eta: 0.001)),
+        (name: "learned", variance: Learned(floor: 1e-3, lr: 1e-2), kl_weight: 0.1, n_generator: 2),
+    ],
+)
+"#,
+    )
+    .unwrap();
+    let out = run_ok(
+        rl_run()
+            .arg(dir.join("ablation.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    println!("{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .skip(1)
+        .collect();
+    assert_eq!(rows.len(), 5, "the start and four variants:\n{table}");
+    for row in rows {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        for cell in &cells[2..4] {
+            let mean: f64 = cell.split(" ± ").next().unwrap().parse().unwrap();
+            assert!(mean.is_finite() && mean > 0.0, "{row}");
+        }
+    }
+    // The average is what the pretraining run published.
+    let pre = runs.join("pre/final");
+    assert_ne!(
+        std::fs::read(pre.join("generator.safetensors")).unwrap(),
+        std::fs::read(pre.join("generator-trained.safetensors")).unwrap()
+    );
+    // Weights trained on the GPU load and sample on the CPU.
+    let eval = run_ok(
+        rl_run()
+            .args(["eval", "--checkpoint"])
+            .arg(runs.join("abl/sft_pg_b-seed1/final")),
+    );
+    let text = String::from_utf8_lossy(&eval.stdout);
+    assert!(
+        text.contains("against the held-out set") && !text.contains("NaN"),
+        "{text}"
+    );
+}

@@ -91,6 +91,10 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
         }
     }
 
+    // Nothing else trains now: the evaluations may use every granted core.
+    if let Some((_, jobs)) = &options.parallel {
+        configure_threads((*jobs).max(base.threads));
+    }
     let table = final_table(&ablation, &base, &runs, init_path.as_deref(), device)?;
     let table_file = dir.join(TABLE_FILE);
     std::fs::write(&table_file, table.to_markdown()).map_err(|source| RunError::Io {

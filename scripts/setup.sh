@@ -2,15 +2,16 @@
 # Installs what the build and the tests need, idempotently:
 #   - a project-local virtual environment `.venv` with PyTorch 2.11.0 (the
 #     libtorch that tch 0.24 links against) and the Python packages the tests
-#     compare against (POT for optimal transport, TensorBoard to read events);
+#     compare against (POT for optimal transport, TensorBoard to read events,
+#     diffusers for the U-Net and its weights);
 #   - `.venv/torch`, a link to the installed torch package, which
 #     `.cargo/config.toml` hands to torch-sys as LIBTORCH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil")
-STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v1
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v2
 
 if [ -f "$STAMP" ] && [ -e .venv/torch/lib/libtorch.so ]; then
   exit 0

@@ -81,6 +81,9 @@ pub enum RunError {
     /// A metric could not be computed.
     #[error(transparent)]
     Metric(#[from] crate::metrics::error::MetricError),
+    /// Pretrained weights or their description could not be used.
+    #[error(transparent)]
+    Weights(#[from] crate::weights::WeightsError),
     /// A checkpoint is missing, unreadable or does not fit.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

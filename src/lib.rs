@@ -3,7 +3,8 @@
 //! This root package holds what turns the `envs` and `agents` crates into a
 //! tool: experiment [`config`]uration in RON, the [`runner`] (pretraining,
 //! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
-//! [`checkpoint`]s, the Wasserstein [`metrics`] and the `rl-run` binary.
+//! [`checkpoint`]s, the Wasserstein [`metrics`], pretrained [`weights`]
+//! (diffusers and the original DDPM layout) and the `rl-run` binary.
 
 pub mod ablation;
 pub mod checkpoint;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod npy;
 pub mod recording;
 pub mod runner;
+pub mod weights;
 
 pub use config::Experiment;
 pub use error::{ConfigError, RunError};

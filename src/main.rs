@@ -59,6 +59,23 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: i64,
     },
+    /// Write the eps prediction of a network for given inputs: float32 .npy
+    /// in and out, so that a model can be held against PyTorch's.
+    Eps {
+        /// A diffusers UNet2DModel folder (config.json and
+        /// diffusion_pytorch_model.safetensors).
+        #[arg(long)]
+        model: PathBuf,
+        /// The noisy inputs, N x C x H x W float32.
+        #[arg(long)]
+        x: PathBuf,
+        /// The network times, N values (real values are fine) or one for all.
+        #[arg(long)]
+        t: PathBuf,
+        /// Where to write eps, N x C x H x W float32.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print the sliced and exact W2 of a checkpoint's samples against its
     /// training set and against a held-out set of the same distribution.
     Eval {
@@ -126,6 +143,17 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!(
                 "rl-run: wrote {n} x {dim} samples of {} to {}",
                 exp.name,
+                out.display()
+            );
+        }
+        Some(Command::Eps { model, x, t, out }) => {
+            configure_threads(cores());
+            let eps = shortcut::runner::eps::predict(&model, &x, &t)?;
+            shortcut::runner::eps::write_npy(&eps, &out)?;
+            eprintln!(
+                "rl-run: wrote eps {:?} of {} to {}",
+                eps.size(),
+                model.display(),
                 out.display()
             );
         }

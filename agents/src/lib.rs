@@ -2,6 +2,7 @@
 //!
 //! - [`networks`]: the toy eps-predictor, critic and baseline of the paper's
 //!   toy experiments (docs/conventions.md, section 5).
+//! - [`unet`]: the DDPM U-Net of Ho et al. (diffusers' `UNet2DModel`).
 //! - [`policy`]: a DDPM sampler as a Gaussian policy.
 //! - [`agent`]: the [`Agent`] trait and a generic episode rollout.
 //! - [`generator`]: what every generator update shares (optimiser,
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod reinforce;
 #[cfg(test)]
 mod testing;
+pub mod unet;
 
 pub use agent::{rollout, Agent, Episode, FineTuneAgent, UpdateStats};
 pub use error::AgentError;

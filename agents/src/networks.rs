@@ -9,8 +9,13 @@ use tch::Tensor;
 
 /// A network that predicts the noise eps of x_t at the (0-based) network time index.
 pub trait EpsModel {
-    /// eps_theta(x, t) for a batch `x` and `[B]` int64 time indices.
+    /// eps_theta(x, t) for a batch `x` and `[B]` network times (int64
+    /// indices for the toy network; any real values for the U-Net).
     fn eps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor;
+
+    /// Switches training behaviour (dropout) on or off; models without any
+    /// ignore it. Models start in evaluation mode.
+    fn set_training(&self, _train: bool) {}
 }
 
 /// A state-value model V(x_{t+1}, t+1), the baseline of REINFORCE.

@@ -13,6 +13,7 @@ use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
 use envs::datasets::ToyDataset;
+use envs::sampler::SamplerConfig;
 use envs::schedule::{BetaSchedule, Variance};
 use serde::{Deserialize, Serialize};
 
@@ -99,17 +100,22 @@ fn default_data_n() -> usize {
     10_000
 }
 
-/// The diffusion environment.
+/// The diffusion environment: the model's training schedule and the sampler on it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnvConfig {
-    /// Number of sampling steps T.
+    /// Number of diffusion steps T the model is trained with (and the
+    /// sampling steps of the full-chain sampler).
     pub steps: usize,
-    /// The beta schedule.
+    /// The beta schedule of training.
     pub schedule: BetaSchedule,
-    /// The step variance.
+    /// The step variance of the full chain and of DDPM sub-sequences.
     #[serde(default)]
     pub variance: Variance,
+    /// How the model is sampled: its full chain (the default) or a
+    /// T'-step sampler built on its training schedule.
+    #[serde(default)]
+    pub sampler: SamplerConfig,
 }
 
 /// The generator network (the toy eps-predictor).
@@ -335,6 +341,7 @@ impl Experiment {
         check.in_unit("env.schedule.start", start);
         check.in_unit("env.schedule.end", end);
         check.at_least("model.width", self.model.width as usize, 1);
+        self.check_sampler(&mut check);
         match &self.task {
             Task::Pretrain(p) => {
                 check.at_least("task.epochs", p.epochs, 1);
@@ -412,6 +419,47 @@ impl Experiment {
         check.at_least("eval.repeats", self.eval.repeats, 1);
         check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);
         check.result()
+    }
+
+    fn check_sampler(&self, check: &mut Checker) {
+        use envs::sampler::FastDpmKind;
+        let steps = self.env.sampler.steps(self.env.steps);
+        check.that(
+            steps >= 1 && steps <= self.env.steps,
+            "env.sampler.steps",
+            format!(
+                "must lie in 1..={} (the training steps env.steps), got {steps}",
+                self.env.steps
+            ),
+        );
+        match self.env.sampler {
+            SamplerConfig::Ddim { eta, .. } => check.that(
+                (0.0..=1.0).contains(&eta),
+                "env.sampler.eta",
+                format!("must lie in [0, 1], got {eta}"),
+            ),
+            SamplerConfig::FastDpm { kind, kappa, .. } => {
+                check.that(
+                    (0.0..=1.0).contains(&kappa),
+                    "env.sampler.kappa",
+                    format!("must lie in [0, 1], got {kappa}"),
+                );
+                if kind == FastDpmKind::Var {
+                    check.that(
+                        matches!(self.env.schedule, BetaSchedule::Linear { .. }),
+                        "env.sampler.kind",
+                        "Var inverts a linear training schedule; this one is not linear (use Step)"
+                            .into(),
+                    );
+                    check.that(
+                        false,
+                        "env.sampler.kind",
+                        "Var calls the network at real-valued times, which the toy network cannot take (use Step)".into(),
+                    );
+                }
+            }
+            SamplerConfig::Full | SamplerConfig::Ddpm { .. } => {}
+        }
     }
 
     /// Path of another experiment named relative to this one's file.

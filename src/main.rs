@@ -120,13 +120,14 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Some(Command::Envs) => {
-            use envs::registry::{DATASETS, ENVIRONMENTS, SCHEDULES};
+            use envs::registry::{DATASETS, ENVIRONMENTS, SAMPLERS, SCHEDULES};
             print_listing("environments (env)", ENVIRONMENTS);
             print_listing("data sets (data.set)", DATASETS);
             print_listing(
                 "schedules and variances (env.schedule, env.variance)",
                 SCHEDULES,
             );
+            print_listing("samplers (env.sampler)", SAMPLERS);
         }
         Some(Command::Sample {
             checkpoint,
@@ -166,7 +167,10 @@ fn run(cli: Cli) -> Result<()> {
             let draw = |set: usize| Ok(sample(&policy, exp.eval.n, dim, seed + set as i64));
             let [train, held] =
                 quality_against(exp.eval.repeats, draw, [&data, &held_out], &exp.eval, true)?;
-            println!("experiment: {} (T = {})", exp.name, exp.env.steps);
+            println!(
+                "experiment: {} (T = {}, {:?})",
+                exp.name, exp.env.steps, exp.env.sampler
+            );
             println!(
                 "{} sample sets of {} points, {} sliced directions each; exact W2 on {} points per side",
                 train.sets, exp.eval.n, exp.eval.projections, exp.eval.exact_n

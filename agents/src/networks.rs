@@ -122,9 +122,11 @@ impl ToyEpsNet {
 }
 
 impl EpsModel for ToyEpsNet {
+    /// Times are embedding rows: whole numbers (any numeric kind).
     fn eps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
+        let rows = net_steps.to_kind(tch::Kind::Int64);
         let h = self.hidden.iter().fold(x.shallow_clone(), |h, layer| {
-            crate::cpu::softplus(layer.forward(&h, net_steps))
+            crate::cpu::softplus(layer.forward(&h, &rows))
         });
         self.out.forward(&h)
     }

@@ -142,14 +142,19 @@ impl DiffusionPolicy {
 
     /// The network's noise prediction at 1-based sampler steps `steps`.
     pub fn eps(&self, x: &Tensor, steps: &Tensor) -> Tensor {
-        let net_steps = self
+        let net_times = self
             .coefficients
-            .network_steps
+            .network_times
             .index_select(0, &(steps - 1));
-        self.net.eps(x, &net_steps)
+        self.net.eps(x, &net_times)
     }
 
-    /// The network's noise prediction at raw network time indices (used by pretraining).
+    /// Switches the network's training behaviour (dropout) on or off.
+    pub fn set_training(&self, train: bool) {
+        self.net.set_training(train);
+    }
+
+    /// The network's noise prediction at raw network times (used by pretraining).
     pub fn eps_at_network_steps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
         self.net.eps(x, net_steps)
     }

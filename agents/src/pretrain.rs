@@ -8,6 +8,7 @@ use crate::error::ensure_finite;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::policy::DiffusionPolicy;
 use crate::AgentError;
+use envs::schedule::{Schedule, StepCoefficients};
 
 /// Settings of DDPM pretraining.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -28,17 +29,21 @@ impl Default for PretrainConfig {
     }
 }
 
-/// Trains a [`DiffusionPolicy`]'s eps-network on data by denoising score matching.
+/// Trains a [`DiffusionPolicy`]'s eps-network on data by denoising score
+/// matching over the model's training schedule (which may differ from the
+/// sampler the policy steps with: a T = 1000 model sampled in 10 steps).
 pub struct DdpmPretrainer {
     config: PretrainConfig,
     optimizer: Optimizer,
+    training: StepCoefficients,
 }
 
 impl DdpmPretrainer {
-    /// A pretrainer for `policy`.
-    pub fn new(config: PretrainConfig, policy: &DiffusionPolicy) -> Self {
+    /// A pretrainer for `policy`, trained over the T steps of `training`.
+    pub fn new(config: PretrainConfig, policy: &DiffusionPolicy, training: &Schedule) -> Self {
         Self {
             optimizer: config.optimizer.build(policy.var_store()),
+            training: training.coefficients(policy.var_store().device()),
             config,
         }
     }
@@ -49,30 +54,39 @@ impl DdpmPretrainer {
     }
 
     /// The loss E ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)||^2
-    /// on a batch, with antithetic steps (t and T - 1 - t in each half).
-    pub fn loss(policy: &DiffusionPolicy, x0: &Tensor) -> Tensor {
-        let coefs = policy.coefficients();
+    /// on a batch `[B, ...]` of any element shape, with antithetic steps
+    /// (t and T - 1 - t in each half).
+    pub fn loss(&self, policy: &DiffusionPolicy, x0: &Tensor) -> Tensor {
+        let coefs = &self.training;
         let steps = coefs.sigma.size()[0];
         let b = x0.size()[0];
         let half = Tensor::randint(steps, [b / 2 + 1], (Kind::Int64, x0.device()));
         let index = Tensor::cat(&[half.shallow_clone(), (steps - 1) - &half], 0).narrow(0, 0, b);
-        let a = coefs.sqrt_alpha_bar.index_select(0, &index).unsqueeze(-1);
+        let mut shape = vec![-1i64];
+        shape.extend(std::iter::repeat_n(1, x0.dim() - 1));
+        let a = coefs
+            .sqrt_alpha_bar
+            .index_select(0, &index)
+            .view(shape.as_slice());
         let s = coefs
             .sqrt_one_minus_alpha_bar
             .index_select(0, &index)
-            .unsqueeze(-1);
+            .view(shape.as_slice());
         let noise = x0.randn_like();
         let x = x0 * a + &noise * s;
-        let net_steps = coefs.network_steps.index_select(0, &index);
-        (noise - policy.eps_at_network_steps(&x, &net_steps))
+        let net_times = coefs.network_times.index_select(0, &index);
+        (noise - policy.eps_at_network_steps(&x, &net_times))
             .square()
             .mean(Kind::Float)
     }
 
-    /// One optimisation step on a batch; returns the loss.
+    /// One optimisation step on a batch (the network in training mode:
+    /// dropout on); returns the loss.
     pub fn step(&mut self, policy: &DiffusionPolicy, x0: &Tensor) -> Result<f64, AgentError> {
         self.optimizer.zero_grad();
-        let loss = Self::loss(policy, x0);
+        policy.set_training(true);
+        let loss = self.loss(policy, x0);
+        policy.set_training(false);
         let value = ensure_finite("pretraining loss", loss.double_value(&[]))?;
         loss.backward();
         self.optimizer.clip_grad_norm(self.config.grad_clip);

@@ -31,7 +31,7 @@ struct LinearEps {
 
 impl EpsModel for LinearEps {
     fn eps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
-        x.matmul(&self.w.tr()) + self.b.index_select(0, net_steps)
+        x.matmul(&self.w.tr()) + self.b.index_select(0, &net_steps.to_kind(Kind::Int64))
     }
 }
 
@@ -90,7 +90,7 @@ fn exact_expected_cost(policy: &DiffusionPolicy, w: &Tensor, b: &Tensor, a: &Ten
     let mut p = eye.shallow_clone();
     for t in (1..=STEPS as i64).rev() {
         let s = c.eps_scale.double_value(&[t - 1]);
-        let k = c.inv_sqrt_alpha.double_value(&[t - 1]);
+        let k = c.x_scale.double_value(&[t - 1]);
         let sigma = c.sigma.double_value(&[t - 1]);
         let a_t = (&eye - w * s) * k;
         let c_t = b.get(t - 1) * (-k * s);

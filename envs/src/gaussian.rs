@@ -29,12 +29,12 @@ pub fn per_row(coef: &Tensor, steps: &Tensor, like: &Tensor) -> Tensor {
     coef.index_select(0, &(steps - 1)).view(shape.as_slice())
 }
 
-/// The mean mu(x_t, t) = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
-/// for a batch `x` at the 1-based steps `steps` (`[B]`, int64).
+/// The mean (x_t - eps_scale_t eps) x_scale_t of a batch `x` at the 1-based
+/// steps `steps` (`[B]`, int64); for DDPM, (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
 pub fn mean_from_eps(coefs: &StepCoefficients, x: &Tensor, eps: &Tensor, steps: &Tensor) -> Tensor {
     let scale = per_row(&coefs.eps_scale, steps, x);
-    let inv_sqrt_alpha = per_row(&coefs.inv_sqrt_alpha, steps, x);
-    (x - scale * eps) * inv_sqrt_alpha
+    let x_scale = per_row(&coefs.x_scale, steps, x);
+    (x - scale * eps) * x_scale
 }
 
 /// The sampling standard deviation of each row, broadcastable against `like`.

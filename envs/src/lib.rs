@@ -3,8 +3,9 @@
 //! The centrepiece is [`diffusion::DiffusionEnv`]: the sampling chain of a
 //! DDPM as a finite-horizon MDP (state `(x_{t+1}, t+1)`, action `x_t`, reward
 //! `-f(x_0)` from a [`RewardModel`] at the last step). Around it live the
-//! beta [`schedule`]s, the Gaussian policy step ([`gaussian`]) and the toy
-//! [`datasets`]. Nothing here knows an algorithm.
+//! beta [`schedule`]s, the [`sampler`]s built on them (full chain, DDPM
+//! sub-sequences, DDIM, FastDPM), the Gaussian policy step ([`gaussian`])
+//! and the toy [`datasets`]. Nothing here knows an algorithm.
 
 pub mod datasets;
 pub mod diffusion;
@@ -12,6 +13,7 @@ pub mod env;
 pub mod error;
 pub mod gaussian;
 pub mod registry;
+pub mod sampler;
 pub mod schedule;
 pub mod space;
 pub mod testing;

@@ -12,9 +12,29 @@ pub struct Registered {
 
 /// Every environment (`env:` of an experiment).
 pub const ENVIRONMENTS: &[Registered] = &[Registered {
-    ron: "env: (steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2), variance: Beta)",
-    summary: "Diffusion: B parallel chains x_T ~ N(0, I) -> x_0; action x_t, reward -f(x_0) at the last step",
+    ron: "env: (steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2), variance: Beta, sampler: Full)",
+    summary: "Diffusion: B parallel chains x_T ~ N(0, I) -> x_0; action x_t, reward -f(x_0) at the last step; steps and schedule are the model's training schedule, the sampler how it is sampled",
 }];
+
+/// Every sampler (`env.sampler`), built on the model's training schedule.
+pub const SAMPLERS: &[Registered] = &[
+    Registered {
+        ron: "Full",
+        summary: "every training step, DDPM with env.variance (the toy experiments)",
+    },
+    Registered {
+        ron: "Ddpm(steps: 10, spacing: Uniform)",
+        summary: "DDPM on a sub-sequence: sub-sampled betas, env.variance; spacing Uniform | Quadratic | Leading | Trailing | Linspace",
+    },
+    Registered {
+        ron: "Ddim(steps: 10, eta: 0.0, spacing: Uniform)",
+        summary: "DDIM (Song et al.) on a sub-sequence; eta 0 deterministic, 1 = DDPM with betatilde",
+    },
+    Registered {
+        ron: "FastDpm(steps: 10, kind: Var, schedule: Quadratic, kappa: 1.0)",
+        summary: "FastDPM (Kong & Ping): VAR noise levels at real network times, or STEP sub-sequences; linear or quadratic; kappa scales the noise",
+    },
+];
 
 /// Every data set (`data.set`).
 pub const DATASETS: &[Registered] = &[

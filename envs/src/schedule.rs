@@ -1,5 +1,6 @@
-//! Beta schedules of the forward process and the per-step coefficients of the
-//! DDPM sampler built on them (docs/conventions.md, section 2).
+//! Beta schedules of the forward process and the per-step coefficients of
+//! the samplers built on them: DDPM chains (full or sub-sampled) and the
+//! generalized DDIM / FastDPM update (docs/conventions.md, section 2).
 
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
@@ -62,7 +63,7 @@ impl BetaSchedule {
     }
 }
 
-/// The variance Sigma_t of each sampling step.
+/// The variance Sigma_t of each DDPM sampling step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Variance {
     /// Sigma_t = beta_t (the toy setting; noise at every step, the last included).
@@ -73,28 +74,47 @@ pub enum Variance {
 }
 
 /// The standard deviation used in log-densities where the sampling step
-/// itself is deterministic (betatilde_1 = 0), as FastDPM does.
+/// itself is deterministic (betatilde_1 = 0, an eta = 0 step), as FastDPM does.
 pub const DETERMINISTIC_STEP_STD: f64 = 1e-3;
 
-/// The schedule of a `T'`-step sampler: betas, cumulative alphas, step
-/// variances and, for sub-sampled samplers, the time index the network was
-/// trained with at each step. Steps are numbered 1..=T' as in the paper.
+/// How each step's mean and standard deviation follow from the cumulative
+/// alphas a = abar_t (now) and a' = abar_{t-1} (next; 1 after the last step).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepRule {
+    /// DDPM's posterior mean (x_t - beta_t / sqrt(1 - a) eps) / sqrt(alpha_t),
+    /// with beta_t = 1 - a / a', and the standard deviation of `Variance`.
+    Ddpm(Variance),
+    /// The update of DDIM and FastDPM, with kappa (DDIM's eta) in [0, 1]:
+    /// sigma = kappa sqrt((1 - a') / (1 - a) (1 - a / a')),
+    /// x' = sqrt(a'/a) x + (sqrt(1 - a' - sigma^2) - sqrt(1 - a) sqrt(a'/a)) eps + sigma z.
+    /// kappa = 1 is DDPM on the chain with the betatilde variance; 0 is deterministic.
+    Generalized {
+        /// The noise scale kappa (eta).
+        kappa: f64,
+    },
+}
+
+/// The schedule of a `T'`-step sampler: the cumulative alphas it steps
+/// through, the network time of each step (real-valued: FastDPM's VAR calls
+/// the network between integer times), and the rule of each step. Every
+/// step is affine in x and eps: mean = (x - eps_scale eps) x_scale. Steps are
+/// numbered 1..=T' as in the paper, step T' being the first one sampled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     betas: Vec<f64>,
     alpha_bars: Vec<f64>,
-    network_steps: Vec<i64>,
-    variance: Variance,
+    network_times: Vec<f64>,
+    rule: StepRule,
 }
 
 impl Schedule {
-    /// A full (not sub-sampled) schedule with the given betas.
+    /// A full (not sub-sampled) DDPM schedule with the given betas.
     pub fn new(betas: Vec<f64>, variance: Variance) -> Result<Self, EnvError> {
-        let network_steps = (0..betas.len() as i64).collect();
-        Self::from_parts(betas, network_steps, variance)
+        let network_times = (0..betas.len()).map(|i| i as f64).collect();
+        Self::from_parts(betas, network_times, variance)
     }
 
-    /// A sampler on the increasing subsequence `tau` (1-based steps of the full
+    /// A DDPM sampler on the increasing subsequence `tau` (1-based steps of the full
     /// schedule `full_betas`): beta'_i = 1 - abar_{tau_i} / abar_{tau_{i-1}},
     /// and the network is called with its original index tau_i.
     pub fn subsample(
@@ -102,36 +122,74 @@ impl Schedule {
         tau: &[usize],
         variance: Variance,
     ) -> Result<Self, EnvError> {
-        if tau.is_empty() {
-            return Err(invalid("tau", "the subsequence is empty".into()));
-        }
-        if tau.windows(2).any(|w| w[0] >= w[1])
-            || tau[0] == 0
-            || *tau.last().unwrap() > full_betas.len()
-        {
+        let (betas, times) = subsequence(full_betas, tau)?;
+        Self::from_parts(betas, times, variance)
+    }
+
+    /// A DDIM / FastDPM-STEP sampler on the increasing subsequence `tau` of
+    /// the full schedule (1-based steps, as in [`Schedule::subsample`]).
+    pub fn generalized_subsample(
+        full_betas: &[f64],
+        tau: &[usize],
+        kappa: f64,
+    ) -> Result<Self, EnvError> {
+        let full_bars = cumulative(full_betas);
+        let (_, times) = subsequence(full_betas, tau)?;
+        let levels = tau.iter().map(|&s| full_bars[s - 1]).collect();
+        Self::from_levels(levels, times, StepRule::Generalized { kappa })
+    }
+
+    /// A sampler through the cumulative alphas `alpha_bars` (decreasing:
+    /// abar_1 > ... > abar_T', each in (0, 1)) with the network called at
+    /// `network_times` (one per step, in the same order).
+    pub fn from_levels(
+        alpha_bars: Vec<f64>,
+        network_times: Vec<f64>,
+        rule: StepRule,
+    ) -> Result<Self, EnvError> {
+        if alpha_bars.is_empty() || alpha_bars.len() != network_times.len() {
             return Err(invalid(
-                "tau",
+                "steps",
                 format!(
-                    "must be strictly increasing within 1..={}, got {tau:?}",
-                    full_betas.len()
+                    "{} levels for {} network times (need one each, at least one)",
+                    alpha_bars.len(),
+                    network_times.len()
                 ),
             ));
         }
-        let full_bars = cumulative(full_betas);
         let mut previous = 1.0;
-        let mut betas = Vec::with_capacity(tau.len());
-        for &s in tau {
-            let bar = full_bars[s - 1];
-            betas.push(1.0 - bar / previous);
-            previous = bar;
+        for &a in &alpha_bars {
+            if !(a > 0.0 && a < previous) {
+                return Err(invalid(
+                    "schedule",
+                    format!(
+                        "cumulative alphas must decrease within (0, 1), found {a} after {previous}"
+                    ),
+                ));
+            }
+            previous = a;
         }
-        let network_steps = tau.iter().map(|&s| s as i64 - 1).collect();
-        Self::from_parts(betas, network_steps, variance)
+        if let StepRule::Generalized { kappa } = rule {
+            if !(0.0..=1.0).contains(&kappa) {
+                return Err(invalid("kappa", format!("must lie in [0, 1], got {kappa}")));
+            }
+        }
+        let betas = std::iter::once(1.0)
+            .chain(alpha_bars.iter().copied())
+            .zip(alpha_bars.iter())
+            .map(|(prev, a)| 1.0 - a / prev)
+            .collect();
+        Ok(Self {
+            betas,
+            alpha_bars,
+            network_times,
+            rule,
+        })
     }
 
     fn from_parts(
         betas: Vec<f64>,
-        network_steps: Vec<i64>,
+        network_times: Vec<f64>,
         variance: Variance,
     ) -> Result<Self, EnvError> {
         if betas.is_empty() {
@@ -147,8 +205,8 @@ impl Schedule {
         Ok(Self {
             betas,
             alpha_bars,
-            network_steps,
-            variance,
+            network_times,
+            rule: StepRule::Ddpm(variance),
         })
     }
 
@@ -162,9 +220,14 @@ impl Schedule {
         self.betas.is_empty()
     }
 
-    /// beta_t for t in 1..=T'.
+    /// beta_t = 1 - abar_t / abar_{t-1} for t in 1..=T'.
     pub fn beta(&self, t: usize) -> f64 {
         self.betas[t - 1]
+    }
+
+    /// The betas beta_1..beta_T'.
+    pub fn betas(&self) -> &[f64] {
+        &self.betas
     }
 
     /// abar_t for t in 0..=T' (abar_0 = 1).
@@ -176,24 +239,50 @@ impl Schedule {
         }
     }
 
-    /// The network's time index at sampler step t in 1..=T' (0-based, as embeddings are).
-    pub fn network_step(&self, t: usize) -> i64 {
-        self.network_steps[t - 1]
+    /// The network's time at sampler step t in 1..=T' (0-based, as
+    /// embeddings are; real-valued for FastDPM's VAR).
+    pub fn network_time(&self, t: usize) -> f64 {
+        self.network_times[t - 1]
+    }
+
+    /// Whether every network time is a whole number (what the toy network's
+    /// per-step embeddings need).
+    pub fn has_integer_times(&self) -> bool {
+        self.network_times.iter().all(|t| t.fract() == 0.0)
+    }
+
+    /// The rule of the steps.
+    pub fn rule(&self) -> StepRule {
+        self.rule
     }
 
     /// The sampling standard deviation sigma_t of step t in 1..=T'.
     pub fn sigma(&self, t: usize) -> f64 {
-        match self.variance {
-            Variance::Beta => self.beta(t).sqrt(),
-            Variance::PosteriorBetaTilde => {
-                ((1.0 - self.alpha_bar(t - 1)) / (1.0 - self.alpha_bar(t)) * self.beta(t)).sqrt()
-            }
+        let posterior =
+            || ((1.0 - self.alpha_bar(t - 1)) / (1.0 - self.alpha_bar(t)) * self.beta(t)).sqrt();
+        match self.rule {
+            StepRule::Ddpm(Variance::Beta) => self.beta(t).sqrt(),
+            StepRule::Ddpm(Variance::PosteriorBetaTilde) => posterior(),
+            StepRule::Generalized { kappa } => kappa * posterior(),
         }
     }
 
-    /// The variance convention of this schedule.
-    pub fn variance(&self) -> Variance {
-        self.variance
+    /// (x_scale, eps_scale) of step t: mean = (x - eps_scale eps) x_scale.
+    fn affine(&self, t: usize) -> (f64, f64) {
+        match self.rule {
+            StepRule::Ddpm(_) => (
+                1.0 / (1.0 - self.beta(t)).sqrt(),
+                self.beta(t) / (1.0 - self.alpha_bar(t)).sqrt(),
+            ),
+            StepRule::Generalized { .. } => {
+                let (a, next) = (self.alpha_bar(t), self.alpha_bar(t - 1));
+                let sigma = self.sigma(t);
+                let x_scale = (next / a).sqrt();
+                let eps_coef =
+                    (1.0 - next - sigma * sigma).max(0.0).sqrt() - (1.0 - a).sqrt() * x_scale;
+                (x_scale, -eps_coef / x_scale)
+            }
+        }
     }
 
     /// The per-step coefficients as tensors on `device`, for batched use.
@@ -205,8 +294,8 @@ impl Schedule {
                 .to_device(device)
         };
         StepCoefficients {
-            eps_scale: per_step(&|t| self.beta(t) / (1.0 - self.alpha_bar(t)).sqrt()),
-            inv_sqrt_alpha: per_step(&|t| 1.0 / (1.0 - self.beta(t)).sqrt()),
+            eps_scale: per_step(&|t| self.affine(t).1),
+            x_scale: per_step(&|t| self.affine(t).0),
             sigma: per_step(&|t| self.sigma(t)),
             log_prob_sigma: per_step(&|t| {
                 let s = self.sigma(t);
@@ -218,18 +307,48 @@ impl Schedule {
             }),
             sqrt_alpha_bar: per_step(&|t| self.alpha_bar(t).sqrt()),
             sqrt_one_minus_alpha_bar: per_step(&|t| (1.0 - self.alpha_bar(t)).sqrt()),
-            network_steps: Tensor::from_slice(&self.network_steps).to_device(device),
+            network_times: per_step(&|t| self.network_time(t)),
         }
     }
+}
+
+/// The betas and 0-based network times of the sub-chain `tau` (1-based,
+/// strictly increasing) of `full_betas`.
+fn subsequence(full_betas: &[f64], tau: &[usize]) -> Result<(Vec<f64>, Vec<f64>), EnvError> {
+    if tau.is_empty() {
+        return Err(invalid("tau", "the subsequence is empty".into()));
+    }
+    if tau.windows(2).any(|w| w[0] >= w[1])
+        || tau[0] == 0
+        || *tau.last().unwrap() > full_betas.len()
+    {
+        return Err(invalid(
+            "tau",
+            format!(
+                "must be strictly increasing within 1..={}, got {tau:?}",
+                full_betas.len()
+            ),
+        ));
+    }
+    let full_bars = cumulative(full_betas);
+    let mut previous = 1.0;
+    let mut betas = Vec::with_capacity(tau.len());
+    for &s in tau {
+        let bar = full_bars[s - 1];
+        betas.push(1.0 - bar / previous);
+        previous = bar;
+    }
+    Ok((betas, tau.iter().map(|&s| (s - 1) as f64).collect()))
 }
 
 /// Per-step coefficients, each a `[T']` tensor indexed by `t - 1`.
 #[derive(Debug)]
 pub struct StepCoefficients {
-    /// beta_t / sqrt(1 - abar_t), the factor of the predicted noise in the mean.
+    /// The factor of the predicted noise in the mean: mean = (x - eps_scale eps) x_scale
+    /// (beta_t / sqrt(1 - abar_t) for DDPM).
     pub eps_scale: Tensor,
-    /// 1 / sqrt(alpha_t).
-    pub inv_sqrt_alpha: Tensor,
+    /// The factor of the mean (1 / sqrt(alpha_t) for DDPM, sqrt(a'/a) in general).
+    pub x_scale: Tensor,
     /// Sampling standard deviation sigma_t.
     pub sigma: Tensor,
     /// Standard deviation used in log-densities (sigma_t, floored where the step is deterministic).
@@ -238,8 +357,8 @@ pub struct StepCoefficients {
     pub sqrt_alpha_bar: Tensor,
     /// sqrt(1 - abar_t), the noise factor of q(x_t | x_0).
     pub sqrt_one_minus_alpha_bar: Tensor,
-    /// The network's time index at each step (int64).
-    pub network_steps: Tensor,
+    /// The network's time at each step (float; whole numbers for DDPM chains).
+    pub network_times: Tensor,
 }
 
 impl StepCoefficients {
@@ -247,12 +366,12 @@ impl StepCoefficients {
     pub fn shallow_clone(&self) -> Self {
         Self {
             eps_scale: self.eps_scale.shallow_clone(),
-            inv_sqrt_alpha: self.inv_sqrt_alpha.shallow_clone(),
+            x_scale: self.x_scale.shallow_clone(),
             sigma: self.sigma.shallow_clone(),
             log_prob_sigma: self.log_prob_sigma.shallow_clone(),
             sqrt_alpha_bar: self.sqrt_alpha_bar.shallow_clone(),
             sqrt_one_minus_alpha_bar: self.sqrt_one_minus_alpha_bar.shallow_clone(),
-            network_steps: self.network_steps.shallow_clone(),
+            network_times: self.network_times.shallow_clone(),
         }
     }
 }
@@ -318,7 +437,7 @@ mod tests {
         let sub = Schedule::subsample(&full, &tau, Variance::Beta).unwrap();
         for (i, &s) in tau.iter().enumerate() {
             assert!((sub.alpha_bar(i + 1) - full_schedule.alpha_bar(s)).abs() < 1e-12);
-            assert_eq!(sub.network_step(i + 1), s as i64 - 1);
+            assert_eq!(sub.network_time(i + 1), (s - 1) as f64);
         }
         // The full sequence as "sub-sample" is the schedule itself.
         let all: Vec<usize> = (1..=1000).collect();

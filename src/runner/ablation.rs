@@ -176,7 +176,7 @@ fn final_table(
             .collect::<Result<Vec<_>, _>>()?;
         rows.push(Row {
             label: format!("start: DDPM ({})", init.name),
-            steps: Some(init.env.steps),
+            steps: Some(super::model::sampler_steps(&init)),
             quality: summarise(start),
             held_out: None,
         });
@@ -189,7 +189,7 @@ fn final_table(
             .collect::<Result<Vec<_>, _>>()?;
         rows.push(Row {
             label: variant.label().to_string(),
-            steps: Some(base.env.steps),
+            steps: Some(super::model::sampler_steps(base)),
             quality: summarise(values),
             held_out: None,
         });

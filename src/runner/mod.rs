@@ -281,13 +281,15 @@ fn warn_if_changed(exp: &Experiment, final_dir: &Path) {
 }
 
 fn check_compatible(exp: &Experiment, init: &Experiment, init_path: &Path) -> Result<(), RunError> {
-    if init.env != exp.env || init.data.set != exp.data.set || init.model != exp.model {
+    // The model and its training schedule must agree; the sampler may differ.
+    let same_training = init.env.steps == exp.env.steps && init.env.schedule == exp.env.schedule;
+    if !same_training || init.data.set != exp.data.set || init.model != exp.model {
         return Err(RunError::Config(crate::ConfigError::Invalid {
             file: init_path.to_path_buf(),
             line: 1,
-            field: "env/data/model".into(),
+            field: "env.steps/env.schedule/data.set/model".into(),
             message: format!(
-                "the pretrained sampler must share env, data set and model with {}",
+                "the pretrained model must share its training schedule (env.steps, env.schedule), data set and model with {}; the sampler may differ",
                 exp.name
             ),
         }));
@@ -337,7 +339,7 @@ fn comparison_table(
         let [train, held] = quality_against(exp.eval.repeats, draw, references, &exp.eval, true)?;
         table.rows.push(Row {
             label: describe(entry),
-            steps: Some(entry.env.steps),
+            steps: Some(model::sampler_steps(entry)),
             quality: train,
             held_out: Some(held),
         });

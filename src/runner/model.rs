@@ -19,15 +19,32 @@ const FRESH_DATA_SEED_OFFSET: u64 = 1_000_003;
 /// (far from the fresh samples' seeds, so the two never coincide).
 const HELD_OUT_SEED_OFFSET: u64 = 2_000_029;
 
-/// The sampler schedule of an experiment.
+/// The schedule of the experiment's sampler (`env.sampler` on the training schedule).
 pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
     let betas = exp.env.schedule.betas(exp.env.steps)?;
+    Ok(exp.env.sampler.build(&betas, exp.env.variance)?)
+}
+
+/// The model's training schedule: all `env.steps` steps of `env.schedule`.
+pub fn training_schedule(exp: &Experiment) -> Result<Schedule, RunError> {
+    let betas = exp.env.schedule.betas(exp.env.steps)?;
     Ok(Schedule::new(betas, exp.env.variance)?)
+}
+
+/// Sampling steps T' of the experiment's sampler.
+pub fn sampler_steps(exp: &Experiment) -> usize {
+    exp.env.sampler.steps(exp.env.steps)
 }
 
 /// A freshly initialised generator for the experiment.
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
     let schedule = schedule(exp)?;
+    if !schedule.has_integer_times() {
+        return Err(RunError::Env(envs::EnvError::Invalid {
+            field: "env.sampler",
+            reason: "the toy network embeds whole time indices; this sampler calls it at real-valued times (FastDpm Var): use Ddpm, Ddim or FastDpm Step".into(),
+        }));
+    }
     let mut policy = DiffusionPolicy::toy(
         &schedule,
         exp.data.set.dim(),

@@ -7,7 +7,7 @@ use agents::policy::DiffusionPolicy;
 use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
-use super::model::{build_policy, seed_initialisation, training_data};
+use super::model::{build_policy, seed_initialisation, training_data, training_schedule};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{Experiment, PretrainTask};
@@ -34,7 +34,8 @@ pub fn pretrain(
     let data = training_data(exp, device)?;
     seed_initialisation(exp, PHASE);
     let mut policy = build_policy(exp, device)?;
-    let mut trainer = DdpmPretrainer::new(task.pretrain_config(), &policy);
+    let mut trainer =
+        DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
     // The average lives in a second generator of the same layout.
     let mut average = match task.ema {
         Some(decay) => {

@@ -12,6 +12,7 @@ use agents::generator::{GeneratorConfig, VarianceConfig};
 use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
+use agents::unet::UNetConfig;
 use envs::datasets::ToyDataset;
 use envs::sampler::SamplerConfig;
 use envs::schedule::{BetaSchedule, Variance};
@@ -118,15 +119,30 @@ pub struct EnvConfig {
     pub sampler: SamplerConfig,
 }
 
-/// The generator network (the toy eps-predictor).
+/// The generator network: `Toy(width: 128)` or `UNet(...)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ModelConfig {
+    /// The toy eps-predictor of the paper's 2-D experiments.
+    Toy(ToyModelConfig),
+    /// The DDPM U-Net of Ho et al. for images (diffusers' `UNet2DModel`).
+    UNet(UNetConfig),
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig::Toy(ToyModelConfig::default())
+    }
+}
+
+/// Settings of the toy eps-predictor.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
+pub struct ToyModelConfig {
     /// Hidden width of the eps-predictor.
     pub width: i64,
 }
 
-impl Default for ModelConfig {
+impl Default for ToyModelConfig {
     fn default() -> Self {
         Self { width: 128 }
     }
@@ -292,7 +308,15 @@ impl Experiment {
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
-        let experiment: Experiment = deserialize(text, path, options)?;
+        let experiment: Experiment = match deserialize(text, path, options.clone()) {
+            Ok(e) => e,
+            // `model: (width: 128)`, written before the U-Net, is the toy model.
+            Err(error) => migrate_toy_model(text)
+                .into_iter()
+                .flatten()
+                .find_map(|migrated| deserialize(&migrated, path, options.clone()).ok())
+                .ok_or(error)?,
+        };
         if let Err((field, message)) = experiment.validate() {
             return Err(ConfigError::Invalid {
                 file: path.to_path_buf(),
@@ -340,7 +364,35 @@ impl Experiment {
         };
         check.in_unit("env.schedule.start", start);
         check.in_unit("env.schedule.end", end);
-        check.at_least("model.width", self.model.width as usize, 1);
+        match &self.model {
+            ModelConfig::Toy(toy) => {
+                check.at_least("model.width", toy.width as usize, 1);
+                check.that(
+                    self.data.set.element_shape().len() == 1,
+                    "model",
+                    format!(
+                        "the toy network takes vectors; {:?} has samples of shape {:?} (use UNet)",
+                        self.data.set,
+                        self.data.set.element_shape()
+                    ),
+                );
+            }
+            ModelConfig::UNet(unet) => {
+                if let Err((field, message)) = unet.validate() {
+                    check.that(false, &format!("model.{field}"), message);
+                }
+                let wanted = vec![unet.in_channels, unet.resolution, unet.resolution];
+                check.that(
+                    self.data.set.element_shape() == wanted,
+                    "model",
+                    format!(
+                        "the U-Net takes images of shape {wanted:?}; {:?} has samples of shape {:?}",
+                        self.data.set,
+                        self.data.set.element_shape()
+                    ),
+                );
+            }
+        }
         self.check_sampler(&mut check);
         match &self.task {
             Task::Pretrain(p) => {
@@ -452,7 +504,7 @@ impl Experiment {
                             .into(),
                     );
                     check.that(
-                        false,
+                        !matches!(self.model, ModelConfig::Toy(_)),
                         "env.sampler.kind",
                         "Var calls the network at real-valued times, which the toy network cannot take (use Step)".into(),
                     );
@@ -466,6 +518,38 @@ impl Experiment {
     pub fn resolve_relative(own_path: &Path, other: &str) -> PathBuf {
         own_path.parent().unwrap_or(Path::new(".")).join(other)
     }
+}
+
+/// Rewrites `model: (width: ...)` of files written before the U-Net existed
+/// into the toy variant, in the two forms RON may need: `Toy(width: ...)`
+/// (with the newtype extension, which our files enable) and
+/// `Toy((width: ...))` (without it). `None` if there is no such field.
+pub fn migrate_toy_model(text: &str) -> Option<[String; 2]> {
+    let start = text.find("model:")?;
+    let after = &text[start + "model:".len()..];
+    let open = after.find(|c: char| !c.is_whitespace())?;
+    if !after[open..].starts_with('(') {
+        return None;
+    }
+    let mut depth = 0usize;
+    let close = after[open..].char_indices().find_map(|(i, c)| {
+        match c {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(open + i);
+                }
+            }
+            _ => {}
+        }
+        None
+    })?;
+    let (head, tail) = (&text[..start], &after[close + 1..]);
+    Some([
+        format!("{head}model: Toy{}{tail}", &after[open..=close]),
+        format!("{head}model: Toy({}){tail}", &after[open..=close]),
+    ])
 }
 
 /// Rewrites a stored experiment of the first schema, where the generator's
@@ -659,6 +743,29 @@ mod tests {
             AgentConfig::Reinforce(agents::reinforce::ReinforceConfig::default())
         );
         assert_eq!(task.epochs, 300);
+    }
+
+    #[test]
+    fn files_from_before_the_unet_read_as_the_toy_model() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/ddpm_swissroll_t10.ron");
+        let current = std::fs::read_to_string(&path).unwrap();
+        let legacy = current.replace(
+            "model: Toy(width: 128)",
+            "model: (\n        width: 128,\n    )",
+        );
+        assert_ne!(legacy, current);
+        assert_eq!(
+            Experiment::parse(&legacy, &path).unwrap(),
+            Experiment::parse(&current, &path).unwrap()
+        );
+        assert_eq!(
+            migrate_toy_model("a: 1, model: (width: (2)), b: 3"),
+            Some([
+                "a: 1, model: Toy(width: (2)), b: 3".to_string(),
+                "a: 1, model: Toy((width: (2))), b: 3".to_string()
+            ])
+        );
+        assert_eq!(migrate_toy_model("model: UNet(channels: 64)"), None);
     }
 
     #[test]

@@ -7,19 +7,41 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::networks::{EpsModel, ToyEpsNet};
+use crate::unet::{UNet, UNetConfig};
 
 /// Name of the learned per-step log standard deviation in the generator's variables.
 pub const LOG_STD_VAR: &str = "variance.log_std";
 
 /// How a policy's network was built, so that a copy can be made.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Architecture {
     Toy {
         dim: i64,
         width: i64,
         network_steps: i64,
     },
+    UNet(UNetConfig),
     Custom,
+}
+
+impl Architecture {
+    /// A fresh network of this architecture under `vs`.
+    fn build(&self, vs: &VarStore) -> Option<Box<dyn EpsModel>> {
+        match self {
+            Architecture::Toy {
+                dim,
+                width,
+                network_steps,
+            } => Some(Box::new(ToyEpsNet::new(
+                &vs.root(),
+                *dim,
+                *width,
+                *network_steps,
+            ))),
+            Architecture::UNet(config) => Some(Box::new(UNet::new(&vs.root(), config))),
+            Architecture::Custom => None,
+        }
+    }
 }
 
 /// The learned standard deviation: sigma_t = max(exp(log_std_t), floor).
@@ -64,6 +86,20 @@ impl DiffusionPolicy {
         }
     }
 
+    /// A policy with the DDPM U-Net of `config` (images of shape
+    /// `[in_channels, resolution, resolution]`).
+    pub fn unet(schedule: &Schedule, config: &UNetConfig, device: Device) -> Self {
+        let vs = VarStore::new(device);
+        let net = UNet::new(&vs.root(), config);
+        Self {
+            coefficients: schedule.coefficients(device),
+            net: Box::new(net),
+            vs,
+            architecture: Architecture::UNet(config.clone()),
+            learned_std: None,
+        }
+    }
+
     /// A policy around any eps-model whose variables live in `vs`.
     pub fn with_model(schedule: &Schedule, vs: VarStore, net: Box<dyn EpsModel>) -> Self {
         Self {
@@ -95,21 +131,13 @@ impl DiffusionPolicy {
     /// A copy with the same weights whose variables do not train (the
     /// reference of a KL penalty). Not available for custom models.
     pub fn frozen_copy(&self) -> Option<Self> {
-        let Architecture::Toy {
-            dim,
-            width,
-            network_steps,
-        } = self.architecture
-        else {
-            return None;
-        };
         let vs = VarStore::new(self.vs.device());
-        let net = ToyEpsNet::new(&vs.root(), dim, width, network_steps);
+        let net = self.architecture.build(&vs)?;
         let mut copy = Self {
             coefficients: self.coefficients.shallow_clone(),
-            net: Box::new(net),
+            net,
             vs,
-            architecture: self.architecture,
+            architecture: self.architecture.clone(),
             learned_std: None,
         };
         if let Some(floor) = self.variance_floor() {

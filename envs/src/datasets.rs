@@ -28,6 +28,11 @@ impl ToyDataset {
         2
     }
 
+    /// The shape of one sample (`[2]` for the toy sets).
+    pub fn element_shape(&self) -> Vec<i64> {
+        vec![self.dim()]
+    }
+
     /// A one-line description.
     pub fn describe(&self) -> &'static str {
         match self {

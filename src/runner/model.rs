@@ -7,7 +7,7 @@ use envs::schedule::Schedule;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, EXPERIMENT_FILE};
-use crate::config::{Experiment, Task};
+use crate::config::{Experiment, ModelConfig, Task};
 use crate::error::RunError;
 use agents::generator::VarianceConfig;
 
@@ -39,19 +39,22 @@ pub fn sampler_steps(exp: &Experiment) -> usize {
 /// A freshly initialised generator for the experiment.
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
     let schedule = schedule(exp)?;
-    if !schedule.has_integer_times() {
+    if matches!(exp.model, ModelConfig::Toy(_)) && !schedule.has_integer_times() {
         return Err(RunError::Env(envs::EnvError::Invalid {
             field: "env.sampler",
             reason: "the toy network embeds whole time indices; this sampler calls it at real-valued times (FastDpm Var): use Ddpm, Ddim or FastDpm Step".into(),
         }));
     }
-    let mut policy = DiffusionPolicy::toy(
-        &schedule,
-        exp.data.set.dim(),
-        exp.model.width,
-        exp.env.steps as i64,
-        device,
-    );
+    let mut policy = match &exp.model {
+        ModelConfig::Toy(toy) => DiffusionPolicy::toy(
+            &schedule,
+            exp.data.set.dim(),
+            toy.width,
+            exp.env.steps as i64,
+            device,
+        ),
+        ModelConfig::UNet(config) => DiffusionPolicy::unet(&schedule, config, device),
+    };
     if let Task::FineTune(task) = &exp.task {
         if let VarianceConfig::Learned { floor, .. } = task.generator.variance {
             policy.learn_variance(floor);

@@ -51,7 +51,7 @@ pub fn tiny_pretrain(dir: &Path, name: &str, steps: usize, epochs: usize) -> Str
     seed: 3,
     data: (set: SwissRoll, n: 1000, seed: 0),
     env: (steps: {steps}, schedule: Sigmoid(start: 1e-5, end: 1e-2)),
-    model: (width: 32),
+    model: Toy(width: 32),
     task: Pretrain(epochs: {epochs}, batch: 128, optimizer: RmsProp(lr: 1e-3), grad_clip: 1.0),
     eval: (every: 2, n: 500, exact_n: 200, projections: 20, repeats: 2),
     record: (dir: "{dir}", checkpoint_every: 1),
@@ -69,7 +69,7 @@ pub fn tiny_finetune(dir: &Path, name: &str, init: &str, epochs: usize) -> Strin
     seed: 5,
     data: (set: SwissRoll, n: 1000, seed: 0),
     env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2)),
-    model: (width: 32),
+    model: Toy(width: 32),
     task: FineTune(
         init: "{init}",
         epochs: {epochs},

@@ -99,7 +99,7 @@ fn child(agent: &str, steps: usize, updates: usize) {
     let mut sft = SftPg::new(
         schedule,
         policy,
-        2,
+        &[2],
         BATCH,
         N_CRITIC,
         GeneratorConfig::default(),

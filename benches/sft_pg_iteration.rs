@@ -234,7 +234,7 @@ fn child(steps: usize, iters: usize, warmup: usize, threads: usize) {
     let mut sft = SftPg::new(
         schedule,
         policy,
-        2,
+        &[2],
         BATCH,
         N_CRITIC,
         GeneratorConfig::default(),

@@ -13,7 +13,7 @@ use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
 use agents::unet::UNetConfig;
-use envs::datasets::ToyDataset;
+use envs::datasets::DataSet;
 use envs::sampler::SamplerConfig;
 use envs::schedule::{BetaSchedule, Variance};
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,10 @@ pub struct Experiment {
     /// one in the final table; they are trained first if they have no final checkpoint.
     #[serde(default)]
     pub compare: Vec<String>,
+    /// Other samplers of this run's own final model, evaluated beside it in
+    /// the final table (e.g. DDIM and FastDPM with 10 steps beside the full chain).
+    #[serde(default)]
+    pub compare_samplers: Vec<SamplerConfig>,
 }
 
 fn default_threads() -> usize {
@@ -84,21 +88,33 @@ impl DeviceChoice {
 }
 
 /// The data set.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Which distribution.
-    pub set: ToyDataset,
-    /// Number of training points (the paper: 10,000).
-    #[serde(default = "default_data_n")]
-    pub n: usize,
-    /// Seed of the training points (shared by all runs that compare on them).
+    /// Which distribution or images (`SwissRoll`, `TwoMoons`, `Digits(..)`,
+    /// `Mnist(..)`, `Cifar10(..)`).
+    pub set: DataSet,
+    /// Number of training points: for toy sets the number generated
+    /// (default 10,000, the paper's), for images the first `n` training
+    /// images (default all).
+    #[serde(default)]
+    pub n: Option<usize>,
+    /// Seed of the toy training points (shared by all runs that compare on them).
     #[serde(default)]
     pub seed: u64,
+    /// Flip training images horizontally at random, per batch (images only).
+    #[serde(default)]
+    pub flip: bool,
 }
 
-fn default_data_n() -> usize {
-    10_000
+/// Training points of a toy set when `data.n` is not given (the paper's).
+pub const DEFAULT_TOY_POINTS: usize = 10_000;
+
+impl DataConfig {
+    /// The number of training points of a toy set.
+    pub fn toy_points(&self) -> usize {
+        self.n.unwrap_or(DEFAULT_TOY_POINTS)
+    }
 }
 
 /// The diffusion environment: the model's training schedule and the sampler on it.
@@ -249,6 +265,8 @@ pub struct EvalConfig {
     pub repeats: usize,
     /// Compute the exact W2 at intermediate evaluations too (not only at the end).
     pub exact_during_training: bool,
+    /// Chains sampled at once by evaluations (bounds their memory).
+    pub chunk: usize,
 }
 
 impl Default for EvalConfig {
@@ -260,6 +278,7 @@ impl Default for EvalConfig {
             projections: 100,
             repeats: 3,
             exact_during_training: false,
+            chunk: 10_000,
         }
     }
 }
@@ -298,11 +317,14 @@ impl Experiment {
     /// Parses and validates text written by [`Experiment::to_ron`] (as stored
     /// in checkpoints), including that of earlier versions (see [`migrate_v1`]).
     pub fn parse_serialized(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        Self::parse_with(text, path, ron::Options::default()).or_else(|error| {
+        // Files of every version read `n: 10000` as `Some(10000)`.
+        let options = || {
+            ron::Options::default()
+                .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+        };
+        Self::parse_with(text, path, options()).or_else(|error| {
             migrate_v1(text)
-                .and_then(|migrated| {
-                    Self::parse_with(&migrated, path, ron::Options::default()).ok()
-                })
+                .and_then(|migrated| Self::parse_with(&migrated, path, options()).ok())
                 .ok_or(error)
         })
     }
@@ -355,7 +377,14 @@ impl Experiment {
             ),
         );
         check.at_least("threads", self.threads, 1);
-        check.at_least("data.n", self.data.n, 2);
+        if let Some(n) = self.data.n {
+            check.at_least("data.n", n, 2);
+        }
+        check.that(
+            !self.data.flip || self.data.set.is_images(),
+            "data.flip",
+            "flips are for images; this data set is a toy distribution".into(),
+        );
         check.at_least("env.steps", self.env.steps, 1);
         let (start, end) = match self.env.schedule {
             BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
@@ -459,16 +488,17 @@ impl Experiment {
         check.at_least("eval.n", self.eval.n, 2);
         check.at_least("eval.exact_n", self.eval.exact_n, 2);
         check.that(
-            self.eval.exact_n <= self.eval.n.min(self.data.n),
+            self.eval.exact_n <= self.eval.n.min(self.data.n.unwrap_or(usize::MAX)),
             "eval.exact_n",
             format!(
                 "must not exceed eval.n and data.n ({}), got {}",
-                self.eval.n.min(self.data.n),
+                self.eval.n.min(self.data.n.unwrap_or(usize::MAX)),
                 self.eval.exact_n
             ),
         );
         check.at_least("eval.projections", self.eval.projections, 1);
         check.at_least("eval.repeats", self.eval.repeats, 1);
+        check.at_least("eval.chunk", self.eval.chunk, 1);
         check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);
         check.result()
     }

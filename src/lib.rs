@@ -11,7 +11,6 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod npy;
 pub mod recording;
 pub mod runner;
 pub mod weights;

@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use shortcut::runner::evaluate::{quality_against, sample, to_vec};
-use shortcut::runner::model::{held_out_data, load_policy, training_data};
+use shortcut::runner::data::{held_out_data, Data};
+use shortcut::runner::evaluate::{quality_against, sample};
+use shortcut::runner::model::load_policy;
+use shortcut::runner::sampling::{sample_checkpoint, write_samples, SampleRequest};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
 
 /// Reinforcement learning on the denoising chain of diffusion models.
@@ -52,12 +54,25 @@ enum Command {
         /// Number of samples.
         #[arg(long, default_value_t = 10_000)]
         n: usize,
-        /// Output file.
+        /// Output file (.npy, N x sample shape, float32; images also get a
+        /// PNG grid of the first 64 beside it).
         #[arg(long)]
         out: PathBuf,
         /// Seed of the sampling noise.
         #[arg(long, default_value_t = 0)]
         seed: i64,
+        /// The initial samples x_T (N x sample shape, float32 .npy) instead
+        /// of drawn ones; with a deterministic sampler the output is then
+        /// fully determined.
+        #[arg(long)]
+        noise: Option<PathBuf>,
+        /// Another sampler than the checkpoint's, written as in RON, e.g.
+        /// "Ddim(steps: 10, eta: 0.0)".
+        #[arg(long)]
+        sampler: Option<String>,
+        /// Chains sampled at once.
+        #[arg(long, default_value_t = 10_000)]
+        chunk: usize,
     },
     /// Write the eps prediction of a network for given inputs: float32 .npy
     /// in and out, so that a model can be held against PyTorch's.
@@ -134,17 +149,27 @@ fn run(cli: Cli) -> Result<()> {
             n,
             out,
             seed,
+            noise,
+            sampler,
+            chunk,
         }) => {
             configure_threads(cores());
-            let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
-            let dim = exp.data.set.dim() as usize;
-            let x = to_vec(&sample(&policy, n, dim as i64, seed));
-            shortcut::npy::write_f32_matrix(&out, &x, n, dim)
-                .with_context(|| format!("writing {}", out.display()))?;
+            let request = SampleRequest {
+                checkpoint,
+                n,
+                seed,
+                noise,
+                sampler,
+                chunk,
+            };
+            let (exp, samples) = sample_checkpoint(&request)?;
+            let grid = write_samples(&exp, &samples, &out)?;
             eprintln!(
-                "rl-run: wrote {n} x {dim} samples of {} to {}",
+                "rl-run: wrote samples {:?} of {} to {}{}",
+                samples.size(),
                 exp.name,
-                out.display()
+                out.display(),
+                grid.map_or(String::new(), |p| format!(" and {}", p.display()))
             );
         }
         Some(Command::Eps { model, x, t, out }) => {
@@ -161,10 +186,18 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { checkpoint, seed }) => {
             configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
-            let data = training_data(&exp, tch::Device::Cpu)?;
+            let data = Data::load(&exp, tch::Device::Cpu)?.first(exp.eval.n as i64);
             let held_out = held_out_data(&exp)?;
-            let dim = exp.data.set.dim();
-            let draw = |set: usize| Ok(sample(&policy, exp.eval.n, dim, seed + set as i64));
+            let shape = exp.data.set.element_shape();
+            let draw = |set: usize| {
+                Ok(sample(
+                    &policy,
+                    exp.eval.n,
+                    &shape,
+                    seed + set as i64,
+                    exp.eval.chunk,
+                ))
+            };
             let [train, held] =
                 quality_against(exp.eval.repeats, draw, [&data, &held_out], &exp.eval, true)?;
             println!(

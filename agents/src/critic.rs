@@ -79,7 +79,8 @@ pub struct AdversarialCritic {
 }
 
 impl AdversarialCritic {
-    /// A fresh critic for `dim`-dimensional samples and a baseline over `horizon` sampler steps.
+    /// A fresh critic for samples of `dim` values (any shape, flattened) and
+    /// a baseline over `horizon` sampler steps.
     pub fn new(config: CriticConfig, dim: i64, horizon: i64, device: Device) -> Self {
         let critic_vs = VarStore::new(device);
         let critic = MlpCritic::new(&critic_vs.root(), dim, config.width);
@@ -226,12 +227,20 @@ impl AdversarialCritic {
         let m = fake.size()[0].min(real.size()[0]);
         let fake = fake.narrow(0, 0, m).detach();
         let real = real.narrow(0, 0, m).detach();
-        let w = Tensor::rand([m, 1], (Kind::Float, fake.device()));
+        // One mixing weight per sample, broadcast over its elements.
+        let mut shape = vec![m];
+        shape.extend(std::iter::repeat_n(1, fake.dim() - 1));
+        let w = Tensor::rand(shape.as_slice(), (Kind::Float, fake.device()));
         let mix: Tensor = &w * &fake + (1.0 - &w) * &real;
         let xhat = mix.set_requires_grad(true);
         let out = self.critic.value(&xhat).sum(Kind::Float);
         let grads = Tensor::run_backward(&[out], &[&xhat], true, true);
-        let norm = (grads[0].square().sum_dim_intlist(1, false, Kind::Float) + 1e-12).sqrt();
+        let elements: Vec<i64> = (1..grads[0].dim() as i64).collect();
+        let norm = (grads[0]
+            .square()
+            .sum_dim_intlist(elements.as_slice(), false, Kind::Float)
+            + 1e-12)
+            .sqrt();
         (norm - 1.0).square().mean(Kind::Float)
     }
 }

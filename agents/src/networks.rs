@@ -24,6 +24,15 @@ pub trait ValueModel {
     fn value(&self, x: &Tensor, index: &Tensor) -> Tensor;
 }
 
+/// `[B, ...]` samples as `[B, D]` vectors (2-D input passes unchanged).
+fn flat(x: &Tensor) -> Tensor {
+    if x.dim() == 2 {
+        x.shallow_clone()
+    } else {
+        x.flatten(1, -1)
+    }
+}
+
 /// A dense layer with PyTorch's default initialisation (weights and bias
 /// uniform in +-1/sqrt(fan_in)), or Xavier-normal weights when asked.
 #[derive(Debug)]
@@ -159,9 +168,11 @@ impl MlpCritic {
 }
 
 impl envs::RewardModel for MlpCritic {
+    /// f of each sample of `x` (`[B, ...]`, flattened to vectors).
     fn value(&self, x: &Tensor) -> Tensor {
+        let x = flat(x);
         let h = self.layers[1]
-            .forward(&self.layers[0].forward(x).relu())
+            .forward(&self.layers[0].forward(&x).relu())
             .relu();
         self.layers[2].forward(&h).squeeze_dim(-1)
     }
@@ -187,9 +198,11 @@ impl ConditionalBaseline {
 }
 
 impl ValueModel for ConditionalBaseline {
+    /// V of each state of `x` (`[B, ...]`, flattened to vectors).
     fn value(&self, x: &Tensor, index: &Tensor) -> Tensor {
+        let x = flat(x);
         let h = self.layers[1]
-            .forward(&self.layers[0].forward(x, index).relu(), index)
+            .forward(&self.layers[0].forward(&x, index).relu(), index)
             .relu();
         self.layers[2].forward(&h, index).squeeze_dim(-1)
     }

@@ -16,16 +16,17 @@ use crate::{Agent, AgentError, UpdateStats};
 pub struct Pathwise {
     generator: Generator,
     chains: i64,
-    dim: i64,
+    shape: Vec<i64>,
 }
 
 impl Pathwise {
-    /// An agent fine-tuning `generator` on `chains` fresh `dim`-dimensional chains per step.
-    pub fn new(generator: Generator, chains: i64, dim: i64) -> Self {
+    /// An agent fine-tuning `generator` on `chains` fresh chains per step,
+    /// of samples of shape `shape`.
+    pub fn new(generator: Generator, chains: i64, shape: &[i64]) -> Self {
         Self {
             generator,
             chains,
-            dim,
+            shape: shape.to_vec(),
         }
     }
 
@@ -34,7 +35,9 @@ impl Pathwise {
     pub fn loss(&self, critics: &Critics<'_>, stats: &mut UpdateStats) -> Tensor {
         let policy = self.generator.policy();
         let device = policy.var_store().device();
-        let mut x = Tensor::randn([self.chains, self.dim], (Kind::Float, device));
+        let mut size = vec![self.chains];
+        size.extend(&self.shape);
+        let mut x = Tensor::randn(size.as_slice(), (Kind::Float, device));
         let with_kl = self.generator.config().kl_weight > 0.0;
         let mut states = Vec::new();
         for t in (1..=policy.horizon() as i64).rev() {
@@ -93,7 +96,7 @@ mod tests {
     #[test]
     fn the_pathwise_gradient_lowers_the_critic_value() {
         let _rng = envs::testing::seeded(14);
-        let mut agent = Pathwise::new(tiny_generator(3e-3), 64, 2);
+        let mut agent = Pathwise::new(tiny_generator(3e-3), 64, &[2]);
         improves_on_a_tiny_problem(&mut agent, 100);
     }
 }

@@ -276,11 +276,23 @@ impl DiffusionPolicy {
         gaussian::kl_divergence(&mean, &std, &ref_mean, &ref_std, reduction)
     }
 
-    /// Runs `n` chains from x_T ~ N(0, I) to x_0 without gradients and returns x_0.
-    pub fn sample(&self, n: i64, dim: i64) -> Tensor {
+    /// Runs `n` chains of samples of shape `shape` from x_T ~ N(0, I) to
+    /// x_0 without gradients and returns x_0.
+    pub fn sample(&self, n: i64, shape: &[i64]) -> Tensor {
+        let mut size = vec![n];
+        size.extend(shape);
+        self.sample_from(Tensor::randn(
+            size.as_slice(),
+            (Kind::Float, self.vs.device()),
+        ))
+    }
+
+    /// Runs the chains that start at `x_t` (`[n, ...]`, the initial noise)
+    /// to x_0 without gradients; the step noise comes from libtorch's generator.
+    pub fn sample_from(&self, x_t: Tensor) -> Tensor {
         tch::no_grad(|| {
             let mut state = ChainState {
-                x: Tensor::randn([n, dim], (Kind::Float, self.vs.device())),
+                x: x_t.to_device(self.vs.device()),
                 t: self.horizon(),
             };
             while state.t > 0 {

@@ -23,13 +23,13 @@ pub enum AgentConfig {
 
 impl AgentConfig {
     /// Builds the agent around `generator`; `batch` is the number of
-    /// transitions per minibatch (or chains per pathwise step) and `dim` the
-    /// data dimension.
-    pub fn build(&self, generator: Generator, batch: i64, dim: i64) -> Box<dyn FineTuneAgent> {
+    /// transitions per minibatch (or chains per pathwise step) and `shape`
+    /// the shape of one sample.
+    pub fn build(&self, generator: Generator, batch: i64, shape: &[i64]) -> Box<dyn FineTuneAgent> {
         match *self {
             AgentConfig::Reinforce(c) => Box::new(Reinforce::new(c, generator, batch)),
             AgentConfig::Ppo(c) => Box::new(Ppo::new(c, generator, batch)),
-            AgentConfig::Pathwise => Box::new(Pathwise::new(generator, batch, dim)),
+            AgentConfig::Pathwise => Box::new(Pathwise::new(generator, batch, shape)),
         }
     }
 
@@ -139,7 +139,7 @@ mod tests {
                 grad_clip: Some(1e-3),
                 ..GeneratorConfig::default()
             });
-            let mut agent = config.build(generator, 64, 2);
+            let mut agent = config.build(generator, 64, &[2]);
             let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
             for _ in 0..2 {
                 rollout(&mut env, agent.as_mut(), None).unwrap();
@@ -191,7 +191,7 @@ mod tests {
             let steps = Tensor::from_slice(&[1i64, 2, 3]);
             let like = Tensor::zeros([3, 2], (Kind::Float, Device::Cpu));
             let std_before = generator.policy().sampling_std(&steps, &like);
-            let mut agent = config.build(generator, 64, 2);
+            let mut agent = config.build(generator, 64, &[2]);
             improves_on_a_tiny_problem(agent.as_mut(), 300);
             let std_after = agent.generator().policy().sampling_std(&steps, &like);
             // The target is a point: the spread of the last step should shrink.
@@ -214,7 +214,7 @@ mod tests {
                 ..GeneratorConfig::default()
             });
             let reference = generator.policy().frozen_copy().unwrap();
-            let mut agent = AgentConfig::Pathwise.build(generator, 64, 2);
+            let mut agent = AgentConfig::Pathwise.build(generator, 64, &[2]);
             let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
             for _ in 0..100 {
                 rollout(&mut env, agent.as_mut(), None).unwrap();

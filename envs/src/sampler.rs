@@ -117,6 +117,23 @@ impl SamplerConfig {
         }
     }
 
+    /// A short description for tables: `full chain`, `DDPM, uniform`, ...
+    pub fn describe(&self) -> String {
+        match *self {
+            SamplerConfig::Full => "full chain".into(),
+            SamplerConfig::Ddpm { spacing, .. } => format!("DDPM, {spacing:?} steps"),
+            SamplerConfig::Ddim { eta, spacing, .. } => {
+                format!("DDIM eta {eta}, {spacing:?} steps")
+            }
+            SamplerConfig::FastDpm {
+                kind,
+                schedule,
+                kappa,
+                ..
+            } => format!("FastDPM {kind:?} {schedule:?}, kappa {kappa}"),
+        }
+    }
+
     /// The sampler's schedule on a model trained with `training_betas`
     /// (`variance` is that of the full chain and of DDPM sub-sequences).
     pub fn build(&self, training_betas: &[f64], variance: Variance) -> Result<Schedule, EnvError> {

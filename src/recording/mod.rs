@@ -1,12 +1,14 @@
 //! Recording of runs: TensorBoard event files and scatter-plot images.
 
 pub mod curves;
+pub mod grid;
 pub mod scatter;
 pub mod tensorboard;
 
 use std::path::Path;
 
 use scatter::{panels_png, ScatterLayer, DOT};
+use tch::Tensor;
 use tensorboard::{EventWriter, RecordingError};
 
 /// Red for data, blue for samples, as in the paper's figures.
@@ -60,8 +62,64 @@ impl Recorder {
             .add_image_png(tag, &png, 3 * panel, h, step as i64)
     }
 
+    /// Logs two image grids side by side: the data (left 8 columns) and the
+    /// samples (right 8 columns), up to 64 of each, images as floats in
+    /// [-1, 1] `[N, C, H, W]`.
+    pub fn image_samples(
+        &mut self,
+        tag: &str,
+        samples: &Tensor,
+        data: &Tensor,
+        step: u64,
+    ) -> Result<(), RecordingError> {
+        let png = samples_beside_data_png(samples, data)?;
+        let (w, h) = png_size(&png)?;
+        self.writer.add_image_png(tag, &png, w, h, step as i64)
+    }
+
     /// Makes everything logged so far durable.
     pub fn flush(&mut self) -> Result<(), RecordingError> {
         self.writer.flush()
     }
+}
+
+/// Width and height from a PNG's header.
+fn png_size(png: &[u8]) -> Result<(u32, u32), RecordingError> {
+    if png.len() < 24 {
+        return Err(RecordingError::Png("truncated PNG".into()));
+    }
+    let be = |i: usize| u32::from_be_bytes([png[i], png[i + 1], png[i + 2], png[i + 3]]);
+    Ok((be(16), be(20)))
+}
+
+/// The PNG of [`Recorder::image_samples`]: 8 data images, then 8 samples, per row.
+pub fn samples_beside_data_png(samples: &Tensor, data: &Tensor) -> Result<Vec<u8>, RecordingError> {
+    const COLUMNS: i64 = 8;
+    let take = |x: &Tensor| envs::images::to_pixels(&x.narrow(0, 0, x.size()[0].min(64)));
+    let (d, s) = (take(data), take(samples));
+    let rows = (d.size()[0].max(s.size()[0]) + COLUMNS - 1) / COLUMNS;
+    let fill = |x: Tensor| {
+        let missing = rows * COLUMNS - x.size()[0];
+        if missing == 0 {
+            return x;
+        }
+        let mut size = x.size();
+        size[0] = missing;
+        let blank = Tensor::full(size.as_slice(), 255, (tch::Kind::Uint8, x.device()));
+        Tensor::cat(&[x, blank], 0)
+    };
+    let (d, s) = (fill(d), fill(s));
+    let interleaved: Vec<Tensor> = (0..rows)
+        .flat_map(|r| {
+            [
+                d.narrow(0, r * COLUMNS, COLUMNS),
+                s.narrow(0, r * COLUMNS, COLUMNS),
+            ]
+        })
+        .collect();
+    grid::grid_png(
+        &Tensor::cat(&interleaved, 0),
+        2 * COLUMNS,
+        grid::scale_for(d.size()[3]),
+    )
 }

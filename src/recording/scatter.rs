@@ -179,7 +179,11 @@ fn draw_frame(canvas: &mut [f32], w: usize, h: usize) {
 }
 
 /// Encodes 8-bit RGB pixels as PNG.
-fn encode_rgb(pixels: &[u8], width: u32, height: u32) -> Result<Vec<u8>, RecordingError> {
+pub(crate) fn encode_rgb(
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+) -> Result<Vec<u8>, RecordingError> {
     let png_err = |e: png::EncodingError| RecordingError::Png(e.to_string());
     let mut out = Vec::new();
     let mut encoder = png::Encoder::new(&mut out, width, height);

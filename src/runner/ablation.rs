@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use tch::Device;
 
+use super::data::Data;
 use super::evaluate::{mean_std, quality, sample, Quality, Row, Table, EVAL_SEED};
-use super::model::{load_policy, run_dir, training_data};
+use super::model::{load_policy, run_dir};
 use super::session::read_eval_log;
 use super::{configure_threads, ensure_trained, parallel, RunOptions};
 use crate::ablation::{Ablation, AblationRun};
@@ -152,12 +153,18 @@ fn final_table(
     init_path: Option<&Path>,
     device: Device,
 ) -> Result<Table, RunError> {
-    let data = training_data(base, Device::Cpu)?;
-    let dim = base.data.set.dim();
+    let data = Data::load(base, Device::Cpu)?.first(base.eval.n as i64);
+    let shape = base.data.set.element_shape();
     let measure = |final_dir: &Path, seed: u64| -> Result<(f64, f64), RunError> {
         let (_, policy) = load_policy(final_dir, device)?;
         let draw = |_| {
-            Ok(sample(&policy, base.eval.n, dim, EVAL_SEED ^ seed as i64).to_device(Device::Cpu))
+            Ok(sample(
+                &policy,
+                base.eval.n,
+                &shape,
+                EVAL_SEED ^ seed as i64,
+                base.eval.chunk,
+            ))
         };
         let q = quality(1, draw, &data, &base.eval, true)?;
         Ok((q.sliced_w2, q.exact_w2.unwrap_or(f64::NAN)))
@@ -195,7 +202,7 @@ fn final_table(
         });
     }
     Ok(Table {
-        title: format!("{} on {:?}", ablation.name, base.data.set),
+        title: format!("{} on {}", ablation.name, base.data.set.name()),
         note: format!(
             "Final samplers; mean ± standard deviation over {} seeds {:?} (one {}-point sample set each against the training set).",
             ablation.seeds.len(),

@@ -41,10 +41,31 @@ pub fn to_vec(x: &Tensor) -> Vec<f32> {
     .expect("float tensors convert")
 }
 
-/// `n` final samples of `policy`, drawn from torch seed `seed`.
-pub fn sample(policy: &DiffusionPolicy, n: usize, dim: i64, seed: i64) -> Tensor {
+/// `n` final samples of `policy` of shape `shape`, drawn from torch seed
+/// `seed`, `chunk` chains at a time (on the CPU, so that the samples of a
+/// large evaluation never sit on the device at once).
+pub fn sample(
+    policy: &DiffusionPolicy,
+    n: usize,
+    shape: &[i64],
+    seed: i64,
+    chunk: usize,
+) -> Tensor {
     tch::manual_seed(seed);
-    policy.sample(n as i64, dim)
+    let chunk = chunk.max(1);
+    let parts: Vec<Tensor> = (0..n)
+        .step_by(chunk)
+        .map(|start| {
+            policy
+                .sample(chunk.min(n - start) as i64, shape)
+                .to_device(tch::Device::Cpu)
+        })
+        .collect();
+    if parts.len() == 1 {
+        parts.into_iter().next().expect("one chunk")
+    } else {
+        Tensor::cat(&parts, 0)
+    }
 }
 
 /// Measures `sets` independent sample sets, `draw(i)` giving the i-th, each
@@ -74,7 +95,8 @@ pub fn quality_against<const R: usize>(
     let mut sliced = vec![Vec::new(); R];
     let mut exacts = vec![Vec::new(); R];
     for set in 0..sets.max(1) {
-        let samples = draw(set)?;
+        // Samples of any shape are compared as flat vectors.
+        let samples = draw(set)?.flatten(1, -1);
         let dim = samples.size()[1] as usize;
         for (r, data) in references.iter().enumerate() {
             let n = eval
@@ -82,7 +104,7 @@ pub fn quality_against<const R: usize>(
                 .min(samples.size()[0] as usize)
                 .min(data.size()[0] as usize) as i64;
             let a = to_vec(&samples.narrow(0, 0, n));
-            let b = to_vec(&data.narrow(0, 0, n));
+            let b = to_vec(&data.narrow(0, 0, n).flatten(1, -1));
             if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
                 return Err(RunError::Diverged(format!(
                     "the generator produced a non-finite sample ({bad})"

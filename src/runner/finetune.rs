@@ -7,7 +7,8 @@ use agents::policy::DiffusionPolicy;
 use agents::{FineTuneAgent, UpdateStats};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{schedule, seed_initialisation, training_data};
+use super::data::Data;
+use super::model::{schedule, seed_initialisation};
 use super::session::Session;
 use super::sft_pg::SftPg;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
@@ -27,14 +28,15 @@ pub fn finetune(
     resume: Option<&Checkpoint>,
     show_progress: bool,
 ) -> Result<PathBuf, RunError> {
-    let data = training_data(exp, device)?;
-    let dim = exp.data.set.dim();
+    let data = Data::load(exp, device)?;
+    let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
+    let shape = exp.data.set.element_shape();
     let batch = task.batch as i64;
     seed_initialisation(exp, PHASE);
     let mut sft = SftPg::new(
         schedule(exp)?,
         policy,
-        dim,
+        &shape,
         batch,
         task.n_critic,
         task.generator,
@@ -46,7 +48,7 @@ pub fn finetune(
         load_state(c, sft.agent.as_mut(), &mut sft.critic)?;
     }
     let mut session = Session::start(exp, run_dir, resume, show_progress)?;
-    let n = data.size()[0];
+    let n = data.len();
     let rounds_per_epoch = (n as usize).div_ceil(task.batch * task.n_critic);
     let critic_steps = (rounds_per_epoch * task.n_critic) as i64;
     for epoch in session.epochs_done..task.epochs {
@@ -56,9 +58,8 @@ pub fn finetune(
         let mut generator_stats = UpdateStats::default();
         for round in 0..rounds_per_epoch {
             let first = (round * task.n_critic) as i64;
-            let stats = sft.round(|i| {
-                data.index_select(0, &order.narrow(0, (first + i as i64) * batch, batch))
-            })?;
+            let stats =
+                sft.round(|i| data.batch(&order.narrow(0, (first + i as i64) * batch, batch)))?;
             session.global_step += task.n_critic as u64;
             for (name, value) in &stats.critic.values {
                 epoch_stats.accumulate(name, *value);
@@ -84,7 +85,7 @@ pub fn finetune(
             generator_stats.get("generator/loss").unwrap_or(0.0)
         );
         if session.eval_due() {
-            message.push_str(&session.evaluate(sft.agent.generator().policy(), &data)?);
+            message.push_str(&session.evaluate(sft.agent.generator().policy(), &reference)?);
         }
         session.end_epoch(&message, || {
             let SftPg { agent, critic, .. } = &mut sft;

@@ -2,6 +2,7 @@
 //! pretrained sampler if needed), then the run itself, then the comparison table.
 
 pub mod ablation;
+pub mod data;
 pub mod eps;
 pub mod evaluate;
 pub mod finetune;
@@ -9,6 +10,7 @@ pub mod lock;
 pub mod model;
 pub mod parallel;
 pub mod pretrain;
+pub mod sampling;
 pub mod session;
 pub mod sft_pg;
 
@@ -19,8 +21,9 @@ use tch::Device;
 use crate::checkpoint::Checkpoint;
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
+use data::{fresh_data, held_out_data, Data};
 use evaluate::{quality_against, sample, Row, Table};
-use model::{fresh_data, held_out_data, load_policy, run_dir, training_data};
+use model::{load_policy, load_policy_with_sampler, run_dir};
 
 /// How `rl-run` was asked to run an experiment.
 #[derive(Debug, Clone, Default)]
@@ -315,48 +318,104 @@ fn comparison_table(
         entries.push((other_path.clone(), Experiment::load(&other_path)?));
     }
     entries.push((path.to_path_buf(), exp.clone()));
-    let data = training_data(exp, Device::Cpu)?;
+    let data = Data::load(exp, Device::Cpu)?;
+    let data = data.first(data.len());
     let held_out = held_out_data(exp)?;
-    let mut table = Table {
-        title: format!("{} on {:?}", exp.name, exp.data.set),
-        note: format!(
-            "Mean ± standard deviation over {} independent sample sets, against the {} training points \
-             (the paper's protocol) and against {} held-out points of the same distribution (another seed). \
+    let (train_n, held_n) = (data.size()[0], held_out.size()[0]);
+    let note = if exp.data.set.is_images() {
+        format!(
+            "Pixel-space W2 of images as vectors in [-1, 1]. Mean ± standard deviation over {} independent \
+             sample sets, against {train_n} training images and {held_n} test images. The floor row is the \
+             test images against the training images.",
+            exp.eval.repeats
+        )
+    } else {
+        format!(
+            "Mean ± standard deviation over {} independent sample sets, against the {train_n} training points \
+             (the paper's protocol) and against {held_n} held-out points of the same distribution (another seed). \
              The floor row is a fresh sample of the distribution.",
-            exp.eval.repeats, exp.data.n, exp.data.n
-        ),
+            exp.eval.repeats
+        )
+    };
+    let mut table = Table {
+        title: format!("{} on {}", exp.name, exp.data.set.name()),
+        note,
         rows: Vec::new(),
     };
     let references = [&data, &held_out];
-    for (entry_path, entry) in &entries {
-        let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
-        let (_, policy) = load_policy(&final_dir, device)?;
-        let dim = exp.data.set.dim();
-        let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
+    let shape = exp.data.set.element_shape();
+    let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
+    let mut measure = |label: String, steps: usize, policy: &agents::policy::DiffusionPolicy| {
         let draw = |set: usize| {
-            Ok(sample(&policy, exp.eval.n, dim, seed + set as i64).to_device(Device::Cpu))
+            Ok(sample(
+                policy,
+                exp.eval.n,
+                &shape,
+                seed + set as i64,
+                exp.eval.chunk,
+            ))
         };
         let [train, held] = quality_against(exp.eval.repeats, draw, references, &exp.eval, true)?;
         table.rows.push(Row {
-            label: describe(entry),
-            steps: Some(model::sampler_steps(entry)),
+            label,
+            steps: Some(steps),
             quality: train,
             held_out: Some(held),
         });
+        Ok::<(), RunError>(())
+    };
+    let mut own_final = None;
+    for (entry_path, entry) in &entries {
+        let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
+        let (_, policy) = load_policy(&final_dir, device)?;
+        measure(describe(entry), model::sampler_steps(entry), &policy)?;
+        own_final = Some(final_dir);
     }
-    let [train, held] = quality_against(
-        exp.eval.repeats,
-        |set| fresh_data(exp, exp.eval.n, set),
-        references,
-        &exp.eval,
-        true,
-    )?;
-    table.rows.push(Row {
-        label: "fresh data (floor)".into(),
-        steps: None,
-        quality: train,
-        held_out: Some(held),
-    });
+    // The run's own model under the other samplers it is compared with.
+    if let Some(final_dir) = own_final {
+        for sampler in &exp.compare_samplers {
+            let policy = load_policy_with_sampler(&final_dir, *sampler, device)?;
+            measure(
+                format!("{} ({})", sampler.describe(), exp.name),
+                sampler.steps(exp.env.steps),
+                &policy,
+            )?;
+        }
+    }
+    if let Some(first) = fresh_data(exp, exp.eval.n, 0)? {
+        let mut sets = vec![Some(first)];
+        for set in 1..exp.eval.repeats {
+            sets.push(fresh_data(exp, exp.eval.n, set)?);
+        }
+        let [train, held] = quality_against(
+            exp.eval.repeats,
+            |set| Ok(sets[set].take().expect("one fresh set per draw")),
+            references,
+            &exp.eval,
+            true,
+        )?;
+        table.rows.push(Row {
+            label: "fresh data (floor)".into(),
+            steps: None,
+            quality: train,
+            held_out: Some(held),
+        });
+    } else {
+        let test = held_out.narrow(0, 0, held_n.min(exp.eval.n as i64));
+        let [train] = quality_against(
+            exp.eval.repeats,
+            |_| Ok(test.shallow_clone()),
+            [&data],
+            &exp.eval,
+            true,
+        )?;
+        table.rows.push(Row {
+            label: "test images (floor)".into(),
+            steps: None,
+            quality: train,
+            held_out: None,
+        });
+    }
     Ok(table)
 }
 

@@ -4,20 +4,12 @@ use std::path::{Path, PathBuf};
 
 use agents::policy::DiffusionPolicy;
 use envs::schedule::Schedule;
-use tch::{Device, Tensor};
+use tch::Device;
 
 use crate::checkpoint::{Checkpoint, EXPERIMENT_FILE};
 use crate::config::{Experiment, ModelConfig, Task};
 use crate::error::RunError;
 use agents::generator::VarianceConfig;
-
-/// Offset between the seed of the training set and that of a fresh sample
-/// of the same distribution (the "data against fresh data" floor).
-const FRESH_DATA_SEED_OFFSET: u64 = 1_000_003;
-
-/// Offset between the seed of the training set and that of the held-out set
-/// (far from the fresh samples' seeds, so the two never coincide).
-const HELD_OUT_SEED_OFFSET: u64 = 2_000_029;
 
 /// The schedule of the experiment's sampler (`env.sampler` on the training schedule).
 pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
@@ -48,7 +40,7 @@ pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy,
     let mut policy = match &exp.model {
         ModelConfig::Toy(toy) => DiffusionPolicy::toy(
             &schedule,
-            exp.data.set.dim(),
+            exp.data.set.numel(),
             toy.width,
             exp.env.steps as i64,
             device,
@@ -63,6 +55,30 @@ pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy,
     Ok(policy)
 }
 
+/// The generator stored in a checkpoint directory, sampled by `sampler`
+/// instead of the sampler it was trained or fine-tuned with.
+pub fn load_policy_with_sampler(
+    dir: &Path,
+    sampler: envs::sampler::SamplerConfig,
+    device: Device,
+) -> Result<DiffusionPolicy, RunError> {
+    let checkpoint = Checkpoint::open(dir)?;
+    let mut exp = Experiment::parse_serialized(
+        &checkpoint.experiment_ron()?,
+        &checkpoint.dir().join(EXPERIMENT_FILE),
+    )?;
+    exp.env.sampler = sampler;
+    if let Err((field, message)) = exp.validate() {
+        return Err(RunError::Env(envs::EnvError::Invalid {
+            field: "sampler",
+            reason: format!("{sampler:?} does not fit {}: {field}: {message}", exp.name),
+        }));
+    }
+    let mut policy = build_policy(&exp, device)?;
+    checkpoint.load_vars("generator", policy.var_store_mut())?;
+    Ok(policy)
+}
+
 /// The generator stored in a checkpoint directory, with the experiment that made it.
 pub fn load_policy(dir: &Path, device: Device) -> Result<(Experiment, DiffusionPolicy), RunError> {
     let checkpoint = Checkpoint::open(dir)?;
@@ -73,34 +89,6 @@ pub fn load_policy(dir: &Path, device: Device) -> Result<(Experiment, DiffusionP
     let mut policy = build_policy(&exp, device)?;
     checkpoint.load_vars("generator", policy.var_store_mut())?;
     Ok((exp, policy))
-}
-
-/// The training set, `[n, dim]` on `device`.
-pub fn training_data(exp: &Experiment, device: Device) -> Result<Tensor, RunError> {
-    Ok(exp
-        .data
-        .set
-        .generate(exp.data.n, exp.data.seed)?
-        .to_device(device))
-}
-
-/// The held-out set: as many points as the training set, from the same
-/// distribution under another seed, `[n, dim]` on the CPU. Samplers are
-/// measured against it to tell fitting the training points from learning
-/// the distribution.
-pub fn held_out_data(exp: &Experiment) -> Result<Tensor, RunError> {
-    let seed = exp.data.seed.wrapping_add(HELD_OUT_SEED_OFFSET);
-    Ok(exp.data.set.generate(exp.data.n, seed)?)
-}
-
-/// The `set`-th fresh sample of the data distribution, independent of the training set.
-pub fn fresh_data(exp: &Experiment, n: usize, set: usize) -> Result<Tensor, RunError> {
-    let seed = exp
-        .data
-        .seed
-        .wrapping_add(FRESH_DATA_SEED_OFFSET)
-        .wrapping_add(set as u64);
-    Ok(exp.data.set.generate(n, seed)?)
 }
 
 /// The folder of a run.

@@ -7,7 +7,8 @@ use agents::policy::DiffusionPolicy;
 use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
-use super::model::{build_policy, seed_initialisation, training_data, training_schedule};
+use super::data::Data;
+use super::model::{build_policy, seed_initialisation, training_schedule};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{Experiment, PretrainTask};
@@ -31,7 +32,8 @@ pub fn pretrain(
     resume: Option<&Checkpoint>,
     show_progress: bool,
 ) -> Result<PathBuf, RunError> {
-    let data = training_data(exp, device)?;
+    let data = Data::load(exp, device)?;
+    let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     seed_initialisation(exp, PHASE);
     let mut policy = build_policy(exp, device)?;
     let mut trainer =
@@ -59,7 +61,7 @@ pub fn pretrain(
             .load_state(&c.tensors("optim-generator")?)?;
     }
     let mut session = Session::start(exp, run_dir, resume, show_progress)?;
-    let n = data.size()[0];
+    let n = data.len();
     for epoch in session.epochs_done..task.epochs {
         session.begin_epoch(epoch, PHASE);
         let order = Tensor::randperm(n, (Kind::Int64, device));
@@ -67,7 +69,7 @@ pub fn pretrain(
         let mut batches = 0;
         for start in (0..n).step_by(task.batch) {
             let idx = order.narrow(0, start, (task.batch as i64).min(n - start));
-            loss_sum += trainer.step(&policy, &data.index_select(0, &idx))?;
+            loss_sum += trainer.step(&policy, &data.batch(&idx))?;
             if let Some((_, ema)) = &mut average {
                 ema.update();
             }
@@ -81,7 +83,7 @@ pub fn pretrain(
         let mut message = format!("loss {loss:.4}");
         let sampler: &DiffusionPolicy = average.as_ref().map_or(&policy, |(shadow, _)| shadow);
         if session.eval_due() {
-            message.push_str(&session.evaluate(sampler, &data)?);
+            message.push_str(&session.evaluate(sampler, &reference)?);
         }
         session.end_epoch(&message, || {
             let writer = CheckpointWriter::new()

@@ -122,7 +122,9 @@ impl Session {
     }
 
     /// Samples `policy` and logs its sliced W2 (and exact W2 if configured)
-    /// against `data` and a scatter image; returns a short progress message.
+    /// against the reference samples `data` (floats on the CPU), and an
+    /// image: a scatter over the data for 2-D points, grids of data and
+    /// samples for images; returns a short progress message.
     pub fn evaluate(
         &mut self,
         policy: &DiffusionPolicy,
@@ -132,8 +134,9 @@ impl Session {
         let samples = sample(
             policy,
             eval.n,
-            self.exp.data.set.dim(),
+            &self.exp.data.set.element_shape(),
             EVAL_SEED ^ self.exp.seed as i64,
+            eval.chunk,
         );
         let q = quality(
             1,
@@ -147,8 +150,17 @@ impl Session {
         if let Some(e) = q.exact_w2 {
             self.recorder.scalar("eval/exact_w2", e, step)?;
         }
-        self.recorder
-            .samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
+        if self.exp.data.set.is_images() {
+            self.recorder
+                .image_samples("eval/samples", &samples, data, step)?;
+        } else {
+            self.recorder.samples_over_data(
+                "eval/samples",
+                &to_vec(&samples),
+                &to_vec(data),
+                step,
+            )?;
+        }
         append_eval_row(&self.run_dir, self.epochs_done + 1, step, &q)?;
         Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
     }

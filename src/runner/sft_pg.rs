@@ -43,7 +43,7 @@ impl SftPg {
     pub fn new(
         schedule: Schedule,
         policy: DiffusionPolicy,
-        dim: i64,
+        shape: &[i64],
         batch: i64,
         n_critic: usize,
         generator: GeneratorConfig,
@@ -52,10 +52,11 @@ impl SftPg {
         device: Device,
     ) -> Result<Self, RunError> {
         let horizon = schedule.len() as i64;
-        let mut critic = AdversarialCritic::new(critic, dim, horizon, device);
-        let agent = agent.build(Generator::new(generator, policy)?, batch, dim);
+        let numel = shape.iter().product();
+        let mut critic = AdversarialCritic::new(critic, numel, horizon, device);
+        let agent = agent.build(Generator::new(generator, policy)?, batch, shape);
         critic.fit_baseline_if(agent.uses_baseline());
-        let env = DiffusionEnv::new(schedule, &[dim], batch, device)?
+        let env = DiffusionEnv::new(schedule, shape, batch, device)?
             .with_reward_model(Rc::new(critic.reward_model().share()));
         Ok(Self {
             env,

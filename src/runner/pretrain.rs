@@ -39,7 +39,7 @@ pub fn pretrain(
     let mut trainer =
         DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
     // The average lives in a second generator of the same layout.
-    let mut average = match task.ema {
+    let mut average = match task.ema_decay(&exp.model) {
         Some(decay) => {
             let shadow = build_policy(exp, device)?;
             let mut ema = WeightAverage::new(decay, policy.var_store(), shadow.var_store())?;

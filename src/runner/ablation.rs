@@ -59,6 +59,8 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
         ..options.clone()
     };
     let init_path = match &runs[0].experiment.task {
+        // An imported start (a diffusers folder) needs no training and has no start row.
+        Task::FineTune(task) if Path::new(&task.init).is_dir() => None,
         Task::FineTune(task) => {
             let init_path = PathBuf::from(&task.init);
             ensure_trained(

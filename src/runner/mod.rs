@@ -125,7 +125,10 @@ fn dependencies(
     exp: &Experiment,
 ) -> Result<(Option<PathBuf>, Vec<PathBuf>), RunError> {
     let init = match &exp.task {
-        Task::FineTune(task) => Some(Experiment::resolve_relative(path, &task.init)),
+        Task::FineTune(task) => match model::init_source(path, task) {
+            model::InitSource::Run(init_path) => Some(init_path),
+            model::InitSource::Imported(_) => None,
+        },
         Task::Pretrain(_) => None,
     };
     let others = exp
@@ -243,11 +246,18 @@ fn ensure_trained(
             options.show_progress,
         ),
         Task::FineTune(task) => {
-            let init_path = Experiment::resolve_relative(path, &task.init);
-            let init = Experiment::load(&init_path)?;
-            check_compatible(exp, &init, &init_path)?;
-            let init_final = ensure_trained(&init_path, &init, options, false, device)?;
-            let (_, policy) = load_policy(&init_final, device)?;
+            let policy = match model::init_source(path, task) {
+                model::InitSource::Run(init_path) => {
+                    let init = Experiment::load(&init_path)?;
+                    check_compatible(exp, &init, &init_path)?;
+                    let init_final = ensure_trained(&init_path, &init, options, false, device)?;
+                    // The pretrained weights, sampled by this run's sampler.
+                    load_policy_with_sampler(&init_final, exp.env.sampler, device)?
+                }
+                model::InitSource::Imported(dir) => {
+                    model::imported_policy(exp, path, &dir, device)?
+                }
+            };
             finetune::finetune(
                 exp,
                 task,
@@ -309,9 +319,14 @@ fn comparison_table(
     device: Device,
 ) -> Result<Table, RunError> {
     let mut entries: Vec<(PathBuf, Experiment)> = Vec::new();
+    let mut imported = None;
     if let Task::FineTune(task) = &exp.task {
-        let init_path = Experiment::resolve_relative(path, &task.init);
-        entries.push((init_path.clone(), Experiment::load(&init_path)?));
+        match model::init_source(path, task) {
+            model::InitSource::Run(init_path) => {
+                entries.push((init_path.clone(), Experiment::load(&init_path)?))
+            }
+            model::InitSource::Imported(dir) => imported = Some(dir),
+        }
     }
     for other in &exp.compare {
         let other_path = Experiment::resolve_relative(path, other);
@@ -364,6 +379,14 @@ fn comparison_table(
         });
         Ok::<(), RunError>(())
     };
+    if let Some(dir) = &imported {
+        let policy = model::imported_policy(exp, path, dir, device)?;
+        measure(
+            format!("pretrained ({})", dir.display()),
+            model::sampler_steps(exp),
+            &policy,
+        )?;
+    }
     let mut own_final = None;
     for (entry_path, entry) in &entries {
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;

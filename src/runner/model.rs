@@ -9,7 +9,10 @@ use tch::Device;
 use crate::checkpoint::{Checkpoint, EXPERIMENT_FILE};
 use crate::config::{Experiment, ModelConfig, Task};
 use crate::error::RunError;
+use crate::weights::diffusers::DiffusersFolder;
+use crate::weights::import;
 use agents::generator::VarianceConfig;
+use agents::unet::UNetConfig;
 
 /// The schedule of the experiment's sampler (`env.sampler` on the training schedule).
 pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
@@ -52,6 +55,88 @@ pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy,
             policy.learn_variance(floor);
         }
     }
+    Ok(policy)
+}
+
+/// Where a fine-tuning run starts: another experiment's final model, or
+/// pretrained weights imported from a diffusers folder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InitSource {
+    /// An experiment file (trained first if it has no final result).
+    Run(PathBuf),
+    /// A diffusers `UNet2DModel` folder.
+    Imported(PathBuf),
+}
+
+/// The start named by `task.init` of the experiment in `path`: a folder is
+/// an imported model, anything else an experiment file.
+pub fn init_source(path: &Path, task: &crate::config::FineTuneTask) -> InitSource {
+    let init = Experiment::resolve_relative(path, &task.init);
+    if init.is_dir() {
+        InitSource::Imported(init)
+    } else {
+        InitSource::Run(init)
+    }
+}
+
+/// The policy of `exp` (its U-Net, sampled by its sampler) with the weights
+/// of the diffusers folder `dir`: the folder's model must be the
+/// experiment's (dropout aside) and its training schedule, when the folder
+/// has `scheduler_config.json`, the experiment's.
+pub fn imported_policy(
+    exp: &Experiment,
+    exp_path: &Path,
+    dir: &Path,
+    device: Device,
+) -> Result<DiffusionPolicy, RunError> {
+    let folder = DiffusersFolder::open(dir)?;
+    let invalid = |field: &str, message: String| {
+        RunError::Config(crate::ConfigError::Invalid {
+            file: exp_path.to_path_buf(),
+            line: 1,
+            field: field.into(),
+            message,
+        })
+    };
+    let ModelConfig::UNet(config) = &exp.model else {
+        return Err(invalid(
+            "model",
+            format!(
+                "{} holds a U-Net; the experiment's model must be UNet(...)",
+                dir.display()
+            ),
+        ));
+    };
+    let theirs = UNetConfig {
+        dropout: config.dropout,
+        ..folder.config.clone()
+    };
+    if *config != theirs {
+        return Err(invalid(
+            "model",
+            format!(
+                "the U-Net of {} is {theirs:?}, the experiment's {config:?}",
+                dir.display()
+            ),
+        ));
+    }
+    if let Some(training) = folder.training_schedule()? {
+        if training.steps != exp.env.steps || training.betas != exp.env.schedule {
+            return Err(invalid(
+                "env.steps/env.schedule",
+                format!(
+                    "{} was trained with {} steps of {:?}; the experiment says {} steps of {:?}",
+                    dir.display(),
+                    training.steps,
+                    training.betas,
+                    exp.env.steps,
+                    exp.env.schedule
+                ),
+            ));
+        }
+    }
+    let policy = DiffusionPolicy::unet(&schedule(exp)?, config, device);
+    import::load_strict(&folder.weights()?, policy.var_store())?;
     Ok(policy)
 }
 

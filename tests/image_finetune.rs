@@ -1,0 +1,112 @@
+//! Images end to end on the CPU, tiny: a diffusers U-Net folder is the
+//! starting point (`task.init` names the folder) of an SFT-PG run on the
+//! 8 x 8 digits with a 4-step DDIM sampler; the run trains, checkpoints,
+//! logs image grids, and its table measures the imported model and the
+//! fine-tuned one against the training and test images. A model that does
+//! not match the folder is refused by name.
+
+mod common;
+
+use std::path::Path;
+
+use common::{python, rl_run, run_ok, temp_dir};
+
+fn experiment(runs: &Path, digits: &Path, channels: i64) -> String {
+    format!(
+        r#"Experiment(
+    name: "fine",
+    seed: 1,
+    data: (set: Digits(dir: "{digits}"), n: 64),
+    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
+          sampler: Ddim(steps: 4, eta: 1.0, spacing: Uniform)),
+    model: UNet(in_channels: 1, resolution: 8, channels: {channels}, channel_mult: [1, 2],
+                res_blocks: 2, attention_resolutions: [], mid_attention: false,
+                attention_head_dim: None, dropout: 0.0, norm_groups: 8),
+    task: FineTune(
+        init: "model",
+        epochs: 1,
+        batch: 16,
+        n_critic: 2,
+        generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
+        agent: Reinforce(use_baseline: true),
+        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), width: 32),
+    ),
+    eval: (every: 1, n: 32, exact_n: 32, projections: 20, repeats: 2, chunk: 16),
+    record: (dir: "{runs}", checkpoint_every: 1),
+)
+"#,
+        digits = digits.display(),
+        runs = runs.display()
+    )
+}
+
+#[test]
+fn an_imported_unet_fine_tunes_on_digits() {
+    let dir = temp_dir("image_finetune");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    assert!(
+        digits.join("train-images-idx3-ubyte").is_file(),
+        "needs data/digits: run scripts/setup.sh (make test does)"
+    );
+    run_ok(
+        python()
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_unets.py"))
+            .arg(&dir)
+            .arg("no_attention"),
+    );
+    std::fs::rename(dir.join("no_attention"), dir.join("model")).unwrap();
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("fine.ron"), experiment(&runs, &digits, 16)).unwrap();
+    let out = run_ok(rl_run().arg(dir.join("fine.ron")).arg("--quiet"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "| pretrained (",
+        "| SFT-PG (B) (fine) | 4 |",
+        "| test images (floor) |",
+    ] {
+        assert!(table.contains(row), "missing {row} in\n{table}");
+    }
+    assert!(
+        table.contains("against 64 training images and 300 test images"),
+        "{table}"
+    );
+    assert!(runs.join("fine/final/generator.safetensors").is_file());
+    // TensorBoard holds the image grid of data beside samples.
+    let events = run_ok(
+        python()
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/read_events.py"))
+            .arg(runs.join("fine")),
+    );
+    let json: serde_json::Value = serde_json::from_slice(&events.stdout).unwrap();
+    let images = json["images"]["eval/samples"]
+        .as_array()
+        .expect("a samples grid");
+    assert!(images.iter().all(|i| i["png_ok"] == true), "{images:?}");
+    // Samples of the fine-tuned model: N x 1 x 8 x 8 and a PNG grid.
+    let npy = dir.join("samples.npy");
+    run_ok(
+        rl_run()
+            .args(["sample", "--n", "10", "--checkpoint"])
+            .arg(runs.join("fine/final"))
+            .arg("--out")
+            .arg(&npy),
+    );
+    assert_eq!(
+        tch::Tensor::read_npy(&npy).unwrap().size(),
+        vec![10, 1, 8, 8]
+    );
+    assert!(dir.join("samples.png").is_file());
+
+    // Another width than the folder's model: refused, naming both.
+    std::fs::write(dir.join("fine.ron"), experiment(&runs, &digits, 32)).unwrap();
+    let out = rl_run()
+        .arg(dir.join("fine.ron"))
+        .args(["--quiet", "--retrain"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("model: the U-Net of"),
+        "{stderr}"
+    );
+}

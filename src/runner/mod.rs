@@ -179,6 +179,17 @@ fn ensure_trained(
         warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
+    // A start that does not fit is refused before anything is moved or trained.
+    if let Task::FineTune(task) = &exp.task {
+        match model::init_source(path, task) {
+            model::InitSource::Run(init_path) => {
+                check_compatible(exp, &Experiment::load(&init_path)?, &init_path)?
+            }
+            model::InitSource::Imported(folder) => {
+                model::check_imported(exp, path, &folder)?;
+            }
+        }
+    }
     // A dependency being trained by another rl-run is waited for; the run asked for is refused.
     let lock = lock::RunLock::acquire(&dir, !main)?;
     let has_results = Checkpoint::exists(&final_dir) || Checkpoint::exists(&checkpoint_dir);
@@ -336,7 +347,9 @@ fn comparison_table(
     let data = Data::load(exp, Device::Cpu)?;
     let data = data.first(data.len());
     let held_out = held_out_data(exp)?;
-    let (train_n, held_n) = (data.size()[0], held_out.size()[0]);
+    // Each sample set is compared with the first eval.n points of each reference.
+    let used = |n: i64| n.min(exp.eval.n as i64);
+    let (train_n, held_n) = (used(data.size()[0]), used(held_out.size()[0]));
     let note = if exp.data.set.is_images() {
         format!(
             "Pixel-space W2 of images as vectors in [-1, 1]. Mean ± standard deviation over {} independent \

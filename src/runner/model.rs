@@ -89,6 +89,19 @@ pub fn imported_policy(
     dir: &Path,
     device: Device,
 ) -> Result<DiffusionPolicy, RunError> {
+    let (folder, config) = check_imported(exp, exp_path, dir)?;
+    let policy = DiffusionPolicy::unet(&schedule(exp)?, &config, device);
+    import::load_strict(&folder.weights()?, policy.var_store())?;
+    Ok(policy)
+}
+
+/// Checks that the diffusers folder `dir` holds the experiment's model and
+/// training schedule, without loading its weights.
+pub fn check_imported(
+    exp: &Experiment,
+    exp_path: &Path,
+    dir: &Path,
+) -> Result<(DiffusersFolder, UNetConfig), RunError> {
     let folder = DiffusersFolder::open(dir)?;
     let invalid = |field: &str, message: String| {
         RunError::Config(crate::ConfigError::Invalid {
@@ -135,9 +148,8 @@ pub fn imported_policy(
             ));
         }
     }
-    let policy = DiffusionPolicy::unet(&schedule(exp)?, config, device);
-    import::load_strict(&folder.weights()?, policy.var_store())?;
-    Ok(policy)
+    let config = config.clone();
+    Ok((folder, config))
 }
 
 /// The generator stored in a checkpoint directory, sampled by `sampler`

@@ -67,7 +67,7 @@ fn an_imported_unet_fine_tunes_on_digits() {
         assert!(table.contains(row), "missing {row} in\n{table}");
     }
     assert!(
-        table.contains("against 64 training images and 300 test images"),
+        table.contains("against 32 training images and 32 test images"),
         "{table}"
     );
     assert!(runs.join("fine/final/generator.safetensors").is_file());

@@ -92,7 +92,7 @@ impl DeviceChoice {
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
     /// Which distribution or images (`SwissRoll`, `TwoMoons`, `Digits(..)`,
-    /// `Mnist(..)`, `Cifar10(..)`).
+    /// `Mnist(..)`, `Cifar10(..)`, `ImageFolder(..)`; `rl-run envs` lists them).
     pub set: DataSet,
     /// Number of training points: for toy sets the number generated
     /// (default 10,000, the paper's), for images the first `n` training

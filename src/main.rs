@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shortcut::runner::data::{held_out_data, Data};
-use shortcut::runner::evaluate::{quality_against, sample};
+use shortcut::runner::evaluate::{quality_against_both, sample};
 use shortcut::runner::model::load_policy;
 use shortcut::runner::sampling::{sample_checkpoint, write_samples, SampleRequest};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
@@ -198,8 +198,14 @@ fn run(cli: Cli) -> Result<()> {
                     exp.eval.chunk,
                 ))
             };
-            let [train, held] =
-                quality_against(exp.eval.repeats, draw, [&data, &held_out], &exp.eval, true)?;
+            let (train, held) = quality_against_both(
+                exp.eval.repeats,
+                draw,
+                &data,
+                held_out.as_ref(),
+                &exp.eval,
+                true,
+            )?;
             println!(
                 "experiment: {} (T = {}, {:?})",
                 exp.name, exp.env.steps, exp.env.sampler
@@ -208,7 +214,11 @@ fn run(cli: Cli) -> Result<()> {
                 "{} sample sets of {} points, {} sliced directions each; exact W2 on {} points per side",
                 train.sets, exp.eval.n, exp.eval.projections, exp.eval.exact_n
             );
-            for (against, q) in [("training set", train), ("held-out set", held)] {
+            let measured = [("training set", Some(train)), ("held-out set", held)];
+            for (against, q) in measured
+                .into_iter()
+                .filter_map(|(against, q)| Some((against, q?)))
+            {
                 println!(
                     "against the {against}: sliced W2 {:.4}e-2 ± {:.4}e-2, exact W2 {:.4}e-2 ± {:.4}e-2",
                     q.sliced_w2 * 100.0,

@@ -135,7 +135,7 @@ fn a_bad_variant_is_refused_with_its_line() {
 }
 
 #[test]
-fn every_listed_agent_and_regularizer_is_valid_ron() {
+fn every_listed_agent_regularizer_data_set_and_sampler_is_valid_ron() {
     let out = run_ok(rl_run().arg("agents"));
     let listing = String::from_utf8_lossy(&out.stdout);
     for item in agents::registry::AGENTS {
@@ -152,7 +152,17 @@ fn every_listed_agent_and_regularizer_is_valid_ron() {
             .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
     }
     let envs = run_ok(rl_run().arg("envs"));
-    assert!(String::from_utf8_lossy(&envs.stdout).contains("TwoMoons"));
+    let listing = String::from_utf8_lossy(&envs.stdout);
+    for item in envs::registry::DATASETS {
+        assert!(listing.contains(item.ron));
+        ron::from_str::<envs::datasets::DataSet>(item.ron)
+            .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
+    }
+    for item in envs::registry::SAMPLERS {
+        assert!(listing.contains(item.ron));
+        ron::from_str::<envs::sampler::SamplerConfig>(item.ron)
+            .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
+    }
 }
 
 /// A pretraining ablation: the last weights against their moving average,

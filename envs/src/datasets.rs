@@ -8,6 +8,7 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::image_folder::{self, Crop};
 use crate::images::{self, Fit, Split};
 use crate::EnvError;
 
@@ -134,6 +135,23 @@ pub enum DataSet {
         /// The folder holding the batches (`cifar-10-batches-bin`).
         dir: PathBuf,
     },
+    /// A folder of PNG or JPEG images (CelebA's `img_align_celeba`, or any),
+    /// each cut by `crop` and resized to `size` x `size` RGB. Splits come
+    /// from CelebA's `list_eval_partition.txt` in the folder or its parent,
+    /// or from `partition`; without one, every image is training data.
+    ImageFolder {
+        /// The folder of images.
+        dir: PathBuf,
+        /// Height and width after resizing (CelebA 64 in the paper).
+        size: i64,
+        /// How each image is cut first (`CelebA` is the DDIM code's crop).
+        #[serde(default)]
+        crop: Crop,
+        /// A partition file in CelebA's format (`<file> <0|1|2>`), when it
+        /// is not `list_eval_partition.txt` beside the images.
+        #[serde(default)]
+        partition: Option<PathBuf>,
+    },
 }
 
 fn digits_dir() -> PathBuf {
@@ -166,6 +184,7 @@ impl DataSet {
             DataSet::Digits { .. } => vec![1, 8, 8],
             DataSet::Mnist { size, .. } => vec![1, *size, *size],
             DataSet::Cifar10 { .. } => vec![3, 32, 32],
+            DataSet::ImageFolder { size, .. } => vec![3, *size, *size],
         }
     }
 
@@ -182,6 +201,7 @@ impl DataSet {
             DataSet::Digits { .. } => "Digits",
             DataSet::Mnist { .. } => "MNIST",
             DataSet::Cifar10 { .. } => "CIFAR-10",
+            DataSet::ImageFolder { .. } => "image folder",
         }
     }
 
@@ -202,6 +222,23 @@ impl DataSet {
                 images::fit_digits(images, *size, *fit)
             }
             DataSet::Cifar10 { dir } => images::load_cifar10(dir, split),
+            DataSet::ImageFolder {
+                dir,
+                size,
+                crop,
+                partition,
+            } => image_folder::load_folder(dir, partition.as_deref(), *size, *crop, split),
+        }
+    }
+
+    /// Whether the data set has a test split (toy sets: a held-out sample
+    /// under another seed; image folders: only with a partition file).
+    pub fn has_test_split(&self) -> bool {
+        match self {
+            DataSet::ImageFolder { dir, partition, .. } => {
+                image_folder::partition_file(dir, partition.as_deref()).is_some()
+            }
+            _ => true,
         }
     }
 }

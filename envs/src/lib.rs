@@ -12,6 +12,7 @@ pub mod diffusion;
 pub mod env;
 pub mod error;
 pub mod gaussian;
+pub mod image_folder;
 pub mod images;
 pub mod registry;
 pub mod sampler;

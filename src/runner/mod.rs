@@ -22,7 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
 use data::{fresh_data, held_out_data, Data};
-use evaluate::{quality_against, sample, Row, Table};
+use evaluate::{quality_against, quality_against_both, sample, Row, Table};
 use model::{load_policy, load_policy_with_sampler, run_dir};
 
 /// How `rl-run` was asked to run an experiment.
@@ -349,28 +349,34 @@ fn comparison_table(
     let held_out = held_out_data(exp)?;
     // Each sample set is compared with the first eval.n points of each reference.
     let used = |n: i64| n.min(exp.eval.n as i64);
-    let (train_n, held_n) = (used(data.size()[0]), used(held_out.size()[0]));
-    let note = if exp.data.set.is_images() {
-        format!(
+    let train_n = used(data.size()[0]);
+    let held_n = held_out.as_ref().map(|h| used(h.size()[0]));
+    let note = match (exp.data.set.is_images(), held_n) {
+        (true, Some(held_n)) => format!(
             "Pixel-space W2 of images as vectors in [-1, 1]. Mean ± standard deviation over {} independent \
              sample sets, against {train_n} training images and {held_n} test images. The floor row is the \
              test images against the training images.",
             exp.eval.repeats
-        )
-    } else {
-        format!(
-            "Mean ± standard deviation over {} independent sample sets, against the {train_n} training points \
-             (the paper's protocol) and against {held_n} held-out points of the same distribution (another seed). \
-             The floor row is a fresh sample of the distribution.",
+        ),
+        (true, None) => format!(
+            "Pixel-space W2 of images as vectors in [-1, 1]. Mean ± standard deviation over {} independent \
+             sample sets, against {train_n} training images (the data set has no test split, so there is \
+             no held-out column and no floor row).",
             exp.eval.repeats
-        )
+        ),
+        (false, held_n) => format!(
+            "Mean ± standard deviation over {} independent sample sets, against the {train_n} training points \
+             (the paper's protocol) and against {} held-out points of the same distribution (another seed). \
+             The floor row is a fresh sample of the distribution.",
+            exp.eval.repeats,
+            held_n.unwrap_or(0)
+        ),
     };
     let mut table = Table {
         title: format!("{} on {}", exp.name, exp.data.set.name()),
         note,
         rows: Vec::new(),
     };
-    let references = [&data, &held_out];
     let shape = exp.data.set.element_shape();
     let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
     let mut measure = |label: String, steps: usize, policy: &agents::policy::DiffusionPolicy| {
@@ -383,12 +389,19 @@ fn comparison_table(
                 exp.eval.chunk,
             ))
         };
-        let [train, held] = quality_against(exp.eval.repeats, draw, references, &exp.eval, true)?;
+        let (train, held) = quality_against_both(
+            exp.eval.repeats,
+            draw,
+            &data,
+            held_out.as_ref(),
+            &exp.eval,
+            true,
+        )?;
         table.rows.push(Row {
             label,
             steps: Some(steps),
             quality: train,
-            held_out: Some(held),
+            held_out: held,
         });
         Ok::<(), RunError>(())
     };
@@ -423,10 +436,11 @@ fn comparison_table(
         for set in 1..exp.eval.repeats {
             sets.push(fresh_data(exp, exp.eval.n, set)?);
         }
-        let [train, held] = quality_against(
+        let (train, held) = quality_against_both(
             exp.eval.repeats,
             |set| Ok(sets[set].take().expect("one fresh set per draw")),
-            references,
+            &data,
+            held_out.as_ref(),
             &exp.eval,
             true,
         )?;
@@ -434,10 +448,10 @@ fn comparison_table(
             label: "fresh data (floor)".into(),
             steps: None,
             quality: train,
-            held_out: Some(held),
+            held_out: held,
         });
-    } else {
-        let test = held_out.narrow(0, 0, held_n.min(exp.eval.n as i64));
+    } else if let (Some(held_out), Some(held_n)) = (&held_out, held_n) {
+        let test = held_out.narrow(0, 0, held_n);
         let [train] = quality_against(
             exp.eval.repeats,
             |_| Ok(test.shallow_clone()),

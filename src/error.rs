@@ -103,6 +103,18 @@ pub enum RunError {
     /// A run diverged.
     #[error("{0}")]
     Diverged(String),
+    /// libtorch could not allocate the memory one unit of work needed.
+    #[error("out of memory in {what}: lower {setting} (now {value}); checkpoints already written are unchanged ({detail})")]
+    OutOfMemory {
+        /// The unit of work (a pretraining batch, a sampling chunk, ...).
+        what: String,
+        /// The setting that sizes it.
+        setting: &'static str,
+        /// Its value.
+        value: usize,
+        /// libtorch's message.
+        detail: String,
+    },
 }
 
 /// Reads a text file a user wrote (an experiment, an ablation): a missing or

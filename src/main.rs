@@ -190,13 +190,14 @@ fn run(cli: Cli) -> Result<()> {
             let held_out = held_out_data(&exp)?;
             let shape = exp.data.set.element_shape();
             let draw = |set: usize| {
-                Ok(sample(
+                sample(
                     &policy,
                     exp.eval.n,
                     &shape,
                     seed + set as i64,
                     exp.eval.chunk,
-                ))
+                    "eval.chunk",
+                )
             };
             let (train, held) = quality_against_both(
                 exp.eval.repeats,

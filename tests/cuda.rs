@@ -1,7 +1,8 @@
 //! The toy path on a CUDA device, end to end: a pretraining run with a
 //! moving average of its weights, then an ablation that fine-tunes it with
 //! every agent (SFT-PG, PPO, pathwise, learned variance), all on `Cuda(0)`;
-//! the final samplers are then evaluated and sampled on the CPU.
+//! the final samplers are then evaluated and sampled on the CPU. And CUDA
+//! running out of memory is a clear error.
 //!
 //! Needs a CUDA device, so it is ignored by default (`cargo test` lists it
 //! as ignored); run it with `cargo test --test cuda -- --ignored`.
@@ -81,4 +82,27 @@ fn every_agent_trains_on_cuda() {
         text.contains("against the held-out set") && !text.contains("NaN"),
         "{text}"
     );
+}
+
+/// CUDA's own out-of-memory failure (not the CPU allocator's, which the
+/// default suite checks) becomes the error that names the setting, and the
+/// device is usable afterwards.
+#[test]
+#[ignore = "needs a CUDA device: cargo test --test cuda -- --ignored"]
+fn cuda_out_of_memory_is_an_error_naming_the_setting() {
+    assert!(tch::Cuda::is_available(), "no CUDA device is visible");
+    let device = tch::Device::Cuda(0);
+    // 2^42 floats: 16 TiB, more than any GPU holds.
+    let err = shortcut::runner::memory::guard("a sampling chunk", "eval.chunk", 50_000, || {
+        Ok(tch::Tensor::zeros([1i64 << 42], (tch::Kind::Float, device)))
+    })
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("out of memory in a sampling chunk: lower eval.chunk (now 50000)")
+            && text.contains("CUDA out of memory"),
+        "{text}"
+    );
+    let after = tch::Tensor::ones([1024], (tch::Kind::Float, device));
+    assert_eq!(after.sum(tch::Kind::Float).double_value(&[]), 1024.0);
 }

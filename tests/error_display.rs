@@ -140,6 +140,12 @@ fn run_errors() -> Vec<RunError> {
             source: io(),
         },
         RunError::Diverged("the generator produced a non-finite sample (NaN)".into()),
+        RunError::OutOfMemory {
+            what: "a sampling chunk".into(),
+            setting: "eval.chunk",
+            value: 10_000,
+            detail: "CUDA out of memory. Tried to allocate 2.00 GiB".into(),
+        },
     ]);
     all
 }

@@ -160,13 +160,14 @@ fn final_table(
     let measure = |final_dir: &Path, seed: u64| -> Result<(f64, f64), RunError> {
         let (_, policy) = load_policy(final_dir, device)?;
         let draw = |_| {
-            Ok(sample(
+            sample(
                 &policy,
                 base.eval.n,
                 &shape,
                 EVAL_SEED ^ seed as i64,
                 base.eval.chunk,
-            ))
+                "eval.chunk",
+            )
         };
         let q = quality(1, draw, &data, &base.eval, true)?;
         Ok((q.sliced_w2, q.exact_w2.unwrap_or(f64::NAN)))

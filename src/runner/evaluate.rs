@@ -6,6 +6,7 @@ use std::fmt;
 use agents::policy::DiffusionPolicy;
 use tch::{Kind, Tensor};
 
+use super::memory;
 use crate::config::EvalConfig;
 use crate::error::RunError;
 use crate::metrics::exact::exact_wasserstein2;
@@ -43,29 +44,33 @@ pub fn to_vec(x: &Tensor) -> Vec<f32> {
 
 /// `n` final samples of `policy` of shape `shape`, drawn from torch seed
 /// `seed`, `chunk` chains at a time (on the CPU, so that the samples of a
-/// large evaluation never sit on the device at once).
+/// large evaluation never sit on the device at once). A chunk that does not
+/// fit in memory is [`RunError::OutOfMemory`] naming `chunk_setting`.
 pub fn sample(
     policy: &DiffusionPolicy,
     n: usize,
     shape: &[i64],
     seed: i64,
     chunk: usize,
-) -> Tensor {
+    chunk_setting: &'static str,
+) -> Result<Tensor, RunError> {
     tch::manual_seed(seed);
     let chunk = chunk.max(1);
-    let parts: Vec<Tensor> = (0..n)
+    let parts = (0..n)
         .step_by(chunk)
         .map(|start| {
-            policy
-                .sample(chunk.min(n - start) as i64, shape)
-                .to_device(tch::Device::Cpu)
+            memory::guard("a sampling chunk", chunk_setting, chunk, || {
+                Ok(policy
+                    .sample(chunk.min(n - start) as i64, shape)
+                    .to_device(tch::Device::Cpu))
+            })
         })
-        .collect();
-    if parts.len() == 1 {
+        .collect::<Result<Vec<Tensor>, RunError>>()?;
+    Ok(if parts.len() == 1 {
         parts.into_iter().next().expect("one chunk")
     } else {
         Tensor::cat(&parts, 0)
-    }
+    })
 }
 
 /// Measures `sets` independent sample sets, `draw(i)` giving the i-th, each

@@ -8,6 +8,7 @@ use agents::{FineTuneAgent, UpdateStats};
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
+use super::memory;
 use super::model::{schedule, seed_initialisation};
 use super::session::Session;
 use super::sft_pg::SftPg;
@@ -58,8 +59,9 @@ pub fn finetune(
         let mut generator_stats = UpdateStats::default();
         for round in 0..rounds_per_epoch {
             let first = (round * task.n_critic) as i64;
-            let stats =
-                sft.round(|i| data.batch(&order.narrow(0, (first + i as i64) * batch, batch)))?;
+            let stats = memory::guard("a fine-tuning round", "task.batch", task.batch, || {
+                Ok(sft.round(|i| data.batch(&order.narrow(0, (first + i as i64) * batch, batch)))?)
+            })?;
             session.global_step += task.n_critic as u64;
             for (name, value) in &stats.critic.values {
                 epoch_stats.accumulate(name, *value);

@@ -7,6 +7,7 @@ pub mod eps;
 pub mod evaluate;
 pub mod finetune;
 pub mod lock;
+pub mod memory;
 pub mod model;
 pub mod parallel;
 pub mod pretrain;
@@ -381,13 +382,14 @@ fn comparison_table(
     let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
     let mut measure = |label: String, steps: usize, policy: &agents::policy::DiffusionPolicy| {
         let draw = |set: usize| {
-            Ok(sample(
+            sample(
                 policy,
                 exp.eval.n,
                 &shape,
                 seed + set as i64,
                 exp.eval.chunk,
-            ))
+                "eval.chunk",
+            )
         };
         let (train, held) = quality_against_both(
             exp.eval.repeats,

@@ -8,6 +8,7 @@ use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
+use super::memory;
 use super::model::{build_policy, seed_initialisation, training_schedule};
 use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
@@ -69,7 +70,9 @@ pub fn pretrain(
         let mut batches = 0;
         for start in (0..n).step_by(task.batch) {
             let idx = order.narrow(0, start, (task.batch as i64).min(n - start));
-            loss_sum += trainer.step(&policy, &data.batch(&idx))?;
+            loss_sum += memory::guard("a pretraining batch", "task.batch", task.batch, || {
+                Ok(trainer.step(&policy, &data.batch(&idx))?)
+            })?;
             if let Some((_, ema)) = &mut average {
                 ema.update();
             }

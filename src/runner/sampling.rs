@@ -44,7 +44,14 @@ pub fn sample_checkpoint(request: &SampleRequest) -> Result<(Experiment, Tensor)
     }
     let shape = exp.data.set.element_shape();
     let samples = match &request.noise {
-        None => sample(&policy, request.n, &shape, request.seed, request.chunk),
+        None => sample(
+            &policy,
+            request.n,
+            &shape,
+            request.seed,
+            request.chunk,
+            "--chunk",
+        )?,
         Some(path) => {
             let noise = super::eps::read_npy(path)?.to_kind(Kind::Float);
             if noise.dim() < 1 || noise.size()[1..] != shape[..] {

@@ -137,7 +137,8 @@ impl Session {
             &self.exp.data.set.element_shape(),
             EVAL_SEED ^ self.exp.seed as i64,
             eval.chunk,
-        );
+            "eval.chunk",
+        )?;
         let q = quality(
             1,
             |_| Ok(samples.shallow_clone()),

@@ -400,13 +400,20 @@ impl Experiment {
             "flips are for images; this data set is a toy distribution".into(),
         );
         check.at_least("env.steps", self.env.steps, 1);
-        let (start, end) = match self.env.schedule {
+        match self.env.schedule {
             BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
-                (start, end)
+                check.in_unit("env.schedule.start", start);
+                check.in_unit("env.schedule.end", end);
             }
-        };
-        check.in_unit("env.schedule.start", start);
-        check.in_unit("env.schedule.end", end);
+            BetaSchedule::Cosine { s, max_beta } => {
+                check.that(
+                    s >= 0.0 && s.is_finite(),
+                    "env.schedule.s",
+                    format!("must be at least 0, got {s}"),
+                );
+                check.in_unit("env.schedule.max_beta", max_beta);
+            }
+        }
         match &self.model {
             ModelConfig::Toy(toy) => {
                 check.at_least("model.width", toy.width as usize, 1);

@@ -187,3 +187,34 @@ fn ddim_sampling_matches_the_diffusers_pipeline() {
         .unwrap()
         .equal(&Tensor::read_npy(&out).unwrap()));
 }
+
+/// The cosine schedule against diffusers' `squaredcos_cap_v2` betas (which
+/// diffusers keeps in float32), at T = 10 (capped last beta) and T = 1000.
+#[test]
+fn cosine_betas_match_diffusers() {
+    let script = "import json, sys\nfrom diffusers import DDPMScheduler\n\
+                  print(json.dumps({t: DDPMScheduler(num_train_timesteps=t, beta_schedule='squaredcos_cap_v2').betas.double().tolist() for t in (10, 1000)}))";
+    let out = run_ok(python().args(["-c", script]));
+    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cosine = BetaSchedule::Cosine {
+        s: 0.008,
+        max_beta: 0.999,
+    };
+    for steps in [10usize, 1000] {
+        let theirs: Vec<f64> =
+            serde_json::from_value(reference[steps.to_string()].clone()).unwrap();
+        let ours = cosine.betas(steps).unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+            // float32 rounding of theirs.
+            assert!(
+                (a - b).abs() <= 1e-7 * b.abs().max(1e-3),
+                "T = {steps}, beta_{}: {a} vs {b}",
+                i + 1
+            );
+        }
+        if steps == 10 {
+            assert_eq!(ours[9], 0.999, "the cap");
+        }
+    }
+}

@@ -25,6 +25,27 @@ pub enum BetaSchedule {
         /// Last beta.
         end: f64,
     },
+    /// Nichol & Dhariwal's cosine schedule (diffusers' `squaredcos_cap_v2`):
+    /// `abar(t) = cos^2((t / T + s) / (1 + s) pi / 2)`,
+    /// `beta_i = min(1 - abar(i / T) / abar((i - 1) / T), max_beta)`. It
+    /// reaches pure noise (abar_T = 0 up to the cap) at any T, so it suits
+    /// models trained with few steps.
+    Cosine {
+        /// The offset s that keeps the first betas from vanishing.
+        #[serde(default = "cosine_offset")]
+        s: f64,
+        /// The largest beta (the last step's, at any T).
+        #[serde(default = "cosine_max_beta")]
+        max_beta: f64,
+    },
+}
+
+fn cosine_offset() -> f64 {
+    0.008
+}
+
+fn cosine_max_beta() -> f64 {
+    0.999
 }
 
 impl BetaSchedule {
@@ -37,6 +58,7 @@ impl BetaSchedule {
             BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
                 (start, end)
             }
+            BetaSchedule::Cosine { s, max_beta } => return cosine_betas(s, max_beta, steps),
         };
         if !(start > 0.0 && end > 0.0 && start < 1.0 && end < 1.0) {
             return Err(invalid(
@@ -57,10 +79,36 @@ impl BetaSchedule {
                     let z = -6.0 + 12.0 * lin(i);
                     1.0 / (1.0 + (-z).exp()) * (end - start) + start
                 }
-                BetaSchedule::Linear { .. } => start + (end - start) * lin(i),
+                _ => start + (end - start) * lin(i),
             })
             .collect())
     }
+}
+
+fn cosine_betas(s: f64, max_beta: f64, steps: usize) -> Result<Vec<f64>, EnvError> {
+    if !(s >= 0.0 && s.is_finite()) {
+        return Err(invalid(
+            "schedule.s",
+            format!("must be at least 0, got {s}"),
+        ));
+    }
+    if !(max_beta > 0.0 && max_beta < 1.0) {
+        return Err(invalid(
+            "schedule.max_beta",
+            format!("must lie in (0, 1), got {max_beta}"),
+        ));
+    }
+    let alpha_bar = |t: f64| {
+        ((t + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
+    Ok((0..steps)
+        .map(|i| {
+            let (t1, t2) = (i as f64 / steps as f64, (i + 1) as f64 / steps as f64);
+            (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(max_beta)
+        })
+        .collect())
 }
 
 /// The variance Sigma_t of each DDPM sampling step.

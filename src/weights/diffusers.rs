@@ -379,10 +379,10 @@ pub fn unet_config(json: &Value, path: &Path) -> Result<UNetConfig, WeightsError
 }
 
 /// The training schedule of a diffusers `DDPMScheduler`/`DDIMScheduler`
-/// `scheduler_config.json` (linear betas; eps prediction).
+/// `scheduler_config.json` (linear or `squaredcos_cap_v2` betas; eps prediction).
 pub fn scheduler_schedule(json: &Value, path: &Path) -> Result<TrainingSchedule, WeightsError> {
     let s = Settings { json, path };
-    s.only("beta_schedule", &["linear"], "linear")?;
+    s.only("beta_schedule", &["linear", "squaredcos_cap_v2"], "linear")?;
     s.only("prediction_type", &["epsilon"], "epsilon")?;
     if s.get("trained_betas").is_some() {
         return Err(s.error("trained_betas", "explicit betas are not supported".into()));
@@ -394,12 +394,22 @@ pub fn scheduler_schedule(json: &Value, path: &Path) -> Result<TrainingSchedule,
             format!("must be at least 1, got {steps}"),
         ));
     }
-    Ok(TrainingSchedule {
-        steps: steps as usize,
-        betas: BetaSchedule::Linear {
+    let cosine = s.get("beta_schedule").and_then(Value::as_str) == Some("squaredcos_cap_v2");
+    let betas = if cosine {
+        // diffusers' betas_for_alpha_bar: s = 0.008, capped at 0.999.
+        BetaSchedule::Cosine {
+            s: 0.008,
+            max_beta: 0.999,
+        }
+    } else {
+        BetaSchedule::Linear {
             start: s.float("beta_start", 1e-4)?,
             end: s.float("beta_end", 0.02)?,
-        },
+        }
+    };
+    Ok(TrainingSchedule {
+        steps: steps as usize,
+        betas,
     })
 }
 

@@ -20,3 +20,4 @@ test: setup
 bench: setup
 	cargo bench --locked --bench sft_pg_iteration
 	cargo bench --locked --bench pathwise_vs_pg
+	cargo bench --locked --bench unet_step

@@ -488,7 +488,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ddpm_scheduler_gives_the_linear_schedule() {
+    fn a_ddpm_scheduler_gives_the_linear_or_cosine_schedule() {
         let json = serde_json::json!({"_class_name": "DDPMScheduler", "beta_end": 0.02, "beta_schedule": "linear", "beta_start": 0.0001, "num_train_timesteps": 1000, "variance_type": "fixed_small", "clip_sample": true});
         let s = scheduler_schedule(&json, Path::new("scheduler_config.json")).unwrap();
         assert_eq!(s.steps, 1000);
@@ -499,7 +499,19 @@ mod tests {
                 end: 0.02
             }
         );
-        let cosine = serde_json::json!({"beta_schedule": "squaredcos_cap_v2"});
-        assert!(scheduler_schedule(&cosine, Path::new("s.json")).is_err());
+        let cosine =
+            serde_json::json!({"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 10});
+        let s = scheduler_schedule(&cosine, Path::new("s.json")).unwrap();
+        assert_eq!(s.steps, 10);
+        assert_eq!(
+            s.betas,
+            BetaSchedule::Cosine {
+                s: 0.008,
+                max_beta: 0.999
+            }
+        );
+        let scaled = serde_json::json!({"beta_schedule": "scaled_linear"});
+        let err = scheduler_schedule(&scaled, Path::new("s.json")).unwrap_err();
+        assert!(err.to_string().contains("scaled_linear"), "{err}");
     }
 }

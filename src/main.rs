@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use shortcut::runner::data::{held_out_data, Data};
-use shortcut::runner::evaluate::{quality_against_both, sample};
+use shortcut::runner::evaluate::policy_quality;
 use shortcut::runner::model::load_policy;
 use shortcut::runner::sampling::{sample_checkpoint, write_samples, SampleRequest};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
@@ -188,25 +188,8 @@ fn run(cli: Cli) -> Result<()> {
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let data = Data::load(&exp, tch::Device::Cpu)?.first(exp.eval.n as i64);
             let held_out = held_out_data(&exp)?;
-            let shape = exp.data.set.element_shape();
-            let draw = |set: usize| {
-                sample(
-                    &policy,
-                    exp.eval.n,
-                    &shape,
-                    seed + set as i64,
-                    exp.eval.chunk,
-                    "eval.chunk",
-                )
-            };
-            let (train, held) = quality_against_both(
-                exp.eval.repeats,
-                draw,
-                &data,
-                held_out.as_ref(),
-                &exp.eval,
-                true,
-            )?;
+            let (train, held) =
+                policy_quality(&exp, &policy, seed, &data, held_out.as_ref())?;
             println!(
                 "experiment: {} (T = {}, {:?})",
                 exp.name, exp.env.steps, exp.env.sampler

@@ -155,6 +155,30 @@ pub fn quality_against_both(
     })
 }
 
+/// The quality of `policy` by `exp`'s evaluation settings: `eval.repeats`
+/// sample sets of `eval.n` samples (seeds `seed`, `seed + 1`, ...), each
+/// against the training data and, where there is one, the held-out data.
+pub fn policy_quality(
+    exp: &crate::config::Experiment,
+    policy: &DiffusionPolicy,
+    seed: i64,
+    data: &Tensor,
+    held_out: Option<&Tensor>,
+) -> Result<(Quality, Option<Quality>), RunError> {
+    let shape = exp.data.set.element_shape();
+    let draw = |set: usize| {
+        sample(
+            policy,
+            exp.eval.n,
+            &shape,
+            seed + set as i64,
+            exp.eval.chunk,
+            "eval.chunk",
+        )
+    };
+    quality_against_both(exp.eval.repeats, draw, data, held_out, &exp.eval, true)
+}
+
 impl Quality {
     /// Mean and spread of independent measurements (sliced, and exact if any).
     pub fn over(sliced: &[f64], exact: Option<&[f64]>) -> Self {

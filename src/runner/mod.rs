@@ -23,7 +23,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
 use data::{fresh_data, held_out_data, Data};
-use evaluate::{quality_against, quality_against_both, sample, Row, Table};
+use evaluate::{policy_quality, quality_against, quality_against_both, Row, Table};
 use model::{load_policy, load_policy_with_sampler, run_dir};
 
 /// How `rl-run` was asked to run an experiment.
@@ -378,27 +378,9 @@ fn comparison_table(
         note,
         rows: Vec::new(),
     };
-    let shape = exp.data.set.element_shape();
     let seed = evaluate::EVAL_SEED ^ exp.seed as i64;
     let mut measure = |label: String, steps: usize, policy: &agents::policy::DiffusionPolicy| {
-        let draw = |set: usize| {
-            sample(
-                policy,
-                exp.eval.n,
-                &shape,
-                seed + set as i64,
-                exp.eval.chunk,
-                "eval.chunk",
-            )
-        };
-        let (train, held) = quality_against_both(
-            exp.eval.repeats,
-            draw,
-            &data,
-            held_out.as_ref(),
-            &exp.eval,
-            true,
-        )?;
+        let (train, held) = policy_quality(exp, policy, seed, &data, held_out.as_ref())?;
         table.rows.push(Row {
             label,
             steps: Some(steps),

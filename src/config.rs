@@ -494,6 +494,16 @@ impl Experiment {
                     &f.critic.baseline_optimizer,
                 );
                 check.at_least("task.critic.width", f.critic.width as usize, 1);
+                if let Err(reason) = f.critic.network.check(&self.data.set.element_shape()) {
+                    check.that(false, "task.critic.network", reason);
+                }
+                if let Some(hidden) = &f.critic.baseline_hidden {
+                    check.that(
+                        !hidden.is_empty() && hidden.iter().all(|&w| w >= 1),
+                        "task.critic.baseline_hidden",
+                        format!("must list at least one positive width, got {hidden:?}"),
+                    );
+                }
                 match f.critic.regularizer {
                     CriticRegularizer::Baseline { lambda } => {
                         check.non_negative("task.critic.regularizer.lambda", lambda)

@@ -123,12 +123,15 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Agents) => {
-            use agents::registry::{AGENTS, CRITIC_REGULARIZERS, GENERATOR_SETTINGS};
+            use agents::registry::{
+                AGENTS, CRITIC_NETWORKS, CRITIC_REGULARIZERS, GENERATOR_SETTINGS,
+            };
             print_listing("agents (task.agent)", AGENTS);
             print_listing(
                 "critic regularisers (task.critic.regularizer)",
                 CRITIC_REGULARIZERS,
             );
+            print_listing("critic networks (task.critic)", CRITIC_NETWORKS);
             print_listing(
                 "generator settings every agent honours (task.generator)",
                 GENERATOR_SETTINGS,
@@ -188,8 +191,7 @@ fn run(cli: Cli) -> Result<()> {
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
             let data = Data::load(&exp, tch::Device::Cpu)?.first(exp.eval.n as i64);
             let held_out = held_out_data(&exp)?;
-            let (train, held) =
-                policy_quality(&exp, &policy, seed, &data, held_out.as_ref())?;
+            let (train, held) = policy_quality(&exp, &policy, seed, &data, held_out.as_ref())?;
             println!(
                 "experiment: {} (T = {}, {:?})",
                 exp.name, exp.env.steps, exp.env.sampler

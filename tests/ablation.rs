@@ -151,6 +151,16 @@ fn every_listed_agent_regularizer_data_set_and_sampler_is_valid_ron() {
         shortcut::config::Experiment::parse(&text, Path::new("x.ron"))
             .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
     }
+    for item in agents::registry::CRITIC_NETWORKS {
+        assert!(listing.contains(item.ron));
+        let text = tiny_finetune(Path::new("/tmp/x"), "f", "t.ron", 2)
+            .replace("width: 32,", &format!("width: 32, {},", item.ron))
+            .replace("SwissRoll", "Digits(dir: \"data/digits\")")
+            .replace("model: Toy(width: 32)", "model: UNet(in_channels: 1, resolution: 8, channels: 16, channel_mult: [1, 2], res_blocks: 1, attention_resolutions: [], norm_groups: 8)");
+        let text = text.replace("[128, 256, 512]", "[16]");
+        shortcut::config::Experiment::parse(&text, Path::new("x.ron"))
+            .unwrap_or_else(|e| panic!("{}: {e}\n{text}", item.ron));
+    }
     let envs = run_ok(rl_run().arg("envs"));
     let listing = String::from_utf8_lossy(&envs.stdout);
     for item in envs::registry::DATASETS {

@@ -11,10 +11,13 @@ use std::path::Path;
 
 use common::{python, rl_run, run_ok, temp_dir};
 
-fn experiment(runs: &Path, digits: &Path, channels: i64) -> String {
+/// The toy critic and baseline (MLPs of width 32).
+const MLP_CRITIC: &str = "width: 32";
+
+fn experiment(runs: &Path, digits: &Path, channels: i64, name: &str, critic: &str) -> String {
     format!(
         r#"Experiment(
-    name: "fine",
+    name: "{name}",
     seed: 1,
     data: (set: Digits(dir: "{digits}"), n: 64),
     env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
@@ -29,7 +32,7 @@ fn experiment(runs: &Path, digits: &Path, channels: i64) -> String {
         n_critic: 2,
         generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
         agent: Reinforce(use_baseline: true),
-        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), width: 32),
+        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), {critic}),
     ),
     eval: (every: 1, n: 32, exact_n: 32, projections: 20, repeats: 2, chunk: 16),
     record: (dir: "{runs}", checkpoint_every: 1),
@@ -56,7 +59,11 @@ fn an_imported_unet_fine_tunes_on_digits() {
     );
     std::fs::rename(dir.join("no_attention"), dir.join("model")).unwrap();
     let runs = dir.join("runs");
-    std::fs::write(dir.join("fine.ron"), experiment(&runs, &digits, 16)).unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        experiment(&runs, &digits, 16, "fine", MLP_CRITIC),
+    )
+    .unwrap();
     let out = run_ok(rl_run().arg(dir.join("fine.ron")).arg("--quiet"));
     let table = String::from_utf8_lossy(&out.stdout);
     for row in [
@@ -98,7 +105,11 @@ fn an_imported_unet_fine_tunes_on_digits() {
     assert!(dir.join("samples.png").is_file());
 
     // Another width than the folder's model: refused, naming both.
-    std::fs::write(dir.join("fine.ron"), experiment(&runs, &digits, 32)).unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        experiment(&runs, &digits, 32, "fine", MLP_CRITIC),
+    )
+    .unwrap();
     let out = rl_run()
         .arg(dir.join("fine.ron"))
         .args(["--quiet", "--retrain"])
@@ -109,4 +120,50 @@ fn an_imported_unet_fine_tunes_on_digits() {
         !out.status.success() && stderr.contains("model: the U-Net of"),
         "{stderr}"
     );
+
+    // The authors' image critic (one halving conv at 8 x 8) and a baseline
+    // of chosen widths: trained, checkpointed with those layers.
+    let conv = "network: Conv(channels: [16]), baseline_hidden: Some([32, 16])";
+    std::fs::write(
+        dir.join("conv.ron"),
+        experiment(&runs, &digits, 16, "conv", conv),
+    )
+    .unwrap();
+    run_ok(
+        rl_run()
+            .arg(dir.join("conv.ron"))
+            .args(["--quiet", "--no-table"]),
+    );
+    let critic = tch::Tensor::read_safetensors(runs.join("conv/final/critic.safetensors")).unwrap();
+    let shapes: std::collections::BTreeMap<String, Vec<i64>> =
+        critic.into_iter().map(|(k, v)| (k, v.size())).collect();
+    assert_eq!(shapes["conv0.weight"], vec![16, 1, 4, 4], "{shapes:?}");
+    assert_eq!(shapes["out.weight"], vec![1, 16, 4, 4], "{shapes:?}");
+    let baseline =
+        tch::Tensor::read_safetensors(runs.join("conv/final/baseline.safetensors")).unwrap();
+    let names: Vec<String> = baseline.into_iter().map(|(k, _)| k).collect();
+    assert!(
+        names.iter().any(|k| k.starts_with("lin3")) && !names.iter().any(|k| k.starts_with("lin4")),
+        "{names:?}"
+    );
+    // Two halvings leave 2 x 2 at 8 x 8: refused before any work, by name.
+    let too_deep = "network: Conv(channels: [16, 32])";
+    std::fs::write(
+        dir.join("deep.ron"),
+        experiment(&runs, &digits, 16, "deep", too_deep),
+    )
+    .unwrap();
+    let out = rl_run()
+        .arg(dir.join("deep.ron"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("task.critic.network")
+            && stderr.contains("use fewer channels entries"),
+        "{stderr}"
+    );
+    assert!(!runs.join("deep").exists());
 }

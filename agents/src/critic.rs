@@ -4,13 +4,16 @@
 //! baseline regularisation (Eq. 23, R_B flows into both f and V), the WGAN
 //! gradient penalty (Eq. 22, V fitted on its own), or nothing.
 
+use std::rc::Rc;
+
 use envs::RewardModel;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use crate::critic_networks::{build_baseline, CriticNetwork};
 use crate::error::ensure_finite;
-use crate::networks::{ConditionalBaseline, MlpCritic, ValueModel};
+use crate::networks::ValueModel;
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::{AgentError, UpdateStats};
 
@@ -38,15 +41,22 @@ pub enum CriticRegularizer {
 }
 
 /// Settings of the critic and the baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CriticConfig {
     /// Optimiser of the critic f.
     pub optimizer: OptimizerConfig,
     /// Optimiser of the baseline V.
     pub baseline_optimizer: OptimizerConfig,
-    /// Hidden width of both networks.
+    /// Hidden width of the MLP critic, and of the baseline unless
+    /// `baseline_hidden` is given.
     pub width: i64,
+    /// The critic's network: `Mlp` (the toy's) or `Conv(channels: [...])`
+    /// (the authors' image critic).
+    pub network: CriticNetwork,
+    /// The baseline's hidden widths (default `[width, width]`; the authors'
+    /// image baseline is `[1024, 1024, 256]`).
+    pub baseline_hidden: Option<Vec<i64>>,
     /// The regulariser.
     pub regularizer: CriticRegularizer,
     /// Largest number of chain states whose R_B is back-propagated at once
@@ -60,6 +70,8 @@ impl Default for CriticConfig {
             optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             baseline_optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             width: 256,
+            network: CriticNetwork::Mlp,
+            baseline_hidden: None,
             regularizer: CriticRegularizer::Baseline { lambda: 1.0 },
             chunk_rows: 8192,
         }
@@ -70,25 +82,38 @@ impl Default for CriticConfig {
 pub struct AdversarialCritic {
     config: CriticConfig,
     critic_vs: VarStore,
-    critic: MlpCritic,
+    critic: Rc<dyn RewardModel>,
     baseline_vs: VarStore,
-    baseline: ConditionalBaseline,
+    baseline: Box<dyn ValueModel>,
     critic_opt: Optimizer,
     baseline_opt: Optimizer,
     fit_baseline: bool,
 }
 
 impl AdversarialCritic {
-    /// A fresh critic for samples of `dim` values (any shape, flattened) and
-    /// a baseline over `horizon` sampler steps.
-    pub fn new(config: CriticConfig, dim: i64, horizon: i64, device: Device) -> Self {
+    /// A fresh critic for samples of `shape` and a baseline over `horizon`
+    /// sampler steps; an error if the configured networks cannot take that
+    /// shape.
+    pub fn new(
+        config: CriticConfig,
+        shape: &[i64],
+        horizon: i64,
+        device: Device,
+    ) -> Result<Self, AgentError> {
         let critic_vs = VarStore::new(device);
-        let critic = MlpCritic::new(&critic_vs.root(), dim, config.width);
+        let critic: Rc<dyn RewardModel> = config
+            .network
+            .build(&critic_vs.root(), shape, config.width)?
+            .into();
         let baseline_vs = VarStore::new(device);
-        let baseline = ConditionalBaseline::new(&baseline_vs.root(), dim, config.width, horizon);
+        let hidden = config
+            .baseline_hidden
+            .clone()
+            .unwrap_or_else(|| vec![config.width, config.width]);
+        let baseline = build_baseline(&baseline_vs.root(), shape, &hidden, horizon)?;
         let critic_opt = config.optimizer.build(&critic_vs);
         let baseline_opt = config.baseline_optimizer.build(&baseline_vs);
-        Self {
+        Ok(Self {
             config,
             critic_vs,
             critic,
@@ -97,7 +122,7 @@ impl AdversarialCritic {
             critic_opt,
             baseline_opt,
             fit_baseline: true,
-        }
+        })
     }
 
     /// Whether R_B is computed at all: always under baseline regularisation;
@@ -118,14 +143,19 @@ impl AdversarialCritic {
         &mut self.baseline_vs
     }
 
-    /// The critic f as a reward model.
-    pub fn reward_model(&self) -> &MlpCritic {
-        &self.critic
+    /// The critic f as a reward model (a handle on the same weights).
+    pub fn reward_model(&self) -> Rc<dyn RewardModel> {
+        Rc::clone(&self.critic)
+    }
+
+    /// The critic f.
+    pub fn critic(&self) -> &dyn RewardModel {
+        self.critic.as_ref()
     }
 
     /// The baseline V.
-    pub fn baseline(&self) -> &ConditionalBaseline {
-        &self.baseline
+    pub fn baseline(&self) -> &dyn ValueModel {
+        self.baseline.as_ref()
     }
 
     /// The optimisers (critic, baseline), for checkpoints.
@@ -261,7 +291,7 @@ mod tests {
                 regularizer,
                 ..CriticConfig::default()
             };
-            let mut c = AdversarialCritic::new(config, 2, 3, Device::Cpu);
+            let mut c = AdversarialCritic::new(config, &[2], 3, Device::Cpu).unwrap();
             let fake = || Tensor::randn([64, 2], (Kind::Float, Device::Cpu)) + 1.0;
             let real = || Tensor::randn([64, 2], (Kind::Float, Device::Cpu)) - 1.0;
             let (f, r) = (fake(), real());
@@ -287,7 +317,7 @@ mod tests {
                 chunk_rows,
                 ..CriticConfig::default()
             };
-            let mut c = AdversarialCritic::new(config, 2, 5, Device::Cpu);
+            let mut c = AdversarialCritic::new(config, &[2], 5, Device::Cpu).unwrap();
             tch::manual_seed(5);
             let x0 = Tensor::randn([16, 2], (Kind::Float, Device::Cpu));
             let states: Vec<(Tensor, usize)> = (1..=5).map(|t| (x0.randn_like(), t)).collect();
@@ -318,7 +348,7 @@ mod tests {
     #[test]
     fn baseline_regularisation_fits_the_critic_value() {
         let _rng = envs::testing::seeded(1);
-        let mut c = AdversarialCritic::new(CriticConfig::default(), 2, 2, Device::Cpu);
+        let mut c = AdversarialCritic::new(CriticConfig::default(), &[2], 2, Device::Cpu).unwrap();
         let mut first = None;
         let mut last = 0.0;
         for _ in 0..200 {

@@ -25,6 +25,14 @@ pub enum AgentError {
     /// A setting that this policy or agent cannot honour.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A network setting that does not fit the samples or is out of its domain.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The setting at fault.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Saved optimiser state does not fit the parameters.
     #[error("optimiser state: {0}")]
     State(String),

@@ -23,6 +23,7 @@ pub mod agent;
 pub mod buffer;
 pub mod cpu;
 pub mod critic;
+pub mod critic_networks;
 pub mod ema;
 pub mod error;
 pub mod generator;

@@ -178,21 +178,29 @@ impl envs::RewardModel for MlpCritic {
     }
 }
 
-/// The toy baseline V: conditional linear layers `dim -> width -> width -> 1`, ReLU between.
+/// The baseline V: conditional linear layers `dim -> hidden... -> 1`, ReLU
+/// between (the toy's hidden widths are `[256, 256]`).
 #[derive(Debug)]
 pub struct ConditionalBaseline {
     layers: Vec<ConditionalLinear>,
 }
 
 impl ConditionalBaseline {
-    /// A baseline for `dim`-dimensional states at `n_steps` sampler positions.
-    pub fn new(path: &Path, dim: i64, width: i64, n_steps: i64) -> Self {
+    /// A baseline for `dim`-dimensional states at `n_steps` sampler
+    /// positions, with the given hidden widths (layers `lin1`, `lin2`, ...).
+    pub fn new(path: &Path, dim: i64, hidden: &[i64], n_steps: i64) -> Self {
+        let widths: Vec<i64> = std::iter::once(dim)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(1))
+            .collect();
         Self {
-            layers: vec![
-                ConditionalLinear::new(&(path / "lin1"), dim, width, n_steps),
-                ConditionalLinear::new(&(path / "lin2"), width, width, n_steps),
-                ConditionalLinear::new(&(path / "lin3"), width, 1, n_steps),
-            ],
+            layers: widths
+                .windows(2)
+                .enumerate()
+                .map(|(i, w)| {
+                    ConditionalLinear::new(&(path / format!("lin{}", i + 1)), w[0], w[1], n_steps)
+                })
+                .collect(),
         }
     }
 }
@@ -200,11 +208,11 @@ impl ConditionalBaseline {
 impl ValueModel for ConditionalBaseline {
     /// V of each state of `x` (`[B, ...]`, flattened to vectors).
     fn value(&self, x: &Tensor, index: &Tensor) -> Tensor {
-        let x = flat(x);
-        let h = self.layers[1]
-            .forward(&self.layers[0].forward(&x, index).relu(), index)
-            .relu();
-        self.layers[2].forward(&h, index).squeeze_dim(-1)
+        let (last, hidden) = self.layers.split_last().expect("at least one layer");
+        let h = hidden
+            .iter()
+            .fold(flat(x), |h, layer| layer.forward(&h, index).relu());
+        last.forward(&h, index).squeeze_dim(-1)
     }
 }
 
@@ -236,7 +244,7 @@ mod tests {
         let critic = MlpCritic::new(&cvs.root(), 2, 256);
         assert_eq!(critic.value(&x).size(), vec![5]);
         let bvs = VarStore::new(Device::Cpu);
-        let baseline = ConditionalBaseline::new(&bvs.root(), 2, 256, 10);
+        let baseline = ConditionalBaseline::new(&bvs.root(), 2, &[256, 256], 10);
         assert_eq!(baseline.value(&x, &t).size(), vec![5]);
     }
 

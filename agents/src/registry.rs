@@ -80,6 +80,22 @@ pub const CRITIC_REGULARIZERS: &[Registered] = &[
     },
 ];
 
+/// Every critic network and baseline shape, as `critic:` takes them.
+pub const CRITIC_NETWORKS: &[Registered] = &[
+    Registered {
+        ron: "network: Mlp",
+        summary: "the toy critic: MLP over the flattened sample, width -> width -> 1, ReLU (critic.width)",
+    },
+    Registered {
+        ron: "network: Conv(channels: [128, 256, 512])",
+        summary: "the authors' image critic: 4x4 stride-2 convs to each width (LeakyReLU 0.2), a 4x4 conv to 1, mean over space; the paper's text says [256, 512, 1024]",
+    },
+    Registered {
+        ron: "baseline_hidden: Some([1024, 1024, 256])",
+        summary: "the baseline's hidden widths (conditional-linear, indexed by sampler step; default [width, width]); this is the authors' image baseline",
+    },
+];
+
 /// Settings every agent shares, as `generator:` takes them.
 pub const GENERATOR_SETTINGS: &[Registered] = &[
     Registered {

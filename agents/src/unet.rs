@@ -213,8 +213,15 @@ impl UNetConfig {
     }
 }
 
-/// A 3x3 (or 1x1) convolution with PyTorch's default initialisation.
-fn conv(path: Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+/// A square convolution with PyTorch's default initialisation.
+pub(crate) fn conv(
+    path: Path,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+) -> nn::Conv2D {
     let config = nn::ConvConfig {
         stride,
         padding,

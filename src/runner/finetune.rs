@@ -42,7 +42,7 @@ pub fn finetune(
         task.n_critic,
         task.generator,
         task.agent,
-        task.critic,
+        task.critic.clone(),
         device,
     )?;
     if let Some(c) = resume {

@@ -3,8 +3,6 @@
 //! generator update from the trajectory buffer. Shared by fine-tuning runs
 //! and the benchmark, so that both time the same code.
 
-use std::rc::Rc;
-
 use agents::agent::Critics;
 use agents::critic::{AdversarialCritic, CriticConfig};
 use agents::generator::{Generator, GeneratorConfig};
@@ -52,12 +50,11 @@ impl SftPg {
         device: Device,
     ) -> Result<Self, RunError> {
         let horizon = schedule.len() as i64;
-        let numel = shape.iter().product();
-        let mut critic = AdversarialCritic::new(critic, numel, horizon, device);
+        let mut critic = AdversarialCritic::new(critic, shape, horizon, device)?;
         let agent = agent.build(Generator::new(generator, policy)?, batch, shape);
         critic.fit_baseline_if(agent.uses_baseline());
         let env = DiffusionEnv::new(schedule, shape, batch, device)?
-            .with_reward_model(Rc::new(critic.reward_model().share()));
+            .with_reward_model(critic.reward_model());
         Ok(Self {
             env,
             agent,
@@ -103,7 +100,7 @@ impl SftPg {
     /// The round's generator update against the current critic and baseline.
     pub fn generator_update(&mut self) -> Result<UpdateStats, AgentError> {
         let critics = Critics {
-            reward: self.critic.reward_model(),
+            reward: self.critic.critic(),
             baseline: Some(self.critic.baseline()),
         };
         self.agent.update(&critics)

@@ -170,7 +170,7 @@ pub enum Task {
     /// DDPM pretraining by denoising score matching.
     Pretrain(PretrainTask),
     /// Fine-tuning a pretrained sampler against an adversarial critic (SFT-PG).
-    FineTune(FineTuneTask),
+    FineTune(Box<FineTuneTask>),
 }
 
 /// DDPM pretraining settings.

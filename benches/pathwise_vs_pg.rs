@@ -92,7 +92,7 @@ fn child(agent: &str, steps: usize, updates: usize) {
         ),
         _ => (
             AgentConfig::Reinforce(ReinforceConfig::default()),
-            CriticRegularizer::Baseline { lambda: 1.0 },
+            CriticRegularizer::Baseline { lambda: 0.1 },
         ),
     };
     let data = ToyDataset::SwissRoll.generate(10_000, 0).unwrap();

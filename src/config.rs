@@ -58,6 +58,22 @@ pub struct Experiment {
     /// the final table (e.g. DDIM and FastDPM with 10 steps beside the full chain).
     #[serde(default)]
     pub compare_samplers: Vec<SamplerConfig>,
+    /// The version of the settings' meaning. `rl-run` writes it into the
+    /// experiments it stores with a run, so that runs of earlier versions
+    /// keep their meaning when read back; files you write leave it out
+    /// (they are read as the current version).
+    #[serde(default = "current_schema")]
+    pub schema: u32,
+}
+
+/// The current [`Experiment::schema`]: 2, where `Baseline(lambda)` is the
+/// paper's lambda (R_B summed over the sampler steps). Schema 1 (stored
+/// experiments without the field) averaged R_B over the steps, so its
+/// lambda was T' times the paper's.
+pub const CURRENT_SCHEMA: u32 = 2;
+
+fn current_schema() -> u32 {
+    CURRENT_SCHEMA
 }
 
 fn default_threads() -> usize {
@@ -336,11 +352,29 @@ impl Experiment {
             ron::Options::default()
                 .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         };
-        Self::parse_with(text, path, options()).or_else(|error| {
+        let mut experiment = Self::parse_with(text, path, options()).or_else(|error| {
             migrate_v1(text)
                 .and_then(|migrated| Self::parse_with(&migrated, path, options()).ok())
                 .ok_or(error)
-        })
+        })?;
+        if !text.contains("schema:") {
+            experiment.migrate_lambda_from_schema_1();
+        }
+        Ok(experiment)
+    }
+
+    /// A stored experiment of schema 1 in today's terms: its `Baseline`
+    /// lambda weighted R_B averaged over the T' sampler steps, today's
+    /// weights R_B summed over them (the paper's Eq. 23), so the same
+    /// training has lambda / T'.
+    fn migrate_lambda_from_schema_1(&mut self) {
+        let steps = self.env.sampler.steps(self.env.steps) as f64;
+        if let Task::FineTune(task) = &mut self.task {
+            if let CriticRegularizer::Baseline { lambda } = &mut task.critic.regularizer {
+                *lambda /= steps;
+            }
+        }
+        self.schema = CURRENT_SCHEMA;
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
@@ -375,6 +409,14 @@ impl Experiment {
     /// Checks every value against its domain; returns the dotted field path and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let mut check = Checker::default();
+        check.that(
+            (1..=CURRENT_SCHEMA).contains(&self.schema),
+            "schema",
+            format!(
+                "this rl-run reads schemas 1 to {CURRENT_SCHEMA}, the file says {}",
+                self.schema
+            ),
+        );
         check.that(
             !self.name.trim().is_empty(),
             "name",
@@ -804,6 +846,45 @@ mod tests {
             AgentConfig::Reinforce(agents::reinforce::ReinforceConfig::default())
         );
         assert_eq!(task.epochs, 300);
+        // Its lambda weighted R_B averaged over the 10 steps: the paper's 0.1.
+        assert_eq!(
+            task.critic.regularizer,
+            CriticRegularizer::Baseline { lambda: 0.1 }
+        );
+        assert_eq!(exp.schema, CURRENT_SCHEMA);
+    }
+
+    #[test]
+    fn lambda_of_schema_1_is_divided_by_the_steps_once() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_swissroll.ron");
+        let user = Experiment::load(&path).unwrap();
+        let lambda = |e: &Experiment| match &e.task {
+            Task::FineTune(f) => f.critic.regularizer,
+            Task::Pretrain(_) => panic!("a fine-tuning experiment"),
+        };
+        assert_eq!(lambda(&user), CriticRegularizer::Baseline { lambda: 0.1 });
+        // What rl-run stores names the schema and reads back unchanged.
+        let stored = user.to_ron();
+        assert!(stored.contains("schema: 2"), "{stored}");
+        assert_eq!(Experiment::parse_serialized(&stored, &path).unwrap(), user);
+        // A stored experiment of schema 1 said 1.0 for the same training.
+        let old = stored
+            .replace("schema: 2,", "")
+            .replace("lambda: 0.1", "lambda: 1.0");
+        assert!(!old.contains("schema"));
+        assert_eq!(Experiment::parse_serialized(&old, &path).unwrap(), user);
+        // Files users write are read as the current schema, as they are.
+        let written = Experiment::parse(&old, &path).unwrap();
+        assert_eq!(
+            lambda(&written),
+            CriticRegularizer::Baseline { lambda: 1.0 }
+        );
+        let future = stored.replace("schema: 2", "schema: 3");
+        let err = Experiment::parse(&future, &path).unwrap_err().to_string();
+        assert!(
+            err.contains("schema") && err.contains("reads schemas 1 to 2"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ fn every_listed_agent_regularizer_data_set_and_sampler_is_valid_ron() {
     }
     for item in agents::registry::CRITIC_REGULARIZERS {
         let text = tiny_finetune(Path::new("/tmp/x"), "f", "t.ron", 2)
-            .replace("Baseline(lambda: 1.0)", item.ron);
+            .replace("Baseline(lambda: 0.25)", item.ron);
         shortcut::config::Experiment::parse(&text, Path::new("x.ron"))
             .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
     }

@@ -112,7 +112,7 @@ fn impossible_values_are_refused_with_file_line_and_field() {
             "clip: 1.5",
         ),
         (
-            fine.replace("lambda: 1.0", "lambda: -2.0"),
+            fine.replace("lambda: 0.25", "lambda: -2.0"),
             "task.critic.regularizer.lambda",
             "lambda: -2.0",
         ),

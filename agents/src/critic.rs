@@ -23,12 +23,11 @@ use crate::{AgentError, UpdateStats};
 pub enum CriticRegularizer {
     /// Baseline regularisation (B): critic and baseline ascend g - lambda R_B.
     Baseline {
-        /// The weight lambda of R_B. Here R_B is the mean over the T' sampler
-        /// steps of the mean over chains of (f(x_0) - V(x_{t+1}, t+1))^2, as
-        /// in the authors' toy code; the paper's Eq. 23 sums over the steps
-        /// instead. So this lambda is T' times the paper's: the default 1.0 at
-        /// T' = 10 is the paper's lambda = 0.1, the same value the paper
-        /// reports, not a departure from it.
+        /// The weight lambda of R_B, the paper's: R_B is the sum over the T'
+        /// sampler steps of the mean over chains of (f(x_0) - V(x_{t+1}, t+1))^2
+        /// (Eq. 23). The paper's toy runs use 0.1 at T' = 10 (the authors'
+        /// toy code averages over the steps with weight 1, the same thing),
+        /// its image runs 1.0.
         lambda: f64,
     },
     /// Gradient penalty (GP): the critic ascends g - eta E[(|grad f(xhat)| - 1)^2].
@@ -72,7 +71,7 @@ impl Default for CriticConfig {
             width: 256,
             network: CriticNetwork::Mlp,
             baseline_hidden: None,
-            regularizer: CriticRegularizer::Baseline { lambda: 1.0 },
+            regularizer: CriticRegularizer::Baseline { lambda: 0.1 },
             chunk_rows: 8192,
         }
     }
@@ -210,8 +209,12 @@ impl AdversarialCritic {
         }
 
         // R_B, chunk by chunk: under B its gradient reaches f through f(x_0).
+        // Each chunk's squares are summed and divided by all rows (the mean
+        // over steps and chains); the paper's R_B sums over the steps, so it
+        // is that mean times the number of steps, which the weight carries.
+        let steps = states.len() as f64;
         let (weight, into_critic) = match self.config.regularizer {
-            CriticRegularizer::Baseline { lambda } => (lambda, true),
+            CriticRegularizer::Baseline { lambda } => (lambda * steps, true),
             _ => (1.0, false),
         };
         let rows: i64 = states.iter().map(|(x, _)| x.size()[0]).sum();
@@ -247,7 +250,7 @@ impl AdversarialCritic {
             r_b += ensure_finite("R_B", squared.double_value(&[]))?;
             (squared * weight).backward();
         }
-        stats.accumulate("critic/r_b", r_b);
+        stats.accumulate("critic/r_b", r_b * steps);
         self.critic_opt.step();
         self.baseline_opt.step();
         Ok(stats)
@@ -283,7 +286,7 @@ mod tests {
     fn critic_separates_two_distributions() {
         let _rng = envs::testing::seeded(0);
         for regularizer in [
-            CriticRegularizer::Baseline { lambda: 1.0 },
+            CriticRegularizer::Baseline { lambda: 0.1 },
             CriticRegularizer::GradientPenalty { eta: 1.0 },
             CriticRegularizer::None,
         ] {

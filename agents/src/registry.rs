@@ -67,8 +67,8 @@ pub const AGENTS: &[Registered] = &[
 /// Every critic regulariser, as `critic.regularizer:` takes it.
 pub const CRITIC_REGULARIZERS: &[Registered] = &[
     Registered {
-        ron: "Baseline(lambda: 1.0)",
-        summary: "B (Eq. 23): critic and baseline ascend g - lambda R_B together; R_B averages the steps, so lambda 1.0 at T' = 10 is the paper's 0.1",
+        ron: "Baseline(lambda: 0.1)",
+        summary: "B (Eq. 23): critic and baseline ascend g - lambda R_B together; R_B sums the T' steps' mean squared errors, lambda is the paper's (0.1 toy, 1.0 images)",
     },
     Registered {
         ron: "GradientPenalty(eta: 0.001)",

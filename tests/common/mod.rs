@@ -77,7 +77,7 @@ pub fn tiny_finetune(dir: &Path, name: &str, init: &str, epochs: usize) -> Strin
         n_critic: 5,
         generator: (optimizer: Adam(lr: 1e-3), kl_weight: 0.0, variance: Fixed),
         agent: Reinforce(use_baseline: true),
-        critic: (width: 32, regularizer: Baseline(lambda: 1.0)),
+        critic: (width: 32, regularizer: Baseline(lambda: 0.25)),
     ),
     eval: (every: 3, n: 500, exact_n: 200, projections: 20, repeats: 2),
     record: (dir: "{dir}", checkpoint_every: 1),

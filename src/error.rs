@@ -43,6 +43,17 @@ pub enum ConfigError {
         /// What the parser expected.
         message: String,
     },
+    /// A `--set FIELD=VALUE` of the command line names no field of the
+    /// experiment or gives a value that does not fit it.
+    #[error("{file}: --set {field}: {message}")]
+    Override {
+        /// The experiment file.
+        file: PathBuf,
+        /// The dotted field as given.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A value is outside its domain.
     #[error("{file}:{line}: {field}: {message}")]
     Invalid {

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod overrides;
 pub mod recording;
 pub mod runner;
 pub mod weights;

@@ -36,6 +36,11 @@ struct Cli {
     /// interrupted, wait if another process is training it.
     #[arg(long, hide = true)]
     as_dependency: bool,
+    /// Change one field of the experiment for this run, by its dotted path
+    /// and a RON value (repeatable): `--set data.set.dir=/data/mnist`,
+    /// `--set task.epochs=5`, `--set "env.sampler=Ddim(steps: 10, eta: 0.0)"`.
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<shortcut::overrides::Override>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -224,6 +229,7 @@ fn run(cli: Cli) -> Result<()> {
                 show_progress: !cli.quiet && std::io::stderr().is_terminal(),
                 no_table: cli.no_table,
                 as_dependency: cli.as_dependency,
+                overrides: cli.set,
                 parallel: Some((
                     std::env::current_exe().context("locating rl-run")?,
                     cli.jobs.unwrap_or_else(cores),

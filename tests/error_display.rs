@@ -52,6 +52,10 @@ fn agent_errors() -> Vec<AgentError> {
         AgentError::Empty("an empty buffer"),
         AgentError::Unsupported("learned variance with this policy"),
         AgentError::State("3 tensors for 4 parameters".into()),
+        AgentError::Invalid {
+            field: "task.critic.network",
+            reason: "8 x 8 images halved 2 times must stay at least 4 x 4".into(),
+        },
     ]);
     all
 }
@@ -79,6 +83,11 @@ fn config_errors() -> Vec<ConfigError> {
             line: 5,
             field: "env.steps".into(),
             message: "must be at least 1, got 0".into(),
+        },
+        ConfigError::Override {
+            file: file(),
+            field: "task.critc".into(),
+            message: "task has no field `critc` (it has: init, epochs)".into(),
         },
     ]
 }
@@ -161,7 +170,7 @@ fn chain(error: &(dyn Error + 'static)) -> Vec<String> {
 fn every_error_says_each_cause_once_and_ends_its_line() {
     let errors = run_errors();
     // Every variant of RunError, with each inner type's variants behind it.
-    assert_eq!(errors.len(), 4 + 9 + 4 + 1 + 3 + 1 + 5 + 4);
+    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 4);
     for error in &errors {
         let line = report(error);
         assert!(line.ends_with('\n'), "{line:?}");

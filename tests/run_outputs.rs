@@ -190,3 +190,44 @@ fn a_missing_or_mismatched_checkpoint_is_reported() {
         "{stderr}"
     );
 }
+
+/// `--set` changes fields of the named experiment for one run: the run
+/// trains with them and stores them; a field that does not exist is refused
+/// before anything runs.
+#[test]
+fn set_changes_fields_for_one_run() {
+    let dir = temp_dir("set_overrides");
+    let runs = dir.join("runs");
+    let file = dir.join("pre.ron");
+    std::fs::write(&file, tiny_pretrain(&runs, "pre", 4, 6)).unwrap();
+    run_ok(rl_run().arg(&file).args([
+        "--quiet",
+        "--no-table",
+        "--set",
+        "task.epochs=2",
+        "--set",
+        "name=shorter",
+        "--set",
+        "eval.every=1",
+    ]));
+    assert!(!runs.join("pre").exists());
+    let stored = std::fs::read_to_string(runs.join("shorter/final/experiment.ron")).unwrap();
+    assert!(stored.contains("epochs: 2,"), "{stored}");
+    let csv = std::fs::read_to_string(runs.join("shorter/eval.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        3,
+        "evaluations after epochs 1 and 2:\n{csv}"
+    );
+    let out = rl_run()
+        .arg(&file)
+        .args(["--quiet", "--set", "task.epoch=2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--set task.epoch: task has no field `epoch`"),
+        "{stderr}"
+    );
+    assert!(!runs.join("pre").exists());
+}

@@ -56,6 +56,7 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
     let dependency = RunOptions {
         resume: false,
         retrain: false,
+        overrides: Vec::new(),
         ..options.clone()
     };
     let init_path = match &runs[0].experiment.task {

@@ -43,6 +43,9 @@ pub struct RunOptions {
     /// Train dependencies in child processes of this executable, up to `jobs`
     /// runs at a time (the main run counts as one); none: one after the other.
     pub parallel: Option<(PathBuf, usize)>,
+    /// `--set FIELD=VALUE` changes to the named experiment (not to the runs
+    /// it depends on, which are read as their files say).
+    pub overrides: Vec<crate::overrides::Override>,
 }
 
 /// What a finished run produced.
@@ -70,6 +73,13 @@ pub enum Report {
 pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let text = crate::error::read_text(path)?;
     if crate::config::top_level_name(&text) == Some("Ablation") {
+        if let Some(first) = options.overrides.first() {
+            return Err(RunError::Config(crate::ConfigError::Override {
+                file: path.to_path_buf(),
+                field: first.field.clone(),
+                message: "--set changes experiments; an ablation's variants change its base (edit the ablation file)".into(),
+            }));
+        }
         Ok(Report::Ablation(ablation::run_ablation(path, options)?))
     } else {
         Ok(Report::Run(run_file(path, options)?))
@@ -78,7 +88,7 @@ pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
 
 /// Runs the experiment in `path` (training what it depends on first) and evaluates it.
 pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError> {
-    let exp = Experiment::load(path)?;
+    let exp = crate::overrides::apply(Experiment::load(path)?, &options.overrides, path)?;
     configure_threads(exp.threads);
     let device = exp.device.resolve();
     let final_dir = match &options.parallel {

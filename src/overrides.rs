@@ -1,0 +1,297 @@
+//! `--set FIELD=VALUE` on the command line: any field of an experiment,
+//! named by its dotted path as the file nests it (`data.set.dir`,
+//! `task.epochs`, `task.critic.regularizer.lambda`, `env.sampler`), set to a
+//! RON value, so that nobody edits a shipped file to point at their copy of
+//! a data set or to shorten a run.
+//!
+//! The experiment is read as usual, written out in full (every field, the
+//! defaults included, so every field has a place), the value is put in the
+//! place of the named field, and the result is read and validated again.
+//! Enum wrappers are looked through: `data.set.dir` reaches the `dir` of
+//! `Mnist(dir: ...)`. A value for a text field may leave out the quotes.
+
+use std::path::Path;
+
+use crate::config::Experiment;
+use crate::error::ConfigError;
+
+/// One `FIELD=VALUE` of the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// The dotted path of the field.
+    pub field: String,
+    /// The new value, in RON.
+    pub value: String,
+}
+
+impl std::str::FromStr for Override {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.split_once('=') {
+            Some((field, value)) if !field.trim().is_empty() && !value.trim().is_empty() => {
+                Ok(Self {
+                    field: field.trim().to_string(),
+                    value: value.trim().to_string(),
+                })
+            }
+            _ => Err(format!(
+                "expected FIELD=VALUE (e.g. data.set.dir=/data/mnist), got {text:?}"
+            )),
+        }
+    }
+}
+
+/// `exp` (read from `path`) with `overrides` applied in order, validated.
+pub fn apply(
+    exp: Experiment,
+    overrides: &[Override],
+    path: &Path,
+) -> Result<Experiment, ConfigError> {
+    overrides
+        .iter()
+        .try_fold(exp, |exp, o| apply_one(exp, o, path))
+}
+
+fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, ConfigError> {
+    let error = |message: String| ConfigError::Override {
+        file: path.to_path_buf(),
+        field: o.field.clone(),
+        message,
+    };
+    let text = exp.to_ron();
+    let mut span = (0, text.len());
+    let mut reached = String::new();
+    for segment in o.field.split('.') {
+        let start = child_value(&text, span, segment).ok_or_else(|| {
+            let fields = child_fields(&text, span);
+            let place = if reached.is_empty() {
+                "the experiment".to_string()
+            } else {
+                reached.clone()
+            };
+            error(format!(
+                "{place} has no field `{segment}` (it has: {})",
+                fields.join(", ")
+            ))
+        })?;
+        span = (start, value_end(&text, start));
+        if !reached.is_empty() {
+            reached.push('.');
+        }
+        reached.push_str(segment);
+    }
+    let current = &text[span.0..span.1];
+    let value = if current.starts_with('"') && !o.value.starts_with('"') {
+        format!("{:?}", o.value)
+    } else {
+        o.value.clone()
+    };
+    let edited = format!("{}{value}{}", &text[..span.0], &text[span.1..]);
+    Experiment::parse(&edited, path).map_err(|e| {
+        let message = match e {
+            ConfigError::Parse { message, .. } => message,
+            ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => other.to_string(),
+        };
+        error(format!("`{value}` does not fit: {message}"))
+    })
+}
+
+/// Byte offsets where each character of `text` sits at which nesting depth
+/// (brackets of any kind), skipping string contents: calls `visit(offset,
+/// depth)` for every character outside strings.
+fn scan(text: &str, span: (usize, usize), mut visit: impl FnMut(usize, usize) -> bool) {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text[span.0..span.1].char_indices() {
+        let at = span.0 + i;
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {
+                if !visit(at, depth) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The names of the fields directly inside the value at `span` (those at
+/// the smallest nesting depth), with where their values start.
+fn fields_at_top(text: &str, span: (usize, usize)) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize, usize)> = Vec::new();
+    let bytes = text.as_bytes();
+    scan(text, span, |at, depth| {
+        let starts_word = bytes[at].is_ascii_alphabetic() || bytes[at] == b'_';
+        let after_word_break =
+            at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        if depth >= 1 && starts_word && after_word_break {
+            let end = at
+                + text[at..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(text.len() - at);
+            let rest = text[end..].trim_start();
+            if rest.starts_with(':') && !rest.starts_with("::") {
+                let colon = text.len() - rest.len();
+                let value =
+                    colon + 1 + (text[colon + 1..].len() - text[colon + 1..].trim_start().len());
+                found.push((text[at..end].to_string(), value, depth));
+            }
+        }
+        true
+    });
+    let Some(top) = found.iter().map(|f| f.2).min() else {
+        return Vec::new();
+    };
+    found
+        .into_iter()
+        .filter(|f| f.2 == top)
+        .map(|(name, value, _)| (name, value))
+        .collect()
+}
+
+fn child_fields(text: &str, span: (usize, usize)) -> Vec<String> {
+    fields_at_top(text, span).into_iter().map(|f| f.0).collect()
+}
+
+fn child_value(text: &str, span: (usize, usize), name: &str) -> Option<usize> {
+    fields_at_top(text, span)
+        .into_iter()
+        .find(|f| f.0 == name)
+        .map(|f| f.1)
+}
+
+/// Where the value starting at `start` ends: at the first `,` or closing
+/// bracket outside its own brackets and strings, trailing space trimmed.
+fn value_end(text: &str, start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text[start..].char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => {
+                return start + text[start..start + i].trim_end().len()
+            }
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => return start + text[start..start + i].trim_end().len(),
+            _ => {}
+        }
+    }
+    start + text[start..].trim_end().len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Task;
+    use envs::datasets::DataSet;
+
+    fn swissroll() -> (Experiment, std::path::PathBuf) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_swissroll.ron");
+        (Experiment::load(&path).unwrap(), path)
+    }
+
+    fn set(text: &str) -> Override {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn nested_fields_enum_fields_and_defaults_take_values() {
+        let (exp, path) = swissroll();
+        let changed = apply(
+            exp.clone(),
+            &[
+                set("task.epochs=3"),
+                set("task.critic.regularizer.lambda=0.5"),
+                set("eval.chunk=77"),
+                set("env.sampler=Ddim(steps: 5, eta: 0.0)"),
+                set("name=short"),
+            ],
+            &path,
+        )
+        .unwrap();
+        let Task::FineTune(task) = &changed.task else {
+            panic!("fine-tuning")
+        };
+        assert_eq!(task.epochs, 3);
+        assert_eq!(
+            task.critic.regularizer,
+            agents::critic::CriticRegularizer::Baseline { lambda: 0.5 }
+        );
+        assert_eq!(changed.eval.chunk, 77);
+        assert_eq!(changed.env.sampler.steps(changed.env.steps), 5);
+        assert_eq!(changed.name, "short");
+        // Nothing else moved.
+        let mut back = changed.clone();
+        back.name = exp.name.clone();
+        back.eval.chunk = exp.eval.chunk;
+        back.env.sampler = exp.env.sampler;
+        let Task::FineTune(t) = &mut back.task else {
+            unreachable!()
+        };
+        t.epochs = 300;
+        t.critic.regularizer = agents::critic::CriticRegularizer::Baseline { lambda: 0.1 };
+        assert_eq!(back, exp);
+    }
+
+    #[test]
+    fn a_data_folder_is_set_without_quotes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_digits.ron");
+        let exp = Experiment::load(&path).unwrap();
+        let changed = apply(exp, &[set("data.set.dir=/srv/data/my digits")], &path).unwrap();
+        let DataSet::Digits { dir } = &changed.data.set else {
+            panic!("digits")
+        };
+        assert_eq!(dir, Path::new("/srv/data/my digits"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let (exp, path) = swissroll();
+        let err = apply(exp.clone(), &[set("task.critc.width=3")], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--set task.critc.width")
+                && err.contains("task has no field `critc`")
+                && err.contains("critic"),
+            "{err}"
+        );
+        let err = apply(exp.clone(), &[set("task.epochs=-1")], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--set task.epochs") && err.contains("does not fit"),
+            "{err}"
+        );
+        let err = apply(exp, &[set("env.steps=0")], &path)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("env.steps: must be at least 1"), "{err}");
+        assert!("no-equals".parse::<Override>().is_err());
+    }
+}

@@ -52,6 +52,9 @@ pub fn finetune(
     let n = data.len();
     let rounds_per_epoch = (n as usize).div_ceil(task.batch * task.n_critic);
     let critic_steps = (rounds_per_epoch * task.n_critic) as i64;
+    if session.epochs_done == 0 {
+        session.evaluate_start(sft.agent.generator().policy(), &reference)?;
+    }
     for epoch in session.epochs_done..task.epochs {
         session.begin_epoch(epoch, PHASE);
         let order = data_order(n, critic_steps * batch, device);

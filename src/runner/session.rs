@@ -130,6 +130,26 @@ impl Session {
         policy: &DiffusionPolicy,
         data: &Tensor,
     ) -> Result<String, RunError> {
+        self.evaluate_as(policy, data, self.epochs_done + 1)
+    }
+
+    /// [`Session::evaluate`] before the first epoch (epoch 0 in `eval.csv`,
+    /// step 0 in TensorBoard): where a fine-tuning run starts, with the same
+    /// noise as every later evaluation.
+    pub fn evaluate_start(
+        &mut self,
+        policy: &DiffusionPolicy,
+        data: &Tensor,
+    ) -> Result<String, RunError> {
+        self.evaluate_as(policy, data, 0)
+    }
+
+    fn evaluate_as(
+        &mut self,
+        policy: &DiffusionPolicy,
+        data: &Tensor,
+        epoch: usize,
+    ) -> Result<String, RunError> {
         let eval = self.exp.eval;
         let samples = sample(
             policy,
@@ -162,7 +182,7 @@ impl Session {
                 step,
             )?;
         }
-        append_eval_row(&self.run_dir, self.epochs_done + 1, step, &q)?;
+        append_eval_row(&self.run_dir, epoch, step, &q)?;
         Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
     }
 

@@ -231,3 +231,28 @@ fn set_changes_fields_for_one_run() {
     );
     assert!(!runs.join("pre").exists());
 }
+
+/// Fine-tuning a sampler other than the pretrained run's own: the table
+/// measures the pretrained model under both, the second row being where
+/// fine-tuning starts.
+#[test]
+fn the_table_shows_the_start_under_the_runs_own_sampler() {
+    let dir = temp_dir("start_row");
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("pre.ron"), tiny_pretrain(&runs, "pre", 4, 2)).unwrap();
+    let fine = tiny_finetune(&runs, "fine", "pre.ron", 1).replace(
+        "env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2)),",
+        "env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2), sampler: Ddpm(steps: 2, spacing: Uniform)),",
+    );
+    assert!(fine.contains("sampler: Ddpm"));
+    std::fs::write(dir.join("fine.ron"), fine).unwrap();
+    let out = run_ok(rl_run().arg(dir.join("fine.ron")).arg("--quiet"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = table.lines().filter(|l| l.starts_with("| ")).collect();
+    assert!(rows[1].starts_with("| DDPM (pre) | 4 |"), "{table}");
+    assert!(
+        rows[2].starts_with("| start: DDPM, Uniform steps (pre) | 2 |"),
+        "{table}"
+    );
+    assert!(rows[3].starts_with("| SFT-PG (B) (fine) | 2 |"), "{table}");
+}

@@ -408,10 +408,20 @@ fn comparison_table(
         )?;
     }
     let mut own_final = None;
-    for (entry_path, entry) in &entries {
+    let run_init = matches!(exp.task, Task::FineTune(_)) && imported.is_none();
+    for (i, (entry_path, entry)) in entries.iter().enumerate() {
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
         let (_, policy) = load_policy(&final_dir, device)?;
         measure(describe(entry), model::sampler_steps(entry), &policy)?;
+        // The pretrained model under this run's sampler: where fine-tuning starts.
+        if i == 0 && run_init && entry.env.sampler != exp.env.sampler {
+            let start = load_policy_with_sampler(&final_dir, exp.env.sampler, device)?;
+            measure(
+                format!("start: {} ({})", exp.env.sampler.describe(), entry.name),
+                model::sampler_steps(exp),
+                &start,
+            )?;
+        }
         own_final = Some(final_dir);
     }
     // The run's own model under the other samplers it is compared with.

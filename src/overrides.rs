@@ -98,15 +98,15 @@ fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, C
     })
 }
 
-/// Byte offsets where each character of `text` sits at which nesting depth
-/// (brackets of any kind), skipping string contents: calls `visit(offset,
-/// depth)` for every character outside strings.
-fn scan(text: &str, span: (usize, usize), mut visit: impl FnMut(usize, usize) -> bool) {
+/// Walks `text[span]` outside string literals, calling `visit(offset, char,
+/// depth)` for each character, `depth` being the number of brackets of any
+/// kind open before it (counted from the span's start); stops when `visit`
+/// returns false.
+fn scan(text: &str, span: (usize, usize), mut visit: impl FnMut(usize, char, usize) -> bool) {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     for (i, c) in text[span.0..span.1].char_indices() {
-        let at = span.0 + i;
         if in_string {
             match (escaped, c) {
                 (true, _) => escaped = false,
@@ -116,15 +116,17 @@ fn scan(text: &str, span: (usize, usize), mut visit: impl FnMut(usize, usize) ->
             }
             continue;
         }
+        if c == '"' {
+            in_string = true;
+            continue;
+        }
+        if !visit(span.0 + i, c, depth) {
+            return;
+        }
         match c {
-            '"' => in_string = true,
             '(' | '[' | '{' => depth += 1,
             ')' | ']' | '}' => depth = depth.saturating_sub(1),
-            _ => {
-                if !visit(at, depth) {
-                    return;
-                }
-            }
+            _ => {}
         }
     }
 }
@@ -134,7 +136,7 @@ fn scan(text: &str, span: (usize, usize), mut visit: impl FnMut(usize, usize) ->
 fn fields_at_top(text: &str, span: (usize, usize)) -> Vec<(String, usize)> {
     let mut found: Vec<(String, usize, usize)> = Vec::new();
     let bytes = text.as_bytes();
-    scan(text, span, |at, depth| {
+    scan(text, span, |at, _, depth| {
         let starts_word = bytes[at].is_ascii_alphabetic() || bytes[at] == b'_';
         let after_word_break =
             at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
@@ -177,31 +179,15 @@ fn child_value(text: &str, span: (usize, usize), name: &str) -> Option<usize> {
 /// Where the value starting at `start` ends: at the first `,` or closing
 /// bracket outside its own brackets and strings, trailing space trimmed.
 fn value_end(text: &str, start: usize) -> usize {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, c) in text[start..].char_indices() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
+    let mut end = text.len();
+    scan(text, (start, text.len()), |at, c, depth| {
+        let closes = matches!(c, ')' | ']' | '}' | ',') && depth == 0;
+        if closes {
+            end = at;
         }
-        match c {
-            '"' => in_string = true,
-            '(' | '[' | '{' => depth += 1,
-            ')' | ']' | '}' if depth == 0 => {
-                return start + text[start..start + i].trim_end().len()
-            }
-            ')' | ']' | '}' => depth -= 1,
-            ',' if depth == 0 => return start + text[start..start + i].trim_end().len(),
-            _ => {}
-        }
-    }
-    start + text[start..].trim_end().len()
+        !closes
+    });
+    start + text[start..end].trim_end().len()
 }
 
 #[cfg(test)]
@@ -293,5 +279,27 @@ mod tests {
             .to_string();
         assert!(err.contains("env.steps: must be at least 1"), "{err}");
         assert!("no-equals".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn strings_with_brackets_and_commas_do_not_confuse_the_walk() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_digits.ron");
+        let exp = Experiment::load(&path).unwrap();
+        let odd = r#"odd, (dir] \" name: x"#;
+        let changed = apply(
+            exp.clone(),
+            &[set(&format!("data.set.dir={odd}")), set("task.epochs=7")],
+            &path,
+        )
+        .unwrap();
+        let DataSet::Digits { dir } = &changed.data.set else {
+            panic!("digits")
+        };
+        assert_eq!(dir, Path::new(odd));
+        assert_eq!(changed.name, exp.name);
+        let Task::FineTune(task) = &changed.task else {
+            panic!("fine-tuning")
+        };
+        assert_eq!(task.epochs, 7);
     }
 }

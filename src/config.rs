@@ -118,15 +118,27 @@ pub struct DataConfig {
     /// Seed of the toy training points (shared by all runs that compare on them).
     #[serde(default)]
     pub seed: u64,
-    /// Flip training images horizontally at random, per batch (images only).
+    /// Flip training images horizontally at random, per batch (images
+    /// only). Default: on for CIFAR-10 and image folders (as Ho et al. and
+    /// the DDIM code train them), off for digits, MNIST and toy sets; a
+    /// loaded experiment always holds the resolved value.
     #[serde(default)]
-    pub flip: bool,
+    pub flip: Option<bool>,
 }
 
 /// Training points of a toy set when `data.n` is not given (the paper's).
 pub const DEFAULT_TOY_POINTS: usize = 10_000;
 
 impl DataConfig {
+    /// Whether training images are flipped at random (the setting, or the
+    /// data set's default).
+    pub fn flips(&self) -> bool {
+        self.flip.unwrap_or(matches!(
+            self.set,
+            DataSet::Cifar10 { .. } | DataSet::ImageFolder { .. }
+        ))
+    }
+
     /// The number of training points of a toy set.
     pub fn toy_points(&self) -> usize {
         self.n.unwrap_or(DEFAULT_TOY_POINTS)
@@ -378,7 +390,7 @@ impl Experiment {
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
-        let experiment: Experiment = match deserialize(text, path, options.clone()) {
+        let mut experiment: Experiment = match deserialize(text, path, options.clone()) {
             Ok(e) => e,
             // `model: (width: 128)`, written before the U-Net, is the toy model.
             Err(error) => migrate_toy_model(text)
@@ -387,6 +399,7 @@ impl Experiment {
                 .find_map(|migrated| deserialize(&migrated, path, options.clone()).ok())
                 .ok_or(error)?,
         };
+        experiment.data.flip = Some(experiment.data.flips());
         if let Err((field, message)) = experiment.validate() {
             return Err(ConfigError::Invalid {
                 file: path.to_path_buf(),
@@ -437,7 +450,7 @@ impl Experiment {
             check.at_least("data.n", n, 2);
         }
         check.that(
-            !self.data.flip || self.data.set.is_images(),
+            !self.data.flips() || self.data.set.is_images(),
             "data.flip",
             "flips are for images; this data set is a toy distribution".into(),
         );
@@ -852,6 +865,35 @@ mod tests {
             CriticRegularizer::Baseline { lambda: 0.1 }
         );
         assert_eq!(exp.schema, CURRENT_SCHEMA);
+    }
+
+    #[test]
+    fn flips_default_on_for_cifar10_and_folders_only() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/ddpm_digits.ron");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let digits = Experiment::parse(&text, &path).unwrap();
+        assert_eq!(digits.data.flip, Some(false));
+        let cifar = text
+            .replace(r#"Digits(dir: "data/digits")"#, r#"Cifar10(dir: "x")"#)
+            .replace(
+                "in_channels: 1,\n        resolution: 8,",
+                "in_channels: 3,\n        resolution: 32,",
+            );
+        let cifar = Experiment::parse(&cifar, &path).unwrap();
+        assert_eq!(cifar.data.flip, Some(true));
+        let off = text
+            .replace(
+                r#"(set: Digits(dir: "data/digits"))"#,
+                r#"(set: Cifar10(dir: "x"), flip: false)"#,
+            )
+            .replace(
+                "in_channels: 1,\n        resolution: 8,",
+                "in_channels: 3,\n        resolution: 32,",
+            );
+        assert_eq!(
+            Experiment::parse(&off, &path).unwrap().data.flip,
+            Some(false)
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl Data {
         Ok(Self {
             values: values.to_device(device),
             images: set.is_images(),
-            flip: exp.data.flip,
+            flip: exp.data.flips(),
         })
     }
 

@@ -78,6 +78,11 @@ fn an_imported_unet_fine_tunes_on_digits() {
         "{table}"
     );
     assert!(runs.join("fine/final/generator.safetensors").is_file());
+    // A PNG of the samples before fine-tuning (epoch 0) and after epoch 1.
+    for epoch in ["epoch-0000.png", "epoch-0001.png"] {
+        let png = std::fs::read(runs.join("fine/samples").join(epoch)).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{epoch}");
+    }
     // TensorBoard holds the image grid of data beside samples.
     let events = run_ok(
         python()

@@ -61,6 +61,16 @@ pub fn grid_png(images: &Tensor, columns: i64, scale: i64) -> Result<Vec<u8>, Re
     super::scatter::encode_rgb(&pixels, width, height)
 }
 
+/// The first 64 of `samples` (floats in [-1, 1], `[N, C, H, W]`) as a PNG
+/// grid of 8 per row, scaled up for small images: what `rl-run sample` and
+/// the evaluations of image runs write.
+pub fn samples_png(samples: &Tensor) -> Result<Vec<u8>, RecordingError> {
+    let first = samples.narrow(0, 0, samples.size()[0].min(64));
+    let pixels = envs::images::to_pixels(&first);
+    let scale = scale_for(pixels.size()[3]);
+    grid_png(&pixels, 8, scale)
+}
+
 /// A pixel repetition that makes tiles of `side` pixels at least about 64 wide.
 pub fn scale_for(side: i64) -> i64 {
     (64 / side.max(1)).max(1)

@@ -93,13 +93,7 @@ pub fn write_samples(
     if !exp.data.set.is_images() {
         return Ok(None);
     }
-    let first = samples.narrow(0, 0, samples.size()[0].min(64));
-    let pixels = envs::images::to_pixels(&first);
-    let png = crate::recording::grid::grid_png(
-        &pixels,
-        8,
-        crate::recording::grid::scale_for(pixels.size()[3]),
-    )?;
+    let png = crate::recording::grid::samples_png(samples)?;
     let path = out.with_extension("png");
     std::fs::write(&path, png).map_err(|source| RunError::Io {
         path: path.clone(),

@@ -174,6 +174,13 @@ impl Session {
         if self.exp.data.set.is_images() {
             self.recorder
                 .image_samples("eval/samples", &samples, data, step)?;
+            // The same samples as a PNG per evaluation, from the same noise each time.
+            let dir = self.run_dir.join(SAMPLES_DIR);
+            let path = dir.join(format!("epoch-{epoch:04}.png"));
+            let png = crate::recording::grid::samples_png(&samples)?;
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| std::fs::write(&path, png))
+                .map_err(|source| RunError::Io { path, source })?;
         } else {
             self.recorder.samples_over_data(
                 "eval/samples",
@@ -201,6 +208,10 @@ impl Session {
         self.progress.println(line);
     }
 }
+
+/// The folder of a run where each evaluation of an image run leaves its
+/// samples as `epoch-NNNN.png` (epoch 0: before fine-tuning).
+pub const SAMPLES_DIR: &str = "samples";
 
 /// The file beside the event files where every evaluation is appended as
 /// `epoch,step,sliced_w2,exact_w2` (read by ablations to draw their curves).

@@ -83,6 +83,11 @@ fn an_imported_unet_fine_tunes_on_digits() {
         let png = std::fs::read(runs.join("fine/samples").join(epoch)).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "{epoch}");
     }
+    // 8 chains through the 4-step sampler: x_T and the 4 states after it,
+    // 64-pixel tiles with 1-pixel lines.
+    let paths = std::fs::read(runs.join("fine/samples/paths-epoch-0001.png")).unwrap();
+    let be = |i: usize| u32::from_be_bytes([paths[i], paths[i + 1], paths[i + 2], paths[i + 3]]);
+    assert_eq!((be(16), be(20)), (5 * 65 + 1, 8 * 65 + 1));
     // TensorBoard holds the image grid of data beside samples.
     let events = run_ok(
         python()

@@ -290,16 +290,37 @@ impl DiffusionPolicy {
     /// Runs the chains that start at `x_t` (`[n, ...]`, the initial noise)
     /// to x_0 without gradients; the step noise comes from libtorch's generator.
     pub fn sample_from(&self, x_t: Tensor) -> Tensor {
+        self.run_chains(x_t, |_, _| {})
+    }
+
+    /// [`DiffusionPolicy::sample_from`] keeping the states at the sampler
+    /// positions `keep` (T' = x_T down to 0 = x_0; each on the CPU), in the
+    /// order the chain reaches them: the path of the chains.
+    pub fn sample_path_from(&self, x_t: Tensor, keep: &[usize]) -> Vec<Tensor> {
+        let mut path = Vec::new();
+        let _x0 = self.run_chains(x_t, |t, x| {
+            if keep.contains(&t) {
+                path.push(x.to_device(tch::Device::Cpu));
+            }
+        });
+        path
+    }
+
+    /// Runs the chains from `x_t` to x_0 without gradients, showing each
+    /// state (x_T included) with its sampler position to `visit`.
+    fn run_chains(&self, x_t: Tensor, mut visit: impl FnMut(usize, &Tensor)) -> Tensor {
         tch::no_grad(|| {
             let mut state = ChainState {
                 x: x_t.to_device(self.vs.device()),
                 t: self.horizon(),
             };
+            visit(state.t, &state.x);
             while state.t > 0 {
                 state = ChainState {
                     x: self.act(&state),
                     t: state.t - 1,
                 };
+                visit(state.t, &state.x);
             }
             state.x
         })

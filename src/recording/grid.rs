@@ -71,6 +71,26 @@ pub fn samples_png(samples: &Tensor) -> Result<Vec<u8>, RecordingError> {
     grid_png(&pixels, 8, scale)
 }
 
+/// Chains through their sampler steps as a PNG: one row per chain, one
+/// column per kept state (`states[k]` is `[chains, C, H, W]` in [-1, 1],
+/// clamped, x_T first): the paper's Figures 7, 9 and 10.
+pub fn paths_png(states: &[Tensor]) -> Result<Vec<u8>, RecordingError> {
+    let Some(first) = states.first() else {
+        return Err(RecordingError::InvalidArgument(
+            "a path needs at least one state".into(),
+        ));
+    };
+    let columns = states.len() as i64;
+    let mut size = first.size();
+    let chains = size[0];
+    // [S, chains, ...] -> [chains, S, ...] -> one row of S tiles per chain.
+    let by_chain = Tensor::stack(states, 1);
+    size[0] = chains * columns;
+    let pixels = envs::images::to_pixels(&by_chain.reshape(size.as_slice()));
+    let scale = scale_for(pixels.size()[3]);
+    grid_png(&pixels, columns, scale)
+}
+
 /// A pixel repetition that makes tiles of `side` pixels at least about 64 wide.
 pub fn scale_for(side: i64) -> i64 {
     (64 / side.max(1)).max(1)
@@ -99,5 +119,36 @@ mod tests {
         assert_eq!(at(8, 6), [70; 3]);
         assert!(grid_png(&images, 1, 1).unwrap().starts_with(b"\x89PNG"));
         assert!(grid_pixels(&images.view([2, 2, 2]), 2, 1).is_err());
+    }
+
+    #[test]
+    fn paths_put_each_chain_on_its_row_and_each_state_in_its_column() {
+        // 2 chains x 3 states of 1 x 1 images; state s of chain c is
+        // (10 s + c) / 127.5 - 1, i.e. pixel 10 s + c.
+        let states: Vec<Tensor> = (0..3)
+            .map(|s| {
+                Tensor::from_slice(&[10.0 * s as f32, 10.0 * s as f32 + 1.0]).view([2, 1, 1, 1])
+                    / 127.5
+                    - 1.0
+            })
+            .collect();
+        let png = paths_png(&states).unwrap();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        // 64 x 64 tiles (scale 64) with 1-pixel lines: 3 columns, 2 rows.
+        assert_eq!((info.width, info.height), (3 * 65 + 1, 2 * 65 + 1));
+        let at = |x: u32, y: u32| buf[((y * info.width + x) * 3) as usize];
+        for chain in 0..2u32 {
+            for state in 0..3u32 {
+                let (x, y) = (1 + state * 65 + 30, 1 + chain * 65 + 30);
+                assert_eq!(
+                    at(x, y) as u32,
+                    10 * state + chain,
+                    "chain {chain}, state {state}"
+                );
+            }
+        }
     }
 }

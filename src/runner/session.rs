@@ -181,6 +181,9 @@ impl Session {
             std::fs::create_dir_all(&dir)
                 .and_then(|()| std::fs::write(&path, png))
                 .map_err(|source| RunError::Io { path, source })?;
+            let path = dir.join(format!("paths-epoch-{epoch:04}.png"));
+            let png = crate::recording::grid::paths_png(&self.chain_paths(policy))?;
+            std::fs::write(&path, png).map_err(|source| RunError::Io { path, source })?;
         } else {
             self.recorder.samples_over_data(
                 "eval/samples",
@@ -191,6 +194,24 @@ impl Session {
         }
         append_eval_row(&self.run_dir, epoch, step, &q)?;
         Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
+    }
+
+    /// A few chains of `policy` through its sampler steps, from the same
+    /// noise at every evaluation: at most 11 states, evenly spaced from x_T
+    /// to x_0.
+    fn chain_paths(&self, policy: &DiffusionPolicy) -> Vec<Tensor> {
+        const CHAINS: i64 = 8;
+        const STATES: usize = 11;
+        let horizon = policy.horizon();
+        let mut keep: Vec<usize> = (0..STATES)
+            .map(|i| (horizon * (STATES - 1 - i) + (STATES - 1) / 2) / (STATES - 1))
+            .collect();
+        keep.dedup();
+        tch::manual_seed(PATHS_SEED ^ self.exp.seed as i64);
+        let mut shape = vec![CHAINS];
+        shape.extend(self.exp.data.set.element_shape());
+        let x_t = Tensor::randn(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
+        policy.sample_path_from(x_t, &keep)
     }
 
     /// Publishes the last checkpoint as the run's final result and closes the bar.
@@ -209,8 +230,12 @@ impl Session {
     }
 }
 
+/// Seed of the noise of the chain paths drawn at evaluations.
+const PATHS_SEED: i64 = 0x9A7_5EED;
+
 /// The folder of a run where each evaluation of an image run leaves its
-/// samples as `epoch-NNNN.png` (epoch 0: before fine-tuning).
+/// samples as `epoch-NNNN.png` (epoch 0: before fine-tuning) and a few
+/// chains through the sampler's steps as `paths-epoch-NNNN.png`.
 pub const SAMPLES_DIR: &str = "samples";
 
 /// The file beside the event files where every evaluation is appended as

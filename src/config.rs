@@ -275,6 +275,12 @@ pub struct FineTuneTask {
     /// Critic steps per round.
     #[serde(default = "default_n_critic")]
     pub n_critic: usize,
+    /// Chains whose noise prediction is computed at once in the rollouts
+    /// (no gradients are kept there); not given: all `batch` chains at once.
+    /// Lower it when a round runs out of memory in its rollouts; the
+    /// samples drawn are the same either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_chunk: Option<usize>,
     /// What every agent honours: optimiser, n_generator, grad clip gamma,
     /// log-prob reduction, KL penalty, fixed or learned variance.
     #[serde(default)]
@@ -522,6 +528,9 @@ impl Experiment {
                 check.at_least("task.epochs", f.epochs, 1);
                 check.at_least("task.batch", f.batch, 1);
                 check.at_least("task.n_critic", f.n_critic, 1);
+                if let Some(chunk) = f.rollout_chunk {
+                    check.at_least("task.rollout_chunk", chunk, 1);
+                }
                 let g = &f.generator;
                 check.optimizer("task.generator.optimizer", &g.optimizer);
                 check.at_least("task.generator.n_generator", g.n_generator, 1);

@@ -1,5 +1,10 @@
 //! The trajectory buffer of Algorithm 1: transitions (x_{t+1}, x_t, x_0, t+1)
 //! of the chains sampled since the last generator update.
+//!
+//! Memory: the buffer holds each state once (the action of one step is the
+//! state of the next, the same tensor) and one x_0 per chain, referred to by
+//! index; a minibatch gathers only its own rows. Nothing is concatenated
+//! over the whole buffer, so an update needs the buffer plus its minibatch.
 
 use tch::{Device, Kind, Tensor};
 
@@ -19,11 +24,39 @@ pub struct TransitionBatch {
     pub behaviour_log_prob: Option<Tensor>,
 }
 
+/// One sampler step of a batch of chains: row i is chain i of its episode batch.
+#[derive(Debug)]
+struct StepRows {
+    state: Tensor,
+    action: Tensor,
+    step: i64,
+    behaviour_log_prob: Option<Tensor>,
+    /// Index of the episode batch in [`TrajectoryBuffer::finals`].
+    episode: usize,
+}
+
 /// Transitions stored without gradients, drawn in random disjoint minibatches.
 #[derive(Debug, Default)]
 pub struct TrajectoryBuffer {
-    chunks: Vec<TransitionBatch>,
+    rows: Vec<StepRows>,
+    /// x_0 of each episode batch, one row per chain.
+    finals: Vec<Tensor>,
+    /// Index of the first transition of each entry of `rows`.
+    offsets: Vec<i64>,
     len: i64,
+}
+
+/// One transition of an episode batch before its x_0 is known.
+#[derive(Debug)]
+pub struct PendingStep {
+    /// x_{t+1}.
+    pub state: Tensor,
+    /// x_t.
+    pub action: Tensor,
+    /// t + 1.
+    pub step: usize,
+    /// The behaviour log-density, if the agent keeps it.
+    pub behaviour_log_prob: Option<Tensor>,
 }
 
 impl TrajectoryBuffer {
@@ -42,22 +75,54 @@ impl TrajectoryBuffer {
         self.len == 0
     }
 
-    /// Stores a batch of transitions (detached).
-    pub fn push(&mut self, batch: TransitionBatch) {
-        self.len += batch.state.size()[0];
-        self.chunks.push(TransitionBatch {
-            state: batch.state.detach(),
-            action: batch.action.detach(),
-            final_sample: batch.final_sample.detach(),
-            step: batch.step.detach(),
-            behaviour_log_prob: batch.behaviour_log_prob.map(|t| t.detach()),
-        });
+    /// Stores the steps of one batch of chains that ended in `final_sample`
+    /// (`[B, ...]`, chain i in row i of every step), detached and in order.
+    pub fn push_episode(&mut self, steps: Vec<PendingStep>, final_sample: &Tensor) {
+        let chains = final_sample.size()[0];
+        let episode = self.finals.len();
+        self.finals.push(final_sample.detach());
+        for s in steps {
+            assert_eq!(s.state.size()[0], chains, "one row per chain at every step");
+            self.offsets.push(self.len);
+            self.len += chains;
+            self.rows.push(StepRows {
+                state: s.state.detach(),
+                action: s.action.detach(),
+                step: s.step as i64,
+                behaviour_log_prob: s.behaviour_log_prob.map(|t| t.detach()),
+                episode,
+            });
+        }
     }
 
     /// Forgets every transition.
     pub fn clear(&mut self) {
-        self.chunks.clear();
-        self.len = 0;
+        *self = Self::default();
+    }
+
+    /// Bytes of tensor memory the buffer refers to, counting a tensor shared
+    /// by two steps (a state that is the previous action) once.
+    pub fn bytes(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0;
+        let tensors = self
+            .rows
+            .iter()
+            .flat_map(|r| {
+                [
+                    Some(&r.state),
+                    Some(&r.action),
+                    r.behaviour_log_prob.as_ref(),
+                ]
+            })
+            .flatten()
+            .chain(&self.finals);
+        for t in tensors {
+            if seen.insert(t.data_ptr() as usize) {
+                total += t.numel() * t.kind().elt_size_in_bytes();
+            }
+        }
+        total
     }
 
     /// `count` minibatches of `size` transitions drawn without replacement
@@ -68,21 +133,6 @@ impl TrajectoryBuffer {
         if self.is_empty() || size < 1 {
             return Vec::new();
         }
-        let cat = |f: &dyn Fn(&TransitionBatch) -> &Tensor| {
-            Tensor::cat(&self.chunks.iter().map(f).collect::<Vec<_>>(), 0)
-        };
-        let all = TransitionBatch {
-            state: cat(&|b| &b.state),
-            action: cat(&|b| &b.action),
-            final_sample: cat(&|b| &b.final_sample),
-            step: cat(&|b| &b.step),
-            behaviour_log_prob: self
-                .chunks
-                .iter()
-                .map(|b| b.behaviour_log_prob.as_ref().map(Tensor::shallow_clone))
-                .collect::<Option<Vec<_>>>()
-                .map(|parts| Tensor::cat(&parts, 0)),
-        };
         let needed = size * count as i64;
         let mut perms = Vec::new();
         let mut have = 0;
@@ -92,20 +142,68 @@ impl TrajectoryBuffer {
         }
         let order = Tensor::cat(&perms, 0);
         (0..count as i64)
-            .map(|i| {
-                let idx = order.narrow(0, i * size, size.min(self.len));
-                TransitionBatch {
-                    state: all.state.index_select(0, &idx),
-                    action: all.action.index_select(0, &idx),
-                    final_sample: all.final_sample.index_select(0, &idx),
-                    step: all.step.index_select(0, &idx),
-                    behaviour_log_prob: all
-                        .behaviour_log_prob
-                        .as_ref()
-                        .map(|l| l.index_select(0, &idx)),
-                }
-            })
+            .map(|i| self.gather(&order.narrow(0, i * size, size.min(self.len))))
             .collect()
+    }
+
+    /// The transitions at buffer positions `index` (in that order), read
+    /// from the steps that hold them.
+    fn gather(&self, index: &Tensor) -> TransitionBatch {
+        let wanted = Vec::<i64>::try_from(&index.to_device(Device::Cpu)).expect("int64 index");
+        // Rows grouped by the step entry that holds them, keeping their positions.
+        let mut groups: std::collections::BTreeMap<usize, (Vec<i64>, Vec<i64>)> =
+            Default::default();
+        for (position, &row) in wanted.iter().enumerate() {
+            let entry = self.offsets.partition_point(|&o| o <= row) - 1;
+            let g = groups.entry(entry).or_default();
+            g.0.push(row - self.offsets[entry]);
+            g.1.push(position as i64);
+        }
+        let mut parts: Vec<[Tensor; 4]> = Vec::new();
+        let mut log_probs = Vec::new();
+        let mut positions = Vec::new();
+        for (entry, (local, pos)) in groups {
+            let rows = &self.rows[entry];
+            let device = rows.state.device();
+            let local = Tensor::from_slice(&local).to_device(device);
+            parts.push([
+                rows.state.index_select(0, &local),
+                rows.action.index_select(0, &local),
+                self.finals[rows.episode].index_select(0, &local),
+                Tensor::full([local.size()[0]], rows.step, (Kind::Int64, device)),
+            ]);
+            log_probs.push(
+                rows.behaviour_log_prob
+                    .as_ref()
+                    .map(|l| l.index_select(0, &local)),
+            );
+            positions.extend(pos);
+        }
+        // Back to the order of `index`: grouped row k belongs at positions[k].
+        let device = self.rows[0].state.device();
+        let back = Tensor::from_slice(&positions)
+            .argsort(0, false)
+            .to_device(device);
+        let column = |k: usize| {
+            Tensor::cat(
+                &parts
+                    .iter()
+                    .map(|p| p[k].shallow_clone())
+                    .collect::<Vec<_>>(),
+                0,
+            )
+            .index_select(0, &back)
+        };
+        TransitionBatch {
+            state: column(0),
+            action: column(1),
+            final_sample: column(2),
+            step: column(3),
+            behaviour_log_prob: log_probs
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(|l| Tensor::cat(&l, 0).index_select(0, &back)),
+        }
     }
 }
 
@@ -113,7 +211,7 @@ impl TrajectoryBuffer {
 /// a [`TrajectoryBuffer`] once their final sample x_0 is known.
 #[derive(Debug, Default)]
 pub struct EpisodeCollector {
-    pending: Vec<(Tensor, Tensor, usize, Option<Tensor>)>,
+    pending: Vec<PendingStep>,
     /// The finished transitions.
     pub buffer: TrajectoryBuffer,
 }
@@ -122,22 +220,18 @@ impl EpisodeCollector {
     /// Records that `action` was taken in `state` at 1-based step `t`, with
     /// its behaviour log-density if the agent keeps one.
     pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize, log_prob: Option<Tensor>) {
-        self.pending
-            .push((state.shallow_clone(), action.shallow_clone(), t, log_prob));
+        self.pending.push(PendingStep {
+            state: state.shallow_clone(),
+            action: action.shallow_clone(),
+            step: t,
+            behaviour_log_prob: log_prob,
+        });
     }
 
     /// Ends the episodes in progress with final samples `final_sample`.
     pub fn finish(&mut self, final_sample: &Tensor) {
-        for (state, action, t, behaviour_log_prob) in self.pending.drain(..) {
-            let n = state.size()[0];
-            self.buffer.push(TransitionBatch {
-                step: Tensor::full([n], t as i64, (Kind::Int64, state.device())),
-                state,
-                action,
-                final_sample: final_sample.shallow_clone(),
-                behaviour_log_prob,
-            });
-        }
+        let steps = std::mem::take(&mut self.pending);
+        self.buffer.push_episode(steps, final_sample);
     }
 }
 
@@ -145,21 +239,28 @@ impl EpisodeCollector {
 mod tests {
     use super::*;
 
+    /// Two episode batches of 5 chains and 3 steps; the state of (episode
+    /// e, step k, chain b) is 100e + 10k + b, its x_0 is 1000e + b.
+    fn filled(with_log_prob: bool) -> TrajectoryBuffer {
+        let mut collector = EpisodeCollector::default();
+        for e in 0..2 {
+            for k in 0..3 {
+                let ids = Tensor::arange_start(0, 5, (Kind::Float, Device::Cpu)).view([5, 1])
+                    + (100 * e + 10 * k) as f64;
+                let log_prob = with_log_prob.then(|| &ids * 3.0);
+                collector.step(&ids, &(&ids + 0.5), 3 - k as usize, log_prob);
+            }
+            let finals = Tensor::arange_start(0, 5, (Kind::Float, Device::Cpu)).view([5, 1])
+                + 1000.0 * e as f64;
+            collector.finish(&finals);
+        }
+        collector.buffer
+    }
+
     #[test]
     fn minibatches_are_disjoint_rows_of_the_buffer() {
         let _rng = envs::testing::seeded(0);
-        let mut b = TrajectoryBuffer::new();
-        for c in 0..3 {
-            let ids =
-                Tensor::arange_start(c * 10, c * 10 + 10, (Kind::Float, Device::Cpu)).view([10, 1]);
-            b.push(TransitionBatch {
-                state: ids.shallow_clone(),
-                action: &ids + 0.5,
-                final_sample: &ids * 2.0,
-                step: Tensor::full([10], c + 1, (Kind::Int64, Device::Cpu)),
-                behaviour_log_prob: Some(&ids * 3.0),
-            });
-        }
+        let b = filled(true);
         assert_eq!(b.len(), 30);
         let batches = b.minibatches(8, 3, Device::Cpu);
         let mut seen = std::collections::BTreeSet::new();
@@ -171,14 +272,60 @@ mod tests {
             let l = Vec::<f32>::try_from(m.behaviour_log_prob.as_ref().unwrap().flatten(0, -1))
                 .unwrap();
             for i in 0..8 {
+                let id = s[i] as i64;
+                let (episode, k, chain) = (id / 100, (id % 100) / 10, id % 10);
                 assert_eq!(a[i], s[i] + 0.5);
-                assert_eq!(f[i], s[i] * 2.0);
+                assert_eq!(f[i] as i64, 1000 * episode + chain, "x_0 of its own chain");
                 assert_eq!(l[i], s[i] * 3.0);
-                assert_eq!(t[i], (s[i] as i64) / 10 + 1);
-                assert!(seen.insert(s[i] as i64), "row drawn twice");
+                assert_eq!(t[i], 3 - k);
+                assert!(seen.insert(id), "row drawn twice");
             }
         }
+        let mut b = b;
         b.clear();
         assert!(b.is_empty() && b.minibatches(8, 1, Device::Cpu).is_empty());
+    }
+
+    #[test]
+    fn minibatches_keep_the_order_of_the_permutation() {
+        // Gathering row by row from the steps must give the rows of the
+        // concatenated buffer in the permutation's order.
+        let b = filled(false);
+        let _rng = envs::testing::seeded(5);
+        let got = b.minibatches(7, 2, Device::Cpu);
+        tch::manual_seed(5);
+        let order = Tensor::randperm(30, (Kind::Int64, Device::Cpu));
+        let all: Vec<i64> = (0..2)
+            .flat_map(|e| (0..3).flat_map(move |k| (0..5).map(move |c| 100 * e + 10 * k + c)))
+            .collect();
+        let order = Vec::<i64>::try_from(&order).unwrap();
+        for (i, m) in got.iter().enumerate() {
+            let s = Vec::<f32>::try_from(m.state.flatten(0, -1)).unwrap();
+            let expected: Vec<f32> = order[i * 7..i * 7 + 7]
+                .iter()
+                .map(|&r| all[r as usize] as f32)
+                .collect();
+            assert_eq!(s, expected);
+            assert!(m.behaviour_log_prob.is_none());
+        }
+    }
+
+    #[test]
+    fn the_buffer_holds_each_state_once_and_one_final_sample_per_chain() {
+        // A chain's action is the next step's state (the same tensor), and
+        // x_0 is stored once per chain, not once per step.
+        let mut collector = EpisodeCollector::default();
+        let (chains, dim, steps) = (4i64, 6i64, 10usize);
+        let mut x = Tensor::randn([chains, dim], (Kind::Float, Device::Cpu));
+        for t in (1..=steps).rev() {
+            let next = &x * 0.9;
+            collector.step(&x, &next, t, None);
+            x = next;
+        }
+        collector.finish(&x);
+        let per_state = (chains * dim * 4) as usize;
+        // x_T .. x_0: steps + 1 states; x_0 is also the final sample (same tensor).
+        assert_eq!(collector.buffer.bytes(), (steps + 1) * per_state);
+        assert_eq!(collector.buffer.len(), chains * steps as i64);
     }
 }

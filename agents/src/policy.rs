@@ -59,6 +59,9 @@ pub struct DiffusionPolicy {
     coefficients: StepCoefficients,
     architecture: Architecture,
     learned_std: Option<LearnedStd>,
+    /// Chains whose noise prediction is computed at once when acting
+    /// without gradients (`None`: the whole batch).
+    act_chunk: Option<i64>,
 }
 
 impl DiffusionPolicy {
@@ -83,6 +86,7 @@ impl DiffusionPolicy {
                 network_steps,
             },
             learned_std: None,
+            act_chunk: None,
         }
     }
 
@@ -97,6 +101,7 @@ impl DiffusionPolicy {
             vs,
             architecture: Architecture::UNet(config.clone()),
             learned_std: None,
+            act_chunk: None,
         }
     }
 
@@ -108,6 +113,7 @@ impl DiffusionPolicy {
             vs,
             architecture: Architecture::Custom,
             learned_std: None,
+            act_chunk: None,
         }
     }
 
@@ -139,6 +145,7 @@ impl DiffusionPolicy {
             vs,
             architecture: self.architecture.clone(),
             learned_std: None,
+            act_chunk: self.act_chunk,
         };
         if let Some(floor) = self.variance_floor() {
             copy.learn_variance(floor);
@@ -214,9 +221,43 @@ impl DiffusionPolicy {
         gaussian::per_row(&l.log_std.exp().clamp_min(l.floor), steps, like)
     }
 
+    /// Computes the noise prediction of at most `chunk` chains at once when
+    /// acting without gradients (rollouts, sampling), bounding the network's
+    /// activation memory; `None` evaluates the whole batch at once. The
+    /// samples drawn do not depend on it (the noise is drawn for the whole
+    /// batch).
+    pub fn set_act_chunk(&mut self, chunk: Option<i64>) {
+        self.act_chunk = chunk.filter(|&c| c > 0);
+    }
+
+    /// mu_theta(x, t) without gradients, `act_chunk` rows at a time.
+    fn mean_without_grad(&self, x: &Tensor, steps: &Tensor) -> Tensor {
+        tch::no_grad(|| match self.act_chunk {
+            Some(chunk) if x.size()[0] > chunk => {
+                // One step for every row, or one per row.
+                let per_row = steps.size()[0] > 1;
+                let means: Vec<Tensor> = x
+                    .split(chunk, 0)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match per_row {
+                        true => self.mean(x, &steps.narrow(0, i as i64 * chunk, x.size()[0])),
+                        false => self.mean(x, steps),
+                    })
+                    .collect();
+                Tensor::cat(&means, 0)
+            }
+            _ => self.mean(x, steps),
+        })
+    }
+
     /// Draws the next samples of the chains, without tracking gradients.
     pub fn act(&self, state: &ChainState) -> Tensor {
-        tch::no_grad(|| self.act_reparameterized(&state.x, &state.steps()))
+        tch::no_grad(|| {
+            let steps = state.steps();
+            let mean = self.mean_without_grad(&state.x, &steps);
+            gaussian::sample_with_std(&mean, &self.sampling_std(&steps, &mean))
+        })
     }
 
     /// Draws the next samples without gradients, with their log-density under
@@ -228,7 +269,7 @@ impl DiffusionPolicy {
     ) -> (Tensor, Tensor) {
         tch::no_grad(|| {
             let steps = state.steps();
-            let mean = self.mean(&state.x, &steps);
+            let mean = self.mean_without_grad(&state.x, &steps);
             let action = gaussian::sample_with_std(&mean, &self.sampling_std(&steps, &mean));
             let std = self.density_std(&steps, &mean);
             let log_prob = gaussian::log_prob_with_std(&action, &mean, &std, reduction);
@@ -343,6 +384,32 @@ mod tests {
             Variance::Beta,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn acting_in_chunks_draws_the_same_samples() {
+        let s = schedule();
+        let mut policy = DiffusionPolicy::toy(&s, 2, 16, 4, Device::Cpu);
+        let state = ChainState {
+            x: Tensor::randn([10, 2], (Kind::Float, Device::Cpu)),
+            t: 3,
+        };
+        let _rng = envs::testing::seeded(8);
+        let whole = policy.act(&state);
+        let (whole_lp_action, whole_lp) = policy.act_with_log_prob(&state, LogProbReduction::Sum);
+        policy.set_act_chunk(Some(3));
+        tch::manual_seed(8);
+        let chunked = policy.act(&state);
+        let (chunked_lp_action, chunked_lp) =
+            policy.act_with_log_prob(&state, LogProbReduction::Sum);
+        assert_eq!(whole.size(), [10, 2]);
+        assert!(whole.allclose(&chunked, 1e-6, 1e-6, false));
+        assert!(whole_lp_action.allclose(&chunked_lp_action, 1e-6, 1e-6, false));
+        assert!(whole_lp.allclose(&chunked_lp, 1e-5, 1e-5, false));
+        // Per-row steps are split with their rows.
+        let steps = Tensor::from_slice(&[1i64, 2, 3, 4, 4, 1, 2, 3, 4, 1]);
+        let per_row = policy.mean_without_grad(&state.x, &steps);
+        assert!(per_row.allclose(&policy.mean(&state.x, &steps), 1e-6, 1e-6, false));
     }
 
     #[test]

@@ -23,7 +23,7 @@ const PHASE: u64 = 2;
 pub fn finetune(
     exp: &Experiment,
     task: &FineTuneTask,
-    policy: DiffusionPolicy,
+    mut policy: DiffusionPolicy,
     run_dir: &Path,
     device: Device,
     resume: Option<&Checkpoint>,
@@ -33,6 +33,7 @@ pub fn finetune(
     let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     let shape = exp.data.set.element_shape();
     let batch = task.batch as i64;
+    policy.set_act_chunk(task.rollout_chunk.map(|c| c as i64));
     seed_initialisation(exp, PHASE);
     let mut sft = SftPg::new(
         schedule(exp)?,

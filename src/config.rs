@@ -561,12 +561,11 @@ impl Experiment {
                 if let Err(reason) = f.critic.network.check(&self.data.set.element_shape()) {
                     check.that(false, "task.critic.network", reason);
                 }
-                if let Some(hidden) = &f.critic.baseline_hidden {
-                    check.that(
-                        !hidden.is_empty() && hidden.iter().all(|&w| w >= 1),
-                        "task.critic.baseline_hidden",
-                        format!("must list at least one positive width, got {hidden:?}"),
-                    );
+                if let Err(reason) = f.critic.baseline.check(
+                    &self.data.set.element_shape(),
+                    f.critic.baseline_hidden.as_deref(),
+                ) {
+                    check.that(false, "task.critic.baseline", reason);
                 }
                 match f.critic.regularizer {
                     CriticRegularizer::Baseline { lambda } => {

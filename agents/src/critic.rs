@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::critic_networks::{build_baseline, CriticNetwork};
+use crate::critic_networks::{BaselineNetwork, CriticNetwork};
 use crate::error::ensure_finite;
 use crate::networks::ValueModel;
 use crate::optim::{Optimizer, OptimizerConfig};
@@ -53,8 +53,11 @@ pub struct CriticConfig {
     /// The critic's network: `Mlp` (the toy's) or `Conv(channels: [...])`
     /// (the authors' image critic).
     pub network: CriticNetwork,
-    /// The baseline's hidden widths (default `[width, width]`; the authors'
-    /// image baseline is `[1024, 1024, 256]`).
+    /// The baseline's network: `Mlp` (conditional-linear, widths
+    /// `baseline_hidden`) or `Conv(channels: [...])`.
+    pub baseline: BaselineNetwork,
+    /// The MLP baseline's hidden widths (default `[width, width]`; the
+    /// authors' image baseline is `[1024, 1024, 256]`).
     pub baseline_hidden: Option<Vec<i64>>,
     /// The regulariser.
     pub regularizer: CriticRegularizer,
@@ -70,6 +73,7 @@ impl Default for CriticConfig {
             baseline_optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             width: 256,
             network: CriticNetwork::Mlp,
+            baseline: BaselineNetwork::Mlp,
             baseline_hidden: None,
             regularizer: CriticRegularizer::Baseline { lambda: 0.1 },
             chunk_rows: 8192,
@@ -105,11 +109,13 @@ impl AdversarialCritic {
             .build(&critic_vs.root(), shape, config.width)?
             .into();
         let baseline_vs = VarStore::new(device);
-        let hidden = config
-            .baseline_hidden
-            .clone()
-            .unwrap_or_else(|| vec![config.width, config.width]);
-        let baseline = build_baseline(&baseline_vs.root(), shape, &hidden, horizon)?;
+        let baseline = config.baseline.build(
+            &baseline_vs.root(),
+            shape,
+            config.baseline_hidden.as_deref(),
+            config.width,
+            horizon,
+        )?;
         let critic_opt = config.optimizer.build(&critic_vs);
         let baseline_opt = config.baseline_optimizer.build(&baseline_vs);
         Ok(Self {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Path};
 use tch::{Kind, Tensor};
 
-use crate::networks::{ConditionalBaseline, MlpCritic, ValueModel};
+use crate::networks::{ConditionalBaseline, ConditionalLinear, MlpCritic, ValueModel};
 use crate::unet::conv;
 use crate::AgentError;
 
@@ -37,30 +37,63 @@ fn image_critic_channels() -> Vec<i64> {
     vec![128, 256, 512]
 }
 
+/// Why a stack of halving convolutions to `channels` cannot take samples
+/// of `shape` when its last map must be at least `min` x `min`, if it cannot.
+fn check_halvings(shape: &[i64], channels: &[i64], min: i64, who: &str) -> Result<(), String> {
+    let [_, h, w] = shape[..] else {
+        return Err(format!(
+            "the conv {who} takes images [C, H, W]; these samples are {shape:?} (use Mlp)"
+        ));
+    };
+    if channels.is_empty() || channels.iter().any(|&c| c < 1) {
+        return Err(format!(
+            "channels must list at least one positive count, got {channels:?}"
+        ));
+    }
+    let halvings = channels.len() as u32;
+    let (fh, fw) = (h >> halvings, w >> halvings);
+    if h % (1 << halvings) != 0 || w % (1 << halvings) != 0 || fh < min || fw < min {
+        let why = if min > 1 {
+            format!("at least {min} x {min} for the last {min}x{min} convolution")
+        } else {
+            "at least 1 x 1".into()
+        };
+        return Err(format!(
+            "{h} x {w} images halved {halvings} times must stay whole and {why} (got {fh} x {fw}); use fewer channels entries"
+        ));
+    }
+    Ok(())
+}
+
+/// 4x4 convolutions of stride 2 and padding 1 from `in_channels` to each of
+/// `channels` in turn (layers `conv0`, `conv1`, ...); returns them and the
+/// last channel count.
+fn halving_convs(path: &Path, in_channels: i64, channels: &[i64]) -> (Vec<nn::Conv2D>, i64) {
+    let mut c_in = in_channels;
+    let layers = channels
+        .iter()
+        .enumerate()
+        .map(|(i, &c_out)| {
+            let layer = conv(path / format!("conv{i}"), c_in, c_out, 4, 2, 1);
+            c_in = c_out;
+            layer
+        })
+        .collect();
+    (layers, c_in)
+}
+
+/// LeakyReLU(0.2): max(a, 0.2 a).
+fn leaky(a: &Tensor) -> Tensor {
+    a.maximum(&(a * LEAKY_SLOPE))
+}
+
 impl CriticNetwork {
     /// Why this network cannot take samples of `shape`, if it cannot.
     pub fn check(&self, shape: &[i64]) -> Result<(), String> {
-        let CriticNetwork::Conv { channels } = self else {
-            return Ok(());
-        };
-        let [_, h, w] = shape[..] else {
-            return Err(format!(
-                "the conv critic takes images [C, H, W]; these samples are {shape:?} (use Mlp)"
-            ));
-        };
-        if channels.is_empty() || channels.iter().any(|&c| c < 1) {
-            return Err(format!(
-                "channels must list at least one positive count, got {channels:?}"
-            ));
+        match self {
+            CriticNetwork::Mlp => Ok(()),
+            CriticNetwork::Conv { channels } => check_halvings(shape, channels, 4, "critic"),
         }
-        let halvings = channels.len() as u32;
-        let (fh, fw) = (h >> halvings, w >> halvings);
-        if h % (1 << halvings) != 0 || w % (1 << halvings) != 0 || fh < 4 || fw < 4 {
-            return Err(format!(
-                "{h} x {w} images halved {halvings} times must stay whole and at least 4 x 4 for the last 4x4 convolution (got {fh} x {fw}); use fewer channels entries"
-            ));
-        }
-        Ok(())
     }
 
     /// The critic for samples of `shape` under `path` (`width` for the MLP).
@@ -81,28 +114,118 @@ impl CriticNetwork {
     }
 }
 
-/// The baseline V for states of `shape` over `horizon` sampler steps: a
-/// conditional-linear MLP over the flattened state with `hidden` widths
-/// (the toy's `[width, width]`, the authors' image baseline
-/// `[1024, 1024, 256]`).
-pub fn build_baseline(
-    path: &Path,
-    shape: &[i64],
-    hidden: &[i64],
-    horizon: i64,
-) -> Result<Box<dyn ValueModel>, AgentError> {
-    if hidden.is_empty() || hidden.iter().any(|&w| w < 1) {
-        return Err(AgentError::Invalid {
-            field: "task.critic.baseline_hidden",
-            reason: format!("must list at least one positive width, got {hidden:?}"),
-        });
+/// Which network the baseline V(x_{t+1}, t+1) is.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum BaselineNetwork {
+    /// A conditional-linear MLP over the flattened state (widths
+    /// `critic.baseline_hidden`, default `[width, width]`; the authors'
+    /// image baseline is `[1024, 1024, 256]`).
+    #[default]
+    Mlp,
+    /// A convolutional baseline of the critic's shape: 4x4 convolutions of
+    /// stride 2 to each of `channels`, each scaled per channel by a learned
+    /// per-step gain (the conditional-linear idea for feature maps) before
+    /// LeakyReLU 0.2, then the mean over space and a conditional-linear
+    /// layer to one value.
+    Conv {
+        /// Output channels of the halving convolutions.
+        #[serde(default = "image_critic_channels")]
+        channels: Vec<i64>,
+    },
+}
+
+impl BaselineNetwork {
+    /// Why this baseline cannot take states of `shape` with MLP widths
+    /// `hidden` (if given), if it cannot.
+    pub fn check(&self, shape: &[i64], hidden: Option<&[i64]>) -> Result<(), String> {
+        match (self, hidden) {
+            (BaselineNetwork::Mlp, Some(h)) if h.is_empty() || h.iter().any(|&w| w < 1) => Err(
+                format!("baseline_hidden must list at least one positive width, got {h:?}"),
+            ),
+            (BaselineNetwork::Mlp, _) => Ok(()),
+            (BaselineNetwork::Conv { .. }, Some(_)) => Err(
+                "baseline_hidden sets the widths of the Mlp baseline; the Conv baseline takes channels".into(),
+            ),
+            (BaselineNetwork::Conv { channels }, None) => {
+                check_halvings(shape, channels, 1, "baseline")
+            }
+        }
     }
-    Ok(Box::new(ConditionalBaseline::new(
-        path,
-        shape.iter().product(),
-        hidden,
-        horizon,
-    )))
+
+    /// The baseline for states of `shape` over `horizon` sampler steps under
+    /// `path` (`hidden`: the MLP's widths).
+    pub fn build(
+        &self,
+        path: &Path,
+        shape: &[i64],
+        hidden: Option<&[i64]>,
+        width: i64,
+        horizon: i64,
+    ) -> Result<Box<dyn ValueModel>, AgentError> {
+        self.check(shape, hidden)
+            .map_err(|reason| AgentError::Invalid {
+                field: "task.critic.baseline",
+                reason,
+            })?;
+        Ok(match self {
+            BaselineNetwork::Mlp => Box::new(ConditionalBaseline::new(
+                path,
+                shape.iter().product(),
+                hidden.unwrap_or(&[width, width]),
+                horizon,
+            )),
+            BaselineNetwork::Conv { channels } => {
+                Box::new(ConvBaseline::new(path, shape[0], channels, horizon))
+            }
+        })
+    }
+}
+
+/// The convolutional baseline (see [`BaselineNetwork::Conv`]).
+#[derive(Debug)]
+pub struct ConvBaseline {
+    halving: Vec<nn::Conv2D>,
+    /// Per-step channel gains of each halving layer, `[steps, channels]`.
+    gains: Vec<Tensor>,
+    out: ConditionalLinear,
+}
+
+impl ConvBaseline {
+    /// A baseline for images of `in_channels` channels at `n_steps` sampler positions.
+    pub fn new(path: &Path, in_channels: i64, channels: &[i64], n_steps: i64) -> Self {
+        let (halving, last) = halving_convs(path, in_channels, channels);
+        let gains = channels
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                (path / format!("gain{i}")).var(
+                    "weight",
+                    &[n_steps, c],
+                    nn::Init::Uniform { lo: 0.0, up: 1.0 },
+                )
+            })
+            .collect();
+        Self {
+            halving,
+            gains,
+            out: ConditionalLinear::new(&(path / "out"), last, 1, n_steps),
+        }
+    }
+}
+
+impl ValueModel for ConvBaseline {
+    /// V of each state of `x` (`[B, C, H, W]`) at the 0-based positions `index`.
+    fn value(&self, x: &Tensor, index: &Tensor) -> Tensor {
+        let mut h = x.shallow_clone();
+        for (layer, gain) in self.halving.iter().zip(&self.gains) {
+            let g = gain.index_select(0, index);
+            let [b, c] = g.size()[..] else { unreachable!() };
+            h = leaky(&(h.apply(layer) * g.view([b, c, 1, 1])));
+        }
+        let pooled = h.mean_dim([2i64, 3].as_slice(), false, Kind::Float);
+        self.out.forward(&pooled, index).squeeze_dim(-1)
+    }
 }
 
 /// The authors' image critic (see [`CriticNetwork::Conv`]).
@@ -115,19 +238,10 @@ pub struct ConvCritic {
 impl ConvCritic {
     /// A critic for images of `in_channels` channels.
     pub fn new(path: &Path, in_channels: i64, channels: &[i64]) -> Self {
-        let mut c_in = in_channels;
-        let halving = channels
-            .iter()
-            .enumerate()
-            .map(|(i, &c_out)| {
-                let layer = conv(path / format!("conv{i}"), c_in, c_out, 4, 2, 1);
-                c_in = c_out;
-                layer
-            })
-            .collect();
+        let (halving, last) = halving_convs(path, in_channels, channels);
         Self {
             halving,
-            out: conv(path / "out", c_in, 1, 4, 1, 0),
+            out: conv(path / "out", last, 1, 4, 1, 0),
         }
     }
 }
@@ -137,9 +251,7 @@ impl envs::RewardModel for ConvCritic {
     fn value(&self, x: &Tensor) -> Tensor {
         let mut h = x.shallow_clone();
         for layer in &self.halving {
-            let a = h.apply(layer);
-            // LeakyReLU(0.2): max(a, 0.2 a).
-            h = a.maximum(&(&a * LEAKY_SLOPE));
+            h = leaky(&h.apply(layer));
         }
         h.apply(&self.out)
             .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)
@@ -204,6 +316,65 @@ mod tests {
         let x = Tensor::ones([1, 1, 8, 8], (Kind::Float, Device::Cpu));
         let f = critic.value(&x).double_value(&[0]);
         assert!((f - 0.85).abs() < 1e-6, "{f}");
+    }
+
+    #[test]
+    fn the_conv_baseline_is_of_the_mlp_baselines_size_class_and_step_conditioned() {
+        let _rng = envs::testing::seeded(4);
+        let shape = [3i64, 32, 32];
+        let conv_vs = VarStore::new(Device::Cpu);
+        let conv = BaselineNetwork::Conv {
+            channels: image_critic_channels(),
+        }
+        .build(&conv_vs.root(), &shape, None, 256, 10)
+        .unwrap();
+        let mlp_vs = VarStore::new(Device::Cpu);
+        let hidden = [1024i64, 1024, 256];
+        let _mlp = BaselineNetwork::Mlp
+            .build(&mlp_vs.root(), &shape, Some(&hidden), 256, 10)
+            .unwrap();
+        let convs = |i: i64, o: i64| i * o * 16 + o;
+        let gains = 10 * (128 + 256 + 512);
+        let head = 512 + 1 + 10;
+        assert_eq!(
+            parameters(&conv_vs),
+            convs(3, 128) + convs(128, 256) + convs(256, 512) + gains + head
+        );
+        let lin = |i: i64, o: i64| i * o + o + 10 * o;
+        assert_eq!(
+            parameters(&mlp_vs),
+            lin(3072, 1024) + lin(1024, 1024) + lin(1024, 256) + lin(256, 1)
+        );
+        // Millions both: 2.6M against 4.5M.
+        let ratio = parameters(&conv_vs) as f64 / parameters(&mlp_vs) as f64;
+        assert!((0.5..1.0).contains(&ratio), "{ratio}");
+        let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let early = conv.value(&x, &Tensor::from_slice(&[0i64, 0, 0, 0]));
+        let late = conv.value(&x, &Tensor::from_slice(&[9i64, 9, 9, 9]));
+        assert_eq!(early.size(), vec![4]);
+        assert!((early - late).abs().max().double_value(&[]) > 1e-6);
+        // Gradients reach every layer.
+        let loss = conv
+            .value(&x, &Tensor::from_slice(&[1i64, 2, 3, 4]))
+            .sum(Kind::Float);
+        loss.backward();
+        for (name, v) in conv_vs.variables() {
+            assert!(v.grad().defined(), "{name} has no gradient");
+        }
+    }
+
+    #[test]
+    fn baselines_that_cannot_take_the_shape_are_refused() {
+        let conv = BaselineNetwork::Conv {
+            channels: vec![8, 8, 8, 8],
+        };
+        assert!(conv.check(&[1, 16, 16], None).is_ok());
+        let err = conv.check(&[1, 8, 8], None).unwrap_err();
+        assert!(err.contains("at least 1 x 1"), "{err}");
+        let err = conv.check(&[3, 32, 32], Some(&[64])).unwrap_err();
+        assert!(err.contains("takes channels"), "{err}");
+        assert!(BaselineNetwork::Mlp.check(&[2], Some(&[])).is_err());
+        assert!(BaselineNetwork::Mlp.check(&[2], None).is_ok());
     }
 
     #[test]

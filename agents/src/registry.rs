@@ -94,6 +94,10 @@ pub const CRITIC_NETWORKS: &[Registered] = &[
         ron: "baseline_hidden: Some([1024, 1024, 256])",
         summary: "the baseline's hidden widths (conditional-linear, indexed by sampler step; default [width, width]); this is the authors' image baseline",
     },
+    Registered {
+        ron: "baseline: Conv(channels: [128, 256, 512])",
+        summary: "a convolutional baseline: the critic's 4x4 stride-2 convs with per-step channel gains (LeakyReLU 0.2), mean over space, a conditional-linear layer to 1",
+    },
 ];
 
 /// Settings every agent shares, as `generator:` takes them.

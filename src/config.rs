@@ -362,6 +362,14 @@ impl Experiment {
         Self::parse_with(text, path, user_options())
     }
 
+    /// Parses experiment text as users write it without checking the values
+    /// against their domains (for edits that are validated once complete).
+    pub fn parse_unvalidated(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut experiment: Experiment = deserialize(text, path, user_options())?;
+        experiment.data.flip = Some(experiment.data.flips());
+        Ok(experiment)
+    }
+
     /// Parses and validates text written by [`Experiment::to_ron`] (as stored
     /// in checkpoints), including that of earlier versions (see [`migrate_v1`]).
     pub fn parse_serialized(text: &str, path: &Path) -> Result<Self, ConfigError> {

@@ -42,15 +42,66 @@ impl std::str::FromStr for Override {
     }
 }
 
+impl Override {
+    /// Whether the override only says where the data set lives
+    /// (`data.set.dir`, `data.set.partition`): such overrides reach the runs
+    /// an experiment depends on, when they read the same kind of data set.
+    pub fn is_data_location(&self) -> bool {
+        matches!(self.field.as_str(), "data.set.dir" | "data.set.partition")
+    }
+
+    /// The command-line form, `FIELD=VALUE`.
+    pub fn to_arg(&self) -> String {
+        format!("{}={}", self.field, self.value)
+    }
+}
+
+/// The overrides given for `exp` that also apply to its dependency `dep`:
+/// the data locations, when both read the same kind of data set (a
+/// fine-tuning run and the pretraining run it starts from read the same
+/// files, so pointing one at a copy points both).
+pub fn carried_to_dependency(
+    overrides: &[Override],
+    exp: &Experiment,
+    dep: &Experiment,
+) -> Vec<Override> {
+    if std::mem::discriminant(&exp.data.set) != std::mem::discriminant(&dep.data.set) {
+        return Vec::new();
+    }
+    overrides
+        .iter()
+        .filter(|o| o.is_data_location())
+        .cloned()
+        .collect()
+}
+
 /// `exp` (read from `path`) with `overrides` applied in order, validated.
 pub fn apply(
     exp: Experiment,
     overrides: &[Override],
     path: &Path,
 ) -> Result<Experiment, ConfigError> {
-    overrides
+    let Some(last) = overrides.last() else {
+        return Ok(exp);
+    };
+    let edited = overrides
         .iter()
-        .try_fold(exp, |exp, o| apply_one(exp, o, path))
+        .try_fold(exp, |exp, o| apply_one(exp, o, path))?;
+    // Validated once all are in place, so that overrides may depend on each
+    // other (a smaller data.n with a smaller eval.n) in any order.
+    edited.validate().map_err(|(field, message)| {
+        let named = overrides
+            .iter()
+            .rev()
+            .find(|o| field.starts_with(&o.field) || o.field.starts_with(&field))
+            .unwrap_or(last);
+        ConfigError::Override {
+            file: path.to_path_buf(),
+            field: named.field.clone(),
+            message: format!("does not fit: {field}: {message}"),
+        }
+    })?;
+    Ok(edited)
 }
 
 fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, ConfigError> {
@@ -88,7 +139,7 @@ fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, C
         o.value.clone()
     };
     let edited = format!("{}{value}{}", &text[..span.0], &text[span.1..]);
-    Experiment::parse(&edited, path).map_err(|e| {
+    Experiment::parse_unvalidated(&edited, path).map_err(|e| {
         let message = match e {
             ConfigError::Parse { message, .. } => message,
             ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
@@ -279,6 +330,43 @@ mod tests {
             .to_string();
         assert!(err.contains("env.steps: must be at least 1"), "{err}");
         assert!("no-equals".parse::<Override>().is_err());
+    }
+
+    #[test]
+    fn overrides_are_validated_together_in_any_order() {
+        // eval.exact_n must not exceed data.n: lowering data.n first is fine
+        // when eval follows.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_digits.ron");
+        let exp = Experiment::load(&path).unwrap();
+        let sets = [
+            set("data.n=Some(32)"),
+            set("eval=(every: 1, n: 16, exact_n: 16, projections: 10, repeats: 1, chunk: 16)"),
+        ];
+        let changed = apply(exp.clone(), &sets, &path).unwrap();
+        assert_eq!((changed.data.n, changed.eval.exact_n), (Some(32), 16));
+        // Alone, the smaller data.n does not fit the file's evaluation, and
+        // the error names the override and the field it clashes with.
+        let err = apply(exp, &sets[..1], &path).unwrap_err().to_string();
+        assert!(
+            err.contains("--set data.n") && err.contains("eval.exact_n"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn data_locations_reach_dependencies_of_the_same_data_set() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let fine = Experiment::load(&dir.join("sft_pg_mnist.ron")).unwrap();
+        let pre = Experiment::load(&dir.join("ddpm_mnist_t10.ron")).unwrap();
+        let swiss = Experiment::load(&dir.join("ddpm_swissroll_t10.ron")).unwrap();
+        let sets = [
+            set("data.set.dir=/data/mnist"),
+            set("task.epochs=3"),
+            set("data.set.size=28"),
+        ];
+        let carried = carried_to_dependency(&sets, &fine, &pre);
+        assert_eq!(carried, vec![set("data.set.dir=/data/mnist")]);
+        assert!(carried_to_dependency(&sets, &fine, &swiss).is_empty());
     }
 
     #[test]

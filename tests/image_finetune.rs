@@ -156,6 +156,26 @@ fn an_imported_unet_fine_tunes_on_digits() {
         names.iter().any(|k| k.starts_with("lin3")) && !names.iter().any(|k| k.starts_with("lin4")),
         "{names:?}"
     );
+    // The conv baseline: its halving conv, per-step channel gains over the
+    // sampler's 4 steps, and the conditional-linear head.
+    let conv_baseline = "network: Conv(channels: [16]), baseline: Conv(channels: [8])";
+    std::fs::write(
+        dir.join("convbase.ron"),
+        experiment(&runs, &digits, 16, "convbase", conv_baseline),
+    )
+    .unwrap();
+    run_ok(
+        rl_run()
+            .arg(dir.join("convbase.ron"))
+            .args(["--quiet", "--no-table"]),
+    );
+    let baseline =
+        tch::Tensor::read_safetensors(runs.join("convbase/final/baseline.safetensors")).unwrap();
+    let shapes: std::collections::BTreeMap<String, Vec<i64>> =
+        baseline.into_iter().map(|(k, v)| (k, v.size())).collect();
+    assert_eq!(shapes["conv0.weight"], vec![8, 1, 4, 4], "{shapes:?}");
+    assert_eq!(shapes["gain0.weight"], vec![4, 8], "{shapes:?}");
+    assert_eq!(shapes["out.lin.weight"], vec![1, 8], "{shapes:?}");
     // Two halvings leave 2 x 2 at 8 x 8: refused before any work, by name.
     let too_deep = "network: Conv(channels: [16, 32])";
     std::fs::write(
@@ -176,4 +196,70 @@ fn an_imported_unet_fine_tunes_on_digits() {
         "{stderr}"
     );
     assert!(!runs.join("deep").exists());
+}
+
+/// `--set data.set.dir=...` on a fine-tuning file points the pretraining run
+/// it starts from at the same folder (both read the same data set), so a
+/// user with the data elsewhere edits neither file; other overrides stay
+/// with the named experiment.
+#[test]
+fn a_data_folder_set_for_fine_tuning_reaches_its_pretraining_run() {
+    let dir = temp_dir("set_reaches_init");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    let copy = dir.join("my digits");
+    std::fs::create_dir_all(&copy).unwrap();
+    for file in ["train-images-idx3-ubyte", "t10k-images-idx3-ubyte"] {
+        std::fs::copy(digits.join(file), copy.join(file)).unwrap();
+    }
+    let runs = dir.join("runs");
+    let model = "UNet(in_channels: 1, resolution: 8, channels: 16, channel_mult: [1, 2],
+                res_blocks: 1, attention_resolutions: [], mid_attention: false,
+                attention_head_dim: None, dropout: 0.0, norm_groups: 8)";
+    let common = format!(
+        r#"seed: 1,
+    data: (set: Digits(dir: "not/here"), n: 64),
+    env: (steps: 20, schedule: Linear(start: 1e-4, end: 0.2)),
+    model: {model},
+    eval: (every: 1, n: 32, exact_n: 32, projections: 10, repeats: 1, chunk: 32),
+    record: (dir: "{runs}", checkpoint_every: 1),"#,
+        runs = runs.display()
+    );
+    std::fs::write(
+        dir.join("pre.ron"),
+        format!(
+            "Experiment(name: \"pre\", {common}
+    task: Pretrain(epochs: 2, batch: 32, optimizer: Adam(lr: 1e-3), grad_clip: 1.0),
+)"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        format!(
+            "Experiment(name: \"fine\", {common}
+    task: FineTune(init: \"pre.ron\", epochs: 2, batch: 16, n_critic: 2,
+        generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
+        agent: Reinforce(use_baseline: true),
+        critic: (width: 32, regularizer: Baseline(lambda: 1.0))),
+)"
+        ),
+    )
+    .unwrap();
+    run_ok(rl_run().arg(dir.join("fine.ron")).args([
+        "--quiet",
+        "--no-table",
+        "--set",
+        &format!("data.set.dir={}", copy.display()),
+        "--set",
+        "task.epochs=1",
+    ]));
+    // The file's 2 pretraining epochs (task.epochs=1 was for fine-tuning).
+    for (run, epochs) in [("pre", 2), ("fine", 1)] {
+        let stored = std::fs::read_to_string(runs.join(run).join("final/experiment.ron")).unwrap();
+        assert!(
+            stored.contains(&copy.display().to_string()),
+            "{run} read the folder given on the command line:\n{stored}"
+        );
+        assert!(stored.contains(&format!("epochs: {epochs},")), "{stored}");
+    }
 }

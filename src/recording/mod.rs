@@ -77,6 +77,12 @@ impl Recorder {
         self.writer.add_image_png(tag, &png, w, h, step as i64)
     }
 
+    /// Logs an image already encoded as PNG (its size read from its header).
+    pub fn image_png(&mut self, tag: &str, png: &[u8], step: u64) -> Result<(), RecordingError> {
+        let (w, h) = png_size(png)?;
+        self.writer.add_image_png(tag, png, w, h, step as i64)
+    }
+
     /// Makes everything logged so far durable.
     pub fn flush(&mut self) -> Result<(), RecordingError> {
         self.writer.flush()

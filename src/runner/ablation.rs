@@ -86,7 +86,8 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
                 ablation.seeds.len(),
                 dir.display()
             );
-            parallel::Background::start(executable, &files, *jobs)?.finish()?;
+            let deps: Vec<_> = files.iter().map(|f| (f.clone(), Vec::new())).collect();
+            parallel::Background::start(executable, &deps, *jobs)?.finish()?;
         }
         None => {
             for (file, run) in files.iter().zip(&runs) {

@@ -94,8 +94,15 @@ pub fn run_file(path: &Path, options: &RunOptions) -> Result<RunReport, RunError
     let final_dir = match &options.parallel {
         Some((executable, jobs)) if *jobs > 1 => {
             let (init, others) = dependencies(path, &exp)?;
-            let mut all = init.iter().cloned().collect::<Vec<_>>();
-            all.extend(others);
+            let mut all = Vec::new();
+            for dep in init.iter().chain(&others) {
+                let carried = crate::overrides::carried_to_dependency(
+                    &options.overrides,
+                    &exp,
+                    &Experiment::load(dep)?,
+                );
+                all.push((dep.clone(), carried));
+            }
             let mut background = parallel::Background::start(executable, &all, *jobs)?;
             if let Some(init) = &init {
                 background.wait_for(&Experiment::load(init)?.name)?;
@@ -150,6 +157,19 @@ fn dependencies(
     Ok((init, others))
 }
 
+/// The run `dep` that `exp` depends on (its start or a run it compares
+/// with), with the data locations given for `exp` on the command line
+/// (see [`crate::overrides::carried_to_dependency`]).
+fn load_dependency(
+    dep: &Path,
+    exp: &Experiment,
+    options: &RunOptions,
+) -> Result<Experiment, RunError> {
+    let loaded = Experiment::load(dep)?;
+    let carried = crate::overrides::carried_to_dependency(&options.overrides, exp, &loaded);
+    Ok(crate::overrides::apply(loaded, &carried, dep)?)
+}
+
 /// Sets libtorch's intra-op threads (1 is fastest for the toy networks).
 pub fn configure_threads(threads: usize) {
     tch::set_num_threads(threads as i32);
@@ -194,7 +214,7 @@ fn ensure_trained(
     if let Task::FineTune(task) = &exp.task {
         match model::init_source(path, task) {
             model::InitSource::Run(init_path) => {
-                check_compatible(exp, &Experiment::load(&init_path)?, &init_path)?
+                check_compatible(exp, &load_dependency(&init_path, exp, options)?, &init_path)?
             }
             model::InitSource::Imported(folder) => {
                 model::check_imported(exp, path, &folder)?;
@@ -270,9 +290,13 @@ fn ensure_trained(
         Task::FineTune(task) => {
             let policy = match model::init_source(path, task) {
                 model::InitSource::Run(init_path) => {
-                    let init = Experiment::load(&init_path)?;
+                    let init = load_dependency(&init_path, exp, options)?;
                     check_compatible(exp, &init, &init_path)?;
-                    let init_final = ensure_trained(&init_path, &init, options, false, device)?;
+                    let dependency = RunOptions {
+                        overrides: Vec::new(),
+                        ..options.clone()
+                    };
+                    let init_final = ensure_trained(&init_path, &init, &dependency, false, device)?;
                     // The pretrained weights, sampled by this run's sampler.
                     load_policy_with_sampler(&init_final, exp.env.sampler, device)?
                 }
@@ -344,15 +368,19 @@ fn comparison_table(
     let mut imported = None;
     if let Task::FineTune(task) = &exp.task {
         match model::init_source(path, task) {
-            model::InitSource::Run(init_path) => {
-                entries.push((init_path.clone(), Experiment::load(&init_path)?))
-            }
+            model::InitSource::Run(init_path) => entries.push((
+                init_path.clone(),
+                load_dependency(&init_path, exp, options)?,
+            )),
             model::InitSource::Imported(dir) => imported = Some(dir),
         }
     }
     for other in &exp.compare {
         let other_path = Experiment::resolve_relative(path, other);
-        entries.push((other_path.clone(), Experiment::load(&other_path)?));
+        entries.push((
+            other_path.clone(),
+            load_dependency(&other_path, exp, options)?,
+        ));
     }
     entries.push((path.to_path_buf(), exp.clone()));
     let data = Data::load(exp, Device::Cpu)?;

@@ -10,27 +10,33 @@ use std::time::Duration;
 use crate::checkpoint::Checkpoint;
 use crate::config::Experiment;
 use crate::error::RunError;
+use crate::overrides::Override;
 
 use super::model::run_dir;
 
 /// A dependency being trained by a child process.
 pub struct Background {
     children: Vec<(String, PathBuf, Child)>,
-    queue: Vec<(String, PathBuf)>,
+    queue: Vec<(String, PathBuf, Vec<Override>)>,
     executable: PathBuf,
     jobs: usize,
 }
 
 impl Background {
-    /// Starts training those of `deps` (experiment files) that have no final
-    /// result yet, at most `jobs` at a time; the rest wait in a queue.
-    pub fn start(executable: &Path, deps: &[PathBuf], jobs: usize) -> Result<Self, RunError> {
+    /// Starts training those of `deps` (experiment files, each with the
+    /// `--set` overrides it takes) that have no final result yet, at most
+    /// `jobs` at a time; the rest wait in a queue.
+    pub fn start(
+        executable: &Path,
+        deps: &[(PathBuf, Vec<Override>)],
+        jobs: usize,
+    ) -> Result<Self, RunError> {
         let mut queue = Vec::new();
-        for path in deps {
-            let exp = Experiment::load(path)?;
+        for (path, overrides) in deps {
+            let exp = crate::overrides::apply(Experiment::load(path)?, overrides, path)?;
             let done = Checkpoint::exists(&run_dir(&exp).join("final"));
-            if !done && !queue.iter().any(|(name, _)| *name == exp.name) {
-                queue.push((exp.name.clone(), path.clone()));
+            if !done && !queue.iter().any(|(name, _, _)| *name == exp.name) {
+                queue.push((exp.name.clone(), path.clone(), overrides.clone()));
             }
         }
         queue.reverse();
@@ -46,10 +52,10 @@ impl Background {
 
     fn fill(&mut self, slots: usize) -> Result<(), RunError> {
         while self.children.len() < slots {
-            let Some((name, path)) = self.queue.pop() else {
+            let Some((name, path, overrides)) = self.queue.pop() else {
                 break;
             };
-            let exp = Experiment::load(&path)?;
+            let exp = crate::overrides::apply(Experiment::load(&path)?, &overrides, &path)?;
             let dir = run_dir(&exp);
             std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
                 path: dir.clone(),
@@ -65,6 +71,9 @@ impl Background {
             // if another process is training it.
             cmd.arg(&path)
                 .args(["--quiet", "--no-table", "--jobs", "1", "--as-dependency"]);
+            for o in &overrides {
+                cmd.arg("--set").arg(o.to_arg());
+            }
             let child = cmd
                 .stdout(Stdio::null())
                 .stderr(file)
@@ -86,7 +95,7 @@ impl Background {
     /// starting queued runs as slots free up.
     pub fn wait_for(&mut self, name: &str) -> Result<(), RunError> {
         while self.children.iter().any(|(n, _, _)| n == name)
-            || self.queue.iter().any(|(n, _)| n == name)
+            || self.queue.iter().any(|(n, _, _)| n == name)
         {
             self.poll(self.jobs)?;
             std::thread::sleep(Duration::from_millis(200));

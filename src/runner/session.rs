@@ -183,6 +183,7 @@ impl Session {
                 .map_err(|source| RunError::Io { path, source })?;
             let path = dir.join(format!("paths-epoch-{epoch:04}.png"));
             let png = crate::recording::grid::paths_png(&self.chain_paths(policy))?;
+            self.recorder.image_png("eval/paths", &png, step)?;
             std::fs::write(&path, png).map_err(|source| RunError::Io { path, source })?;
         } else {
             self.recorder.samples_over_data(

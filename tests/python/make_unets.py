@@ -61,6 +61,13 @@ CASES = {
         up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
         norm_num_groups=32,
     ),
+    # A tiny model of CIFAR-10's shape (3 x 32 x 32, attention at 16 x 16)
+    # for fine-tuning tests of experiments/sft_pg_cifar.ron on the CPU.
+    "tiny_cifar": dict(
+        DDPM, sample_size=32, in_channels=3, out_channels=3, block_out_channels=(16, 32),
+        layers_per_block=1, down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
+    ),
 }
 
 LEGACY = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}

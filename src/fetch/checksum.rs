@@ -63,9 +63,9 @@ impl Checksum {
         }
     }
 
-    /// Checks the file `path`: an error naming it, the algorithm, the
-    /// expected and the found digest when they differ.
-    pub fn verify(&self, path: &Path) -> Result<(), FetchError> {
+    /// Checks the file `path`, downloaded from `url`: an error naming both,
+    /// the algorithm, the expected and the found digest when they differ.
+    pub fn verify(&self, path: &Path, url: &str) -> Result<(), FetchError> {
         let file = std::fs::File::open(path).map_err(io(path))?;
         let len = file.metadata().map_err(io(path))?.len();
         let found = self
@@ -76,6 +76,7 @@ impl Checksum {
         } else {
             Err(FetchError::Checksum {
                 file: path.to_path_buf(),
+                url: url.to_string(),
                 algorithm: self.algorithm(),
                 expected: self.expected().to_ascii_lowercase(),
                 found,
@@ -120,9 +121,11 @@ mod tests {
         let file = dir.join("x.bin");
         std::fs::write(&file, b"abc").unwrap();
         Checksum::Md5("900150983CD24FB0D6963F7D28E17F72".into())
-            .verify(&file)
+            .verify(&file, "http://h/x.bin")
             .unwrap();
-        let err = Checksum::Md5("0".repeat(32)).verify(&file).unwrap_err();
+        let err = Checksum::Md5("0".repeat(32))
+            .verify(&file, "http://h/x.bin")
+            .unwrap_err();
         let text = err.to_string();
         for part in [
             "x.bin",

@@ -166,7 +166,7 @@ pub fn download(
         });
     }
     if let Some(checksum) = checksum {
-        if let Err(e) = checksum.verify(&part) {
+        if let Err(e) = checksum.verify(&part, url) {
             std::fs::remove_file(&part).map_err(io(&part))?;
             return Err(e);
         }

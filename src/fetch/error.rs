@@ -53,10 +53,12 @@ pub enum FetchError {
         part: PathBuf,
     },
     /// A downloaded file's checksum is not the published one.
-    #[error("{file}: {algorithm} is {found}, expected {expected}; the download was deleted (it cannot be resumed into the right file)")]
+    #[error("{file} (from {url}): {algorithm} is {found}, expected {expected}; the download was deleted (it cannot be resumed into the right file)")]
     Checksum {
         /// The file (the partial name it was downloaded under).
         file: PathBuf,
+        /// Where it came from.
+        url: String,
         /// `MD5`, `SHA-256` or `git blob SHA-1`.
         algorithm: &'static str,
         /// The published checksum.

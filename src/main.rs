@@ -11,6 +11,7 @@ use shortcut::runner::evaluate::policy_quality;
 use shortcut::runner::model::load_policy;
 use shortcut::runner::sampling::{sample_checkpoint, write_samples, SampleRequest};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
+use shortcut::weights::diffusers::DiffusersFolder;
 
 /// Reinforcement learning on the denoising chain of diffusion models.
 #[derive(Parser)]
@@ -342,6 +343,12 @@ fn fetch_one(resource: &fetch::Resource, parent: &std::path::Path, quiet: bool) 
             resource.name,
             dir.display()
         ),
+    }
+    if let fetch::Source::Hub { .. } = resource.source {
+        let dir = parent.join(&resource.folder);
+        if let Err(e) = DiffusersFolder::open(&dir).and_then(|folder| folder.weights()) {
+            eprint!("rl-run: note: {}", shortcut::error::report(&e));
+        }
     }
     Ok(())
 }

@@ -446,6 +446,36 @@ fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
             .arg("--out")
             .arg(dir.join("eps.npy")),
     );
+
+    // A repository with only the pickle: fetched, with the way to convert it.
+    let tree = serde_json::json!([
+        {"type": "file", "oid": git_blob(&config), "size": config.len(), "path": "config.json"},
+        {"type": "file", "oid": "1111111111111111111111111111111111111111", "size": 3,
+         "path": "diffusion_pytorch_model.bin",
+         "lfs": {"oid": hex(&Sha256::digest(b"bin")), "size": 3, "pointerSize": 130}}
+    ]);
+    server.set(
+        "/api/models/someone/old-unet/tree/v1",
+        Reply::Bytes(tree.to_string().into_bytes()),
+    );
+    let repo = "/someone/old-unet/resolve/v1";
+    server.set(&format!("{repo}/config.json"), Reply::Bytes(config));
+    server.set(
+        &format!("{repo}/diffusion_pytorch_model.bin"),
+        Reply::Bytes(b"bin".to_vec()),
+    );
+    let out = run_ok(
+        rl_run()
+            .args(["fetch", "someone/old-unet@v1", "--into"])
+            .arg(&models)
+            .env("HF_ENDPOINT", server.url("")),
+    );
+    let message = stderr(&out);
+    assert!(message.contains("convert_weights.py"), "{message}");
+    assert_eq!(
+        listing(&models.join("old-unet")),
+        ["config.json", "diffusion_pytorch_model.bin"]
+    );
 }
 
 /// A pretraining experiment on CIFAR-10 in `data/cifar-10-batches-bin`

@@ -24,6 +24,8 @@ enum Reply {
     Bytes(Vec<u8>),
     /// Announces the bytes' full length, sends only the first `sent`, closes.
     CutOff { bytes: Vec<u8>, sent: usize },
+    /// `302 Found` to another path (as the hub sends large files to its CDN).
+    Redirect(String),
 }
 
 /// One request the server saw: the path and its `Range` header.
@@ -101,6 +103,9 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Reply>>, seen: &Mutex
     };
     let _ = match reply {
         None => out.write_all(head("404 Not Found", 0, "").as_bytes()),
+        Some(Reply::Redirect(to)) => {
+            out.write_all(head("302 Found", 0, &format!("Location: {to}\r\n")).as_bytes())
+        }
         Some(Reply::CutOff { bytes, sent }) => out
             .write_all(head("200 OK", bytes.len(), "").as_bytes())
             .and_then(|()| out.write_all(&bytes[..sent])),
@@ -349,20 +354,27 @@ fn git_blob(bytes: &[u8]) -> String {
     hex(&d.finalize())
 }
 
-#[test]
-fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
-    let dir = temp_dir("fetch_hub");
+/// Makes the random-weight diffusers model `no_attention` of
+/// `tests/python/make_unets.py` in `dir`.
+fn make_unet(dir: &Path) -> PathBuf {
     run_ok(
         python()
             .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_unets.py"))
-            .arg(&dir)
+            .arg(dir)
             .arg("no_attention"),
     );
-    let made = dir.join("no_attention");
+    dir.join("no_attention")
+}
+
+/// Where the test's hub keeps the weights (the resolve URL redirects there).
+const CDN_WEIGHTS: &str = "/cdn/ddpm-cifar10-32/weights";
+
+/// Serves the model folder `made` as the hub's google/ddpm-cifar10-32 at
+/// `main`, with a README and a pickle beside the safetensors (as the real
+/// repository has); returns the weights' bytes.
+fn serve_hub_model(server: &Server, made: &Path) -> Vec<u8> {
     let config = std::fs::read(made.join("config.json")).unwrap();
     let weights = std::fs::read(made.join("diffusion_pytorch_model.safetensors")).unwrap();
-    let server = Server::start();
-    let repo = "/google/ddpm-cifar10-32/resolve/main";
     let tree = serde_json::json!([
         {"type": "file", "oid": git_blob(b"# readme\n"), "size": 9, "path": "README.md"},
         {"type": "file", "oid": git_blob(&config), "size": config.len(), "path": "config.json"},
@@ -378,15 +390,28 @@ fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
         "/api/models/google/ddpm-cifar10-32/tree/main",
         Reply::Bytes(tree.to_string().into_bytes()),
     );
-    server.set(&format!("{repo}/config.json"), Reply::Bytes(config.clone()));
+    let repo = "/google/ddpm-cifar10-32/resolve/main";
+    server.set(&format!("{repo}/config.json"), Reply::Bytes(config));
+    server.set(
+        &format!("{repo}/diffusion_pytorch_model.safetensors"),
+        Reply::Redirect(CDN_WEIGHTS.into()),
+    );
+    server.set(CDN_WEIGHTS, Reply::Bytes(weights.clone()));
+    weights
+}
+
+#[test]
+fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
+    let dir = temp_dir("fetch_hub");
+    let made = make_unet(&dir);
+    let config = std::fs::read(made.join("config.json")).unwrap();
+    let server = Server::start();
+    let weights = serve_hub_model(&server, &made);
     // First the hub's CDN hands out damaged weights: refused by SHA-256.
     let mut damaged = weights.clone();
     let last = damaged.len() - 1;
     damaged[last] ^= 1;
-    server.set(
-        &format!("{repo}/diffusion_pytorch_model.safetensors"),
-        Reply::Bytes(damaged),
-    );
+    server.set(CDN_WEIGHTS, Reply::Bytes(damaged));
     let models = dir.join("models");
     let fetch = || {
         rl_run()
@@ -408,10 +433,7 @@ fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
     }
     assert!(!models.join("ddpm-cifar10-32").exists());
 
-    server.set(
-        &format!("{repo}/diffusion_pytorch_model.safetensors"),
-        Reply::Bytes(weights.clone()),
-    );
+    server.set(CDN_WEIGHTS, Reply::Bytes(weights.clone()));
     let out = fetch();
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(listing(&models), ["ddpm-cifar10-32"]);
@@ -432,6 +454,8 @@ fn a_hub_model_is_fetched_by_the_hubs_hashes_and_loads() {
             .count(),
         1
     );
+    // The weights came from where the hub redirected.
+    assert!(seen.iter().any(|s| s.path == CDN_WEIGHTS));
     let folder = shortcut::weights::diffusers::DiffusersFolder::open(&fetched).unwrap();
     assert!(folder.weights().is_ok());
     // The weights load: eps of the fetched model for the case's inputs.
@@ -554,4 +578,156 @@ fn a_run_names_the_missing_data_and_with_fetch_gets_it_first() {
             .arg(&catalog),
     );
     assert_eq!(server.seen().len(), requests);
+}
+
+/// An IDX file of unsigned bytes, gzipped: `dims`, then values.
+fn idx_gz(dims: &[u32], fill: u8) -> Vec<u8> {
+    let mut raw = vec![0, 0, 8, dims.len() as u8];
+    for d in dims {
+        raw.extend(d.to_be_bytes());
+    }
+    let n: u32 = dims.iter().product();
+    raw.extend((0..n).map(|i| (i as u8).wrapping_mul(fill)));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap()
+}
+
+#[test]
+fn mnist_comes_from_the_second_mirror_when_the_first_lacks_it() {
+    let dir = temp_dir("fetch_mnist");
+    let server = Server::start();
+    let files = [
+        ("train-images-idx3-ubyte.gz", idx_gz(&[3, 28, 28], 7)),
+        ("train-labels-idx1-ubyte.gz", idx_gz(&[3], 1)),
+        ("t10k-images-idx3-ubyte.gz", idx_gz(&[2, 28, 28], 5)),
+        ("t10k-labels-idx1-ubyte.gz", idx_gz(&[2], 1)),
+    ];
+    // Only the second mirror's path is served (the first answers 404).
+    let mut entries = Vec::new();
+    for (name, bytes) in &files {
+        server.set(&format!("/exdb/mnist/{name}"), Reply::Bytes(bytes.clone()));
+        entries.push(format!(
+            r#"(name: "{name}", urls: ["https://ossci-datasets.s3.amazonaws.com/mnist/{name}", "http://yann.lecun.com/exdb/mnist/{name}"], checksum: Md5("{}"))"#,
+            hex(&Md5::digest(bytes))
+        ));
+    }
+    // The catalog keeps the real URLs; SHORTCUT_MIRROR sends them to the server.
+    let catalog = dir.join("catalog.ron");
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"[(name: "mnist", folder: "mnist", source: Files([{}]))]"#,
+            entries.join(", ")
+        ),
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let out = run_ok(
+        rl_run()
+            .args(["fetch", "mnist", "--into"])
+            .arg(&data)
+            .arg("--catalog")
+            .arg(&catalog)
+            .env("SHORTCUT_MIRROR", server.url("")),
+    );
+    let message = stderr(&out);
+    assert!(message.contains("HTTP 404"), "{message}");
+    assert!(message.contains("fetched mnist"), "{message}");
+    let seen: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
+    for path in [
+        "/mnist/train-images-idx3-ubyte.gz",
+        "/exdb/mnist/train-images-idx3-ubyte.gz",
+    ] {
+        assert!(seen.iter().any(|s| s == path), "{path} not in {seen:?}");
+    }
+    assert_eq!(listing(&data), ["mnist"]);
+    let folder = data.join("mnist");
+    let mut names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    names.sort();
+    assert_eq!(listing(&folder), names);
+    use envs::images::{idx_images_file, load_idx_images, Split};
+    let train = load_idx_images(&idx_images_file(&folder, Split::Train).unwrap()).unwrap();
+    assert_eq!(train.size(), [3, 1, 28, 28]);
+    let test = load_idx_images(&idx_images_file(&folder, Split::Test).unwrap()).unwrap();
+    assert_eq!(test.size(), [2, 1, 28, 28]);
+}
+
+/// A fine-tuning experiment on the 8 x 8 digits starting from
+/// `models/ddpm-cifar10-32` beside it (here: the tiny test U-Net).
+fn hub_init_experiment(dir: &Path) -> PathBuf {
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    assert!(
+        digits.join("train-images-idx3-ubyte").is_file(),
+        "needs data/digits: run scripts/setup.sh (make test does)"
+    );
+    let file = dir.join("fine.ron");
+    std::fs::write(
+        &file,
+        format!(
+            r#"Experiment(
+    name: "fine",
+    seed: 1,
+    data: (set: Digits(dir: "{digits}"), n: 32),
+    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
+          sampler: Ddim(steps: 2, eta: 1.0, spacing: Uniform)),
+    model: UNet(in_channels: 1, resolution: 8, channels: 16, channel_mult: [1, 2],
+                res_blocks: 2, attention_resolutions: [], mid_attention: false,
+                attention_head_dim: None, dropout: 0.0, norm_groups: 8),
+    task: FineTune(
+        init: "models/ddpm-cifar10-32",
+        epochs: 1,
+        batch: 8,
+        n_critic: 1,
+        generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
+        agent: Reinforce(use_baseline: true),
+        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), width: 32),
+    ),
+    eval: (every: 1, n: 16, exact_n: 16, projections: 10, repeats: 1, chunk: 16),
+    record: (dir: "{runs}", checkpoint_every: 1),
+)
+"#,
+            digits = digits.display(),
+            runs = dir.join("runs").display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_missing_pretrained_model_is_named_and_fetched_by_fetch() {
+    let dir = temp_dir("fetch_run_hub");
+    let made = make_unet(&dir);
+    let server = Server::start();
+    serve_hub_model(&server, &made);
+    let experiment = hub_init_experiment(&dir);
+    let out = rl_run()
+        .arg(&experiment)
+        .args(["--quiet", "--no-table", "--jobs", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    let command = format!(
+        "rl-run fetch google/ddpm-cifar10-32 --into {}",
+        dir.join("models").display()
+    );
+    assert!(
+        message.contains(&command),
+        "missing {command:?} in {message}"
+    );
+    let out = run_ok(
+        rl_run()
+            .arg(&experiment)
+            .args(["--quiet", "--no-table", "--fetch"])
+            .env("HF_ENDPOINT", server.url("")),
+    );
+    let message = stderr(&out);
+    assert!(
+        message.contains("is missing; fetching google/ddpm-cifar10-32"),
+        "{message}"
+    );
+    assert!(dir.join("models/ddpm-cifar10-32/config.json").is_file());
+    assert!(dir.join("runs/fine/final").is_dir(), "{message}");
 }

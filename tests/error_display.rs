@@ -176,6 +176,9 @@ fn fetch_errors() -> Vec<FetchError> {
             dir: PathBuf::from("data/mnist"),
             missing: "t10k-images-idx3-ubyte.gz".into(),
         },
+        FetchError::Busy {
+            dir: PathBuf::from("data/mnist.part"),
+        },
         FetchError::Io {
             path: PathBuf::from("data/mnist.part"),
             source: io(),
@@ -227,7 +230,7 @@ fn chain(error: &(dyn Error + 'static)) -> Vec<String> {
 fn every_error_says_each_cause_once_and_ends_its_line() {
     let errors = run_errors();
     // Every variant of RunError, with each inner type's variants behind it.
-    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 11 + 4);
+    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 12 + 4);
     for error in &errors {
         let line = report(error);
         assert!(line.ends_with('\n'), "{line:?}");

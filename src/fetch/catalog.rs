@@ -92,6 +92,25 @@ impl Resource {
         }
     }
 
+    /// The file and folder names it writes (each must be a plain name).
+    fn names(&self) -> Vec<&str> {
+        let mut names = vec![self.folder.as_str()];
+        match &self.source {
+            Source::Archive {
+                file,
+                root,
+                contents,
+                ..
+            } => {
+                names.extend([file.as_str(), root.as_str()]);
+                names.extend(contents.iter().map(String::as_str));
+            }
+            Source::Files(files) => names.extend(files.iter().map(|f| f.name.as_str())),
+            Source::Hub { .. } => {}
+        }
+        names
+    }
+
     /// A hub model by repository id (`owner/name`, optionally `@revision`):
     /// the folder is the repository's last component.
     pub fn hub(id: &str) -> Option<Resource> {
@@ -207,12 +226,10 @@ impl Catalog {
                 .from_str(&text)
                 .map_err(|e| error(format!("not a list of resources: {e}")))?;
             for resource in extra {
-                if resource.folder.is_empty()
-                    || Path::new(&resource.folder).components().count() != 1
-                {
+                if let Some(bad) = resource.names().into_iter().find(|n| !plain(n)) {
                     return Err(error(format!(
-                        "{}: folder {:?} must be one plain folder name",
-                        resource.name, resource.folder
+                        "{}: {bad:?} must be one plain file or folder name",
+                        resource.name
                     )));
                 }
                 match resources.iter_mut().find(|r| r.name == resource.name) {
@@ -254,6 +271,15 @@ impl Catalog {
             .collect::<Vec<_>>()
             .join(", ")
     }
+}
+
+/// Whether `name` is one plain file or folder name (no `/`, `..`, root).
+fn plain(name: &str) -> bool {
+    let mut parts = Path::new(name).components();
+    matches!(
+        (parts.next(), parts.next()),
+        (Some(std::path::Component::Normal(_)), None)
+    )
 }
 
 /// `url` with its scheme and host replaced by `mirror` (`SHORTCUT_MIRROR`,
@@ -302,6 +328,31 @@ mod tests {
         for bad in ["cifar10", "a/../b", "../b", "a/", "a/b/c", "a/b@"] {
             assert!(Resource::hub(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn catalog_files_replace_by_name_and_refuse_paths() {
+        let dir = std::env::temp_dir().join(format!("shortcut-catalog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.ron");
+        let entry = |name: &str| {
+            format!(
+                r#"[(name: "mnist", folder: "mnist", source: Files([(name: "{name}", urls: ["http://m/a"], checksum: Md5("00"))]))]"#
+            )
+        };
+        std::fs::write(&file, entry("a.gz")).unwrap();
+        let c = Catalog::load(Some(&file)).unwrap();
+        assert_eq!(c.resources.len(), builtin().len());
+        let Source::Files(files) = &c.get("mnist").unwrap().source else {
+            panic!()
+        };
+        assert_eq!(files[0].urls, ["http://m/a"]);
+        for bad in ["../a.gz", "/etc/a", "x/a.gz", ""] {
+            std::fs::write(&file, entry(bad)).unwrap();
+            let err = Catalog::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("plain file or folder name"), "{bad}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub fn download(
     agent: &ureq::Agent,
     url: &str,
     file: &Path,
-    checksum: Option<&Checksum>,
+    checksum: &Checksum,
     display: Display,
 ) -> Result<(), FetchError> {
     let part = part_path(file);
@@ -165,11 +165,9 @@ pub fn download(
             message: format!("{received} bytes arrived, the server announced {expected}"),
         });
     }
-    if let Some(checksum) = checksum {
-        if let Err(e) = checksum.verify(&part, url) {
-            std::fs::remove_file(&part).map_err(io(&part))?;
-            return Err(e);
-        }
+    if let Err(e) = checksum.verify(&part, url) {
+        std::fs::remove_file(&part).map_err(io(&part))?;
+        return Err(e);
     }
     std::fs::rename(&part, file).map_err(io(file))
 }

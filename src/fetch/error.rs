@@ -98,6 +98,12 @@ pub enum FetchError {
         /// The missing files, comma-separated.
         missing: String,
     },
+    /// Another process is fetching the same resource.
+    #[error("{dir}: another rl-run is fetching into this folder; wait for it to finish")]
+    Busy {
+        /// The staging folder.
+        dir: PathBuf,
+    },
     /// File-system trouble.
     #[error("{path}")]
     Io {

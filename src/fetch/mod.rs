@@ -134,6 +134,17 @@ pub fn fetch(
     }
     let staging = staging_dir(&target);
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
+    // One fetch per staging folder: the kernel's lock on the folder itself,
+    // released however this process ends.
+    let lock = std::fs::File::open(&staging).map_err(io(&staging))?;
+    if let Err(std::fs::TryLockError::WouldBlock) = lock.try_lock() {
+        return Err(FetchError::Busy { dir: staging });
+    }
+    if target.exists() {
+        // Another process completed it between the check above and the lock.
+        let _ = std::fs::remove_dir(&staging);
+        return Ok(Outcome::Present(target));
+    }
     let result = assemble(resource, &staging, &target, settings);
     if result.is_err() {
         // Nothing to resume from: leave no empty staging folder behind.
@@ -159,15 +170,7 @@ fn assemble(
             contents,
         } => {
             let archive = staging.join(file);
-            if !archive.is_file() {
-                get_any(
-                    &agent,
-                    &settings.urls(urls),
-                    &archive,
-                    Some(checksum),
-                    settings,
-                )?;
-            }
+            get_any(&agent, &settings.urls(urls), &archive, checksum, settings)?;
             let unpacked = staging.join("unpacked");
             archive::unpack_tar_gz(&archive, &unpacked, root, contents)?;
             let from = unpacked.join(root);
@@ -177,15 +180,13 @@ fn assemble(
         Source::Files(files) => {
             for f in files {
                 let file = staging.join(&f.name);
-                if !file.is_file() {
-                    get_any(
-                        &agent,
-                        &settings.urls(&f.urls),
-                        &file,
-                        Some(&f.checksum),
-                        settings,
-                    )?;
-                }
+                get_any(
+                    &agent,
+                    &settings.urls(&f.urls),
+                    &file,
+                    &f.checksum,
+                    settings,
+                )?;
             }
             std::fs::rename(staging, target).map_err(io(target))?;
         }
@@ -200,10 +201,8 @@ fn assemble(
                 if let Some(dir) = file.parent() {
                     std::fs::create_dir_all(dir).map_err(io(dir))?;
                 }
-                if !file.is_file() {
-                    let url = hub::file_url(&settings.endpoint, repo, revision, &f.path);
-                    get_any(&agent, &[url], &file, Some(&f.checksum), settings)?;
-                }
+                let url = hub::file_url(&settings.endpoint, repo, revision, &f.path);
+                get_any(&agent, &[url], &file, &f.checksum, settings)?;
             }
             std::fs::rename(staging, target).map_err(io(target))?;
         }
@@ -211,16 +210,24 @@ fn assemble(
     Ok(())
 }
 
-/// Downloads `file` from the first of `urls` that serves it. A wrong
-/// checksum stops at once; other failures try the next URL (which resumes
-/// what the last one left).
+/// Downloads `file` from the first of `urls` that serves it, unless an
+/// earlier try left it complete and it still has the checksum (a file of
+/// an earlier revision or catalog is downloaded again). A wrong checksum
+/// stops at once; other failures try the next URL (which resumes what the
+/// last one left).
 fn get_any(
     agent: &ureq::Agent,
     urls: &[String],
     file: &Path,
-    checksum: Option<&checksum::Checksum>,
+    checksum: &checksum::Checksum,
     settings: &Settings,
 ) -> Result<(), FetchError> {
+    if file.is_file() {
+        if checksum.verify(file, "an earlier fetch").is_ok() {
+            return Ok(());
+        }
+        std::fs::remove_file(file).map_err(io(file))?;
+    }
     let mut failures = Vec::new();
     for url in urls {
         if settings.verbose {
@@ -251,4 +258,38 @@ fn get_any(
             .unwrap_or_default(),
         tried: failures.join("; "),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_fetch_of_the_same_folder_is_refused_while_one_runs() {
+        let parent = std::env::temp_dir().join(format!("shortcut-busy-{}", std::process::id()));
+        let resource = Resource {
+            name: "x".into(),
+            summary: String::new(),
+            folder: "x".into(),
+            source: Source::Files(vec![catalog::RemoteFile {
+                name: "a".into(),
+                urls: vec!["http://127.0.0.1:9/a".into()],
+                checksum: checksum::Checksum::Md5("00".into()),
+            }]),
+        };
+        let staging = staging_dir(&parent.join("x"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let held = std::fs::File::open(&staging).unwrap();
+        held.lock().unwrap();
+        let settings = Settings {
+            endpoint: String::new(),
+            mirror: None,
+            display: Display { bar: false },
+            verbose: false,
+        };
+        let err = fetch(&resource, &parent, &settings).unwrap_err();
+        assert!(matches!(err, FetchError::Busy { .. }), "{err}");
+        drop(held);
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
 }

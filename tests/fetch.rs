@@ -24,6 +24,8 @@ enum Reply {
     Bytes(Vec<u8>),
     /// Announces the bytes' full length, sends only the first `sent`, closes.
     CutOff { bytes: Vec<u8>, sent: usize },
+    /// The bytes with 200, whatever the `Range` (servers that cannot resume).
+    Whole(Vec<u8>),
     /// `302 Found` to another path (as the hub sends large files to its CDN).
     Redirect(String),
 }
@@ -103,6 +105,9 @@ fn serve(stream: TcpStream, routes: &Mutex<HashMap<String, Reply>>, seen: &Mutex
     };
     let _ = match reply {
         None => out.write_all(head("404 Not Found", 0, "").as_bytes()),
+        Some(Reply::Whole(bytes)) => out
+            .write_all(head("200 OK", bytes.len(), "").as_bytes())
+            .and_then(|()| out.write_all(&bytes)),
         Some(Reply::Redirect(to)) => {
             out.write_all(head("302 Found", 0, &format!("Location: {to}\r\n")).as_bytes())
         }
@@ -317,6 +322,35 @@ fn a_cut_off_download_is_refused_kept_and_resumed() {
     let folder = data.join("cifar-10-batches-bin");
     let train = envs::images::load_cifar10(&folder, envs::images::Split::Train).unwrap();
     assert_eq!(train.size(), [10, 3, 32, 32]);
+}
+
+#[test]
+fn a_server_that_cannot_resume_sends_the_whole_file_again() {
+    let dir = temp_dir("fetch_cifar_no_range");
+    let server = Server::start();
+    let archive = cifar_archive();
+    let sent = archive.len() / 2;
+    server.set(
+        CIFAR_PATH,
+        Reply::CutOff {
+            bytes: archive.clone(),
+            sent,
+        },
+    );
+    let catalog = cifar_catalog(&dir, &server, &hex(&Md5::digest(&archive)));
+    let data = dir.join("data");
+    assert!(!fetch_cifar(&data, &catalog).status.success());
+    // Asked for the rest, the server answers 200 with everything: the
+    // partial file is started over, not appended to.
+    server.set(CIFAR_PATH, Reply::Whole(archive.clone()));
+    let out = fetch_cifar(&data, &catalog);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let last = server.seen().last().cloned().unwrap();
+    assert_eq!(
+        last.range.as_deref(),
+        Some(format!("bytes={sent}-").as_str())
+    );
+    assert_eq!(listing(&data), ["cifar-10-batches-bin"]);
 }
 
 #[test]

@@ -149,7 +149,8 @@ pub fn download(
             part,
         });
     }
-    if let Some(e) = ended_early {
+    // A read error after the announced length arrived in full is harmless.
+    if let Some(e) = ended_early.filter(|_| total.is_none()) {
         return Err(FetchError::Connection {
             url: url.to_string(),
             message: format!(

@@ -234,19 +234,7 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let catalog = Catalog::load(catalog.as_deref())?;
             if names.is_empty() {
-                let width = catalog
-                    .resources
-                    .iter()
-                    .map(|r| r.name.len())
-                    .max()
-                    .unwrap_or(0);
-                for r in &catalog.resources {
-                    println!("  {:<width$}  {} ({}/)", r.name, r.summary, r.folder);
-                }
-                println!(
-                    "  {:<width$}  any Hugging Face diffusers model",
-                    "owner/name"
-                );
+                print!("{}", catalog.listing());
             }
             for name in names {
                 let resource = catalog.get(&name)?;

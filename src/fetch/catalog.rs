@@ -263,6 +263,28 @@ impl Catalog {
         self.resources.iter().find(|r| r.folder == folder)
     }
 
+    /// One line per resource (name, summary, folder), for `rl-run fetch`.
+    pub fn listing(&self) -> String {
+        let width = self
+            .resources
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::new();
+        for r in &self.resources {
+            out.push_str(&format!(
+                "  {:<width$}  {} -> {}/\n",
+                r.name, r.summary, r.folder
+            ));
+        }
+        out.push_str(&format!(
+            "  {:<width$}  any other diffusers model on the Hugging Face hub\n",
+            "owner/name"
+        ));
+        out
+    }
+
     /// The names, comma-separated.
     pub fn names(&self) -> String {
         self.resources

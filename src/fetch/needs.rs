@@ -179,3 +179,43 @@ fn collect(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_paths_map_to_the_resource_of_their_folder() {
+        let c = Catalog::load(None).unwrap();
+        let root = Path::new("/nonexistent-shortcut");
+        let need = for_path(&c, &root.join("data/cifar-10-batches-bin/data_batch_1.bin")).unwrap();
+        assert_eq!(need.resource.name, "cifar10");
+        assert_eq!(need.dir, root.join("data/cifar-10-batches-bin"));
+        assert_eq!(
+            need.command(),
+            "rl-run fetch cifar10 --into /nonexistent-shortcut/data"
+        );
+        let need = for_path(&c, &root.join("models/ddpm-cifar10-32/config.json")).unwrap();
+        assert_eq!(need.resource.name, "google/ddpm-cifar10-32");
+        assert_eq!(need.parent, root.join("models"));
+        let need = for_path(&c, Path::new("mnist")).unwrap();
+        assert_eq!(need.parent, Path::new("."));
+        assert!(for_path(&c, Path::new("data/mnist5000/x")).is_none());
+    }
+
+    #[test]
+    fn a_missing_file_error_gets_a_hint_and_others_do_not() {
+        let c = Catalog::load(None).unwrap();
+        let missing = RunError::Env(envs::EnvError::Data {
+            path: "/nonexistent-shortcut/mnist/train-images-idx3-ubyte".into(),
+            message: "missing".into(),
+        });
+        let hint = hint(&missing, &c).unwrap();
+        assert!(
+            hint.contains("rl-run fetch mnist --into /nonexistent-shortcut"),
+            "{hint}"
+        );
+        let other = RunError::Diverged("NaN".into());
+        assert!(super::hint(&other, &c).is_none());
+    }
+}

@@ -1,9 +1,9 @@
 //! Which catalog resource a missing path is: the hint `rl-run` adds to a
 //! "missing" error, and what `rl-run EXPERIMENT --fetch` fetches first.
 //!
-//! A path is recognised by the name of its folder (or of a folder above
-//! it): `cifar-10-batches-bin`, `mnist`, `ddpm-cifar10-32` (a hub model's
-//! last name component) are the catalog's resources of that folder name.
+//! A path is recognised by its own name or that of the folder holding it:
+//! `cifar-10-batches-bin`, `mnist`, `ddpm-cifar10-32` (a hub model's last
+//! name component) are the catalog's resources of that folder name.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -40,10 +40,12 @@ impl Need {
     }
 }
 
-/// The resource whose folder is `path` or a folder above it, if that
-/// folder is not a complete one.
+/// The resource whose folder is `path` or the folder holding it (a file
+/// missing in it), if that folder is not a complete one. Folders further up
+/// are not looked at: a project that lives in a folder called `mnist` is
+/// not a data set.
 pub fn for_path(catalog: &Catalog, path: &Path) -> Option<Need> {
-    path.ancestors().find_map(|dir| {
+    path.ancestors().take(2).find_map(|dir| {
         let resource = catalog.by_folder(dir.file_name()?.to_str()?)?;
         if is_complete(resource, dir) {
             return None;
@@ -201,6 +203,7 @@ mod tests {
         let need = for_path(&c, Path::new("mnist")).unwrap();
         assert_eq!(need.parent, Path::new("."));
         assert!(for_path(&c, Path::new("data/mnist5000/x")).is_none());
+        assert!(for_path(&c, &root.join("mnist/experiments/x.ron")).is_none());
     }
 
     #[test]

@@ -95,6 +95,9 @@ pub enum RunError {
     /// Pretrained weights or their description could not be used.
     #[error(transparent)]
     Weights(#[from] crate::weights::WeightsError),
+    /// A data set or pretrained model could not be fetched.
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
     /// A checkpoint is missing, unreadable or does not fit.
     #[error("checkpoint {path}: {message}")]
     Checkpoint {

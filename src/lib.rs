@@ -4,12 +4,14 @@
 //! tool: experiment [`config`]uration in RON, the [`runner`] (pretraining,
 //! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
 //! [`checkpoint`]s, the Wasserstein [`metrics`], pretrained [`weights`]
-//! (diffusers and the original DDPM layout) and the `rl-run` binary.
+//! (diffusers and the original DDPM layout), [`fetch`]ing data sets and
+//! weights on first use, and the `rl-run` binary.
 
 pub mod ablation;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod fetch;
 pub mod metrics;
 pub mod overrides;
 pub mod recording;

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use shortcut::fetch::{self, needs, Catalog};
 use shortcut::runner::data::{held_out_data, Data};
 use shortcut::runner::evaluate::policy_quality;
 use shortcut::runner::model::load_policy;
 use shortcut::runner::sampling::{sample_checkpoint, write_samples, SampleRequest};
 use shortcut::runner::{configure_threads, run_path, Report, RunOptions};
+use shortcut::weights::diffusers::DiffusersFolder;
 
 /// Reinforcement learning on the denoising chain of diffusion models.
 #[derive(Parser)]
@@ -41,6 +43,13 @@ struct Cli {
     /// `--set task.epochs=5`, `--set "env.sampler=Ddim(steps: 10, eta: 0.0)"`.
     #[arg(long = "set", value_name = "FIELD=VALUE")]
     set: Vec<shortcut::overrides::Override>,
+    /// Before running, fetch what the experiment needs and lacks (a data
+    /// set, a pretrained model) if `rl-run fetch` knows it.
+    #[arg(long)]
+    fetch: bool,
+    /// A catalog file (RON) adding or replacing resources for --fetch.
+    #[arg(long, value_name = "FILE", requires = "fetch")]
+    catalog: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -96,6 +105,24 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Download data sets and pretrained models (with no NAME: list them):
+    /// checked against the published checksums, resumable, and only ever
+    /// complete under their final names.
+    Fetch {
+        /// `cifar10`, `mnist`, or a Hugging Face model as owner/name
+        /// (`google/ddpm-cifar10-32`, `owner/name@revision`).
+        names: Vec<String>,
+        /// The folder to put them in (default: $SHORTCUT_DATA or data/ for
+        /// data sets, $SHORTCUT_MODELS or models/ for models).
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+        /// A catalog file (RON) adding or replacing resources.
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+        /// Do not draw progress bars or print what is downloaded.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print the sliced and exact W2 of a checkpoint's samples against its
     /// training set and against a held-out set of the same distribution.
     Eval {
@@ -116,10 +143,18 @@ fn cores() -> usize {
 fn main() -> std::process::ExitCode {
     shortcut::runner::retain_freed_memory();
     let cli = Cli::parse();
+    let catalog = match &cli.command {
+        Some(Command::Fetch { catalog, .. }) => catalog.clone(),
+        _ => cli.catalog.clone(),
+    };
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprint!("error: {}", shortcut::error::report(e.as_ref()));
+            let catalog = Catalog::load(catalog.as_deref()).or_else(|_| Catalog::load(None));
+            if let Some(hint) = catalog.ok().and_then(|c| needs::hint(e.as_ref(), &c)) {
+                eprintln!("hint: {hint}");
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -191,6 +226,24 @@ fn run(cli: Cli) -> Result<()> {
                 out.display()
             );
         }
+        Some(Command::Fetch {
+            names,
+            into,
+            catalog,
+            quiet,
+        }) => {
+            let catalog = Catalog::load(catalog.as_deref())?;
+            if names.is_empty() {
+                print!("{}", catalog.listing());
+            }
+            for name in names {
+                let resource = catalog.get(&name)?;
+                let parent = into
+                    .clone()
+                    .unwrap_or_else(|| fetch::catalog::default_parent(resource.place()));
+                fetch_one(&resource, &parent, quiet)?;
+            }
+        }
         Some(Command::Eval { checkpoint, seed }) => {
             configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
@@ -223,6 +276,17 @@ fn run(cli: Cli) -> Result<()> {
             let Some(path) = cli.experiment else {
                 anyhow::bail!("name an experiment file, e.g. `rl-run experiments/sft_pg_swissroll.ron` (see --help)");
             };
+            if cli.fetch {
+                let catalog = Catalog::load(cli.catalog.as_deref())?;
+                for need in needs::needs(&path, &cli.set, &catalog)? {
+                    eprintln!(
+                        "rl-run: {} is missing; fetching {}",
+                        need.dir.display(),
+                        need.resource.name
+                    );
+                    fetch_one(&need.resource, &need.parent, cli.quiet)?;
+                }
+            }
             let options = RunOptions {
                 resume: cli.resume,
                 retrain: cli.retrain,
@@ -250,6 +314,28 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Fetches one resource into `parent`, saying what it did.
+fn fetch_one(resource: &fetch::Resource, parent: &std::path::Path, quiet: bool) -> Result<()> {
+    let settings = fetch::Settings::from_env(!quiet && std::io::stderr().is_terminal(), !quiet);
+    match fetch::fetch(resource, parent, &settings)? {
+        fetch::Outcome::Fetched(dir) => {
+            eprintln!("rl-run: fetched {} into {}", resource.name, dir.display())
+        }
+        fetch::Outcome::Present(dir) => eprintln!(
+            "rl-run: {} is already present in {}",
+            resource.name,
+            dir.display()
+        ),
+    }
+    if let fetch::Source::Hub { .. } = resource.source {
+        let dir = parent.join(&resource.folder);
+        if let Err(e) = DiffusersFolder::open(&dir).and_then(|folder| folder.weights()) {
+            eprint!("rl-run: note: {}", shortcut::error::report(&e));
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use agents::AgentError;
 use envs::EnvError;
 use shortcut::error::report;
+use shortcut::fetch::FetchError;
 use shortcut::metrics::error::MetricError;
 use shortcut::recording::curves::PlotError;
 use shortcut::recording::tensorboard::RecordingError;
@@ -127,6 +128,64 @@ fn metric_errors() -> Vec<MetricError> {
     ]
 }
 
+fn fetch_errors() -> Vec<FetchError> {
+    let url = || "https://example.org/cifar-10-binary.tar.gz".to_string();
+    vec![
+        FetchError::Unknown {
+            name: "cifar100".into(),
+            known: "cifar10, mnist".into(),
+        },
+        FetchError::Catalog {
+            file: PathBuf::from("catalog.ron"),
+            message: "not a list of resources".into(),
+        },
+        FetchError::Connection {
+            url: url(),
+            message: "failed to lookup address information".into(),
+        },
+        FetchError::Status {
+            url: url(),
+            status: 404,
+        },
+        FetchError::Truncated {
+            url: url(),
+            expected: 100,
+            received: 40,
+            part: PathBuf::from("data/cifar-10-batches-bin.part/cifar-10-binary.tar.gz.part"),
+        },
+        FetchError::Checksum {
+            file: PathBuf::from("data/cifar-10-batches-bin.part/cifar-10-binary.tar.gz.part"),
+            url: url(),
+            algorithm: "MD5",
+            expected: "c32a1d4ab5d03f1284b67883e8d87530".into(),
+            found: "0123456789abcdef0123456789abcdef".into(),
+        },
+        FetchError::Sources {
+            file: "train-images-idx3-ubyte.gz".into(),
+            tried: "GET a: HTTP 404; GET b: HTTP 503".into(),
+        },
+        FetchError::Hub {
+            url: url(),
+            message: "no config.json among the repository's files".into(),
+        },
+        FetchError::Archive {
+            path: PathBuf::from("cifar-10-binary.tar.gz"),
+            message: "it lacks test_batch.bin".into(),
+        },
+        FetchError::Incomplete {
+            dir: PathBuf::from("data/mnist"),
+            missing: "t10k-images-idx3-ubyte.gz".into(),
+        },
+        FetchError::Busy {
+            dir: PathBuf::from("data/mnist.part"),
+        },
+        FetchError::Io {
+            path: PathBuf::from("data/mnist.part"),
+            source: io(),
+        },
+    ]
+}
+
 fn run_errors() -> Vec<RunError> {
     let mut all: Vec<RunError> = Vec::new();
     all.extend(config_errors().into_iter().map(RunError::Config));
@@ -139,6 +198,7 @@ fn run_errors() -> Vec<RunError> {
         message: "font missing".into(),
     }));
     all.extend(metric_errors().into_iter().map(RunError::Metric));
+    all.extend(fetch_errors().into_iter().map(RunError::Fetch));
     all.extend([
         RunError::Checkpoint {
             path: PathBuf::from("runs/x/checkpoint"),
@@ -170,7 +230,7 @@ fn chain(error: &(dyn Error + 'static)) -> Vec<String> {
 fn every_error_says_each_cause_once_and_ends_its_line() {
     let errors = run_errors();
     // Every variant of RunError, with each inner type's variants behind it.
-    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 4);
+    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 12 + 4);
     for error in &errors {
         let line = report(error);
         assert!(line.ends_with('\n'), "{line:?}");

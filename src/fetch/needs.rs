@@ -1,0 +1,224 @@
+//! Which catalog resource a missing path is: the hint `rl-run` adds to a
+//! "missing" error, and what `rl-run EXPERIMENT --fetch` fetches first.
+//!
+//! A path is recognised by its own name or that of the folder holding it:
+//! `cifar-10-batches-bin`, `mnist`, `ddpm-cifar10-32` (a hub model's last
+//! name component) are the catalog's resources of that folder name.
+
+use std::collections::HashSet;
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use super::catalog::{default_parent, Catalog, Resource};
+use super::is_complete;
+use crate::config::{Experiment, Task};
+use crate::error::{ConfigError, RunError};
+use crate::overrides::Override;
+use crate::weights::WeightsError;
+use envs::datasets::DataSet;
+
+/// A resource that would supply a missing folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Need {
+    /// The resource.
+    pub resource: Resource,
+    /// The missing (or incomplete) folder.
+    pub dir: PathBuf,
+    /// The folder to fetch it into (the missing folder's parent).
+    pub parent: PathBuf,
+}
+
+impl Need {
+    /// The command that fetches it.
+    pub fn command(&self) -> String {
+        let into = if self.parent == default_parent(self.resource.place()) {
+            String::new()
+        } else {
+            format!(" --into {}", self.parent.display())
+        };
+        format!("rl-run fetch {}{into}", self.resource.name)
+    }
+}
+
+/// The resource whose folder is `path` or the folder holding it (a file
+/// missing in it), if that folder is not a complete one. Folders further up
+/// are not looked at: a project that lives in a folder called `mnist` is
+/// not a data set.
+pub fn for_path(catalog: &Catalog, path: &Path) -> Option<Need> {
+    path.ancestors().take(2).find_map(|dir| {
+        let resource = catalog.by_folder(dir.file_name()?.to_str()?)?;
+        if is_complete(resource, dir) {
+            return None;
+        }
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(Need {
+            resource: resource.clone(),
+            dir: dir.to_path_buf(),
+            parent,
+        })
+    })
+}
+
+fn env_path(e: &envs::EnvError) -> Option<&Path> {
+    match e {
+        envs::EnvError::Data { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+fn weights_path(e: &WeightsError) -> Option<&Path> {
+    match e {
+        WeightsError::Read { path, .. } | WeightsError::Format { path, .. } => Some(path),
+        _ => None,
+    }
+}
+
+fn config_path(e: &ConfigError) -> Option<&Path> {
+    match e {
+        ConfigError::Read { file, .. } => Some(file),
+        _ => None,
+    }
+}
+
+/// The path a "missing or unreadable" error names, if `error` is one.
+fn missing_path<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Path> {
+    if let Some(e) = error.downcast_ref::<RunError>() {
+        return match e {
+            RunError::Env(e) => env_path(e),
+            RunError::Weights(e) => weights_path(e),
+            RunError::Config(e) => config_path(e),
+            _ => None,
+        };
+    }
+    if let Some(e) = error.downcast_ref::<envs::EnvError>() {
+        return env_path(e);
+    }
+    if let Some(e) = error.downcast_ref::<WeightsError>() {
+        return weights_path(e);
+    }
+    error.downcast_ref::<ConfigError>().and_then(config_path)
+}
+
+/// For an error about a missing data set or model folder of the catalog,
+/// the line that says how to fetch it.
+pub fn hint(error: &(dyn Error + 'static), catalog: &Catalog) -> Option<String> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(need) = missing_path(e).and_then(|p| for_path(catalog, p)) {
+            return Some(format!(
+                "`{}` downloads {} into {} (or run the experiment again with --fetch)",
+                need.command(),
+                need.resource.summary,
+                need.dir.display()
+            ));
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The missing folders of the catalog that the experiment or ablation in
+/// `path` (and the runs it starts from or compares with) needs: a data
+/// set's `dir`, a fine-tuning `init` that names a hub model's folder.
+pub fn needs(
+    path: &Path,
+    overrides: &[Override],
+    catalog: &Catalog,
+) -> Result<Vec<Need>, RunError> {
+    let mut found = Vec::new();
+    let mut seen = HashSet::new();
+    collect(path, overrides, catalog, &mut seen, &mut found)?;
+    Ok(found)
+}
+
+fn collect(
+    path: &Path,
+    overrides: &[Override],
+    catalog: &Catalog,
+    seen: &mut HashSet<PathBuf>,
+    found: &mut Vec<Need>,
+) -> Result<(), RunError> {
+    if !seen.insert(path.to_path_buf()) {
+        return Ok(());
+    }
+    let text = crate::error::read_text(path)?;
+    if crate::config::top_level_name(&text) == Some("Ablation") {
+        let (ablation, _, _) = crate::ablation::Ablation::load(path)?;
+        let base = Experiment::resolve_relative(path, &ablation.base);
+        return collect(&base, &[], catalog, seen, found);
+    }
+    let exp = crate::overrides::apply(Experiment::parse(&text, path)?, overrides, path)?;
+    let mut add = |dir: &Path| {
+        if !dir.exists() {
+            if let Some(need) = for_path(catalog, dir) {
+                if !found.contains(&need) {
+                    found.push(need);
+                }
+            }
+        }
+    };
+    if let DataSet::Mnist { dir, .. } | DataSet::Cifar10 { dir } = &exp.data.set {
+        add(dir);
+    }
+    let mut others: Vec<PathBuf> = exp
+        .compare
+        .iter()
+        .map(|c| Experiment::resolve_relative(path, c))
+        .collect();
+    if let Task::FineTune(task) = &exp.task {
+        let init = Experiment::resolve_relative(path, &task.init);
+        if init.exists() {
+            others.insert(0, init);
+        } else {
+            add(&init);
+        }
+    }
+    for other in others.into_iter().filter(|p| p.is_file()) {
+        collect(&other, &[], catalog, seen, found)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_paths_map_to_the_resource_of_their_folder() {
+        let c = Catalog::load(None).unwrap();
+        let root = Path::new("/nonexistent-shortcut");
+        let need = for_path(&c, &root.join("data/cifar-10-batches-bin/data_batch_1.bin")).unwrap();
+        assert_eq!(need.resource.name, "cifar10");
+        assert_eq!(need.dir, root.join("data/cifar-10-batches-bin"));
+        assert_eq!(
+            need.command(),
+            "rl-run fetch cifar10 --into /nonexistent-shortcut/data"
+        );
+        let need = for_path(&c, &root.join("models/ddpm-cifar10-32/config.json")).unwrap();
+        assert_eq!(need.resource.name, "google/ddpm-cifar10-32");
+        assert_eq!(need.parent, root.join("models"));
+        let need = for_path(&c, Path::new("mnist")).unwrap();
+        assert_eq!(need.parent, Path::new("."));
+        assert!(for_path(&c, Path::new("data/mnist5000/x")).is_none());
+        assert!(for_path(&c, &root.join("mnist/experiments/x.ron")).is_none());
+    }
+
+    #[test]
+    fn a_missing_file_error_gets_a_hint_and_others_do_not() {
+        let c = Catalog::load(None).unwrap();
+        let missing = RunError::Env(envs::EnvError::Data {
+            path: "/nonexistent-shortcut/mnist/train-images-idx3-ubyte".into(),
+            message: "missing".into(),
+        });
+        let hint = hint(&missing, &c).unwrap();
+        assert!(
+            hint.contains("rl-run fetch mnist --into /nonexistent-shortcut"),
+            "{hint}"
+        );
+        let other = RunError::Diverged("NaN".into());
+        assert!(super::hint(&other, &c).is_none());
+    }
+}

@@ -9,9 +9,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
-use common::{python, rl_run, run_ok, temp_dir};
+use common::{assert_same_fine_tuning_state, kill_after_epochs, python, rl_run, run_ok, temp_dir};
 
 const EPOCHS: usize = 3;
 
@@ -71,14 +70,6 @@ fn sft_pg_cifar(data: &Path, model: &Path, runs: &Path) -> Command {
     }
     cmd.args(["--quiet", "--no-table"]);
     cmd
-}
-
-fn epochs_done(state: &Path) -> usize {
-    std::fs::read_to_string(state)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["epochs_done"].as_u64())
-        .unwrap_or(0) as usize
 }
 
 #[test]
@@ -153,20 +144,11 @@ fn sft_pg_cifar_runs_logs_and_resumes_bit_identically() {
     // moments and critic as the uninterrupted run.
     let killed = dir.join("killed");
     let mut child = sft_pg_cifar(&data, &model, &killed).spawn().unwrap();
-    let state = killed.join("sft_pg_cifar/checkpoint/state.json");
-    let start = Instant::now();
-    while epochs_done(&state) < 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
+    kill_after_epochs(
+        &mut child,
+        &killed.join("sft_pg_cifar/checkpoint/state.json"),
+        1,
+    );
     child.wait().unwrap();
     let resumed = run_ok(sft_pg_cifar(&data, &model, &killed).arg("--resume"));
     let message = String::from_utf8_lossy(&resumed.stderr);
@@ -178,19 +160,5 @@ fn sft_pg_cifar_runs_logs_and_resumes_bit_identically() {
         .iter()
         .map(|r| r.join("sft_pg_cifar/final"))
         .collect();
-    for file in [
-        "generator",
-        "critic",
-        "baseline",
-        "optim-generator",
-        "optim-critic",
-        "optim-baseline",
-    ] {
-        let a = std::fs::read(finals[0].join(format!("{file}.safetensors"))).unwrap();
-        let b = std::fs::read(finals[1].join(format!("{file}.safetensors"))).unwrap();
-        assert!(
-            a == b,
-            "{file} differs between the uninterrupted and the resumed run"
-        );
-    }
+    assert_same_fine_tuning_state(&finals[0], &finals[1]);
 }

@@ -4,17 +4,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{rl_run, run_ok, temp_dir, tiny_finetune, tiny_pretrain};
-
-fn epochs_done(state: &std::path::Path) -> usize {
-    std::fs::read_to_string(state)
-        .ok()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-        .and_then(|v| v["epochs_done"].as_u64())
-        .unwrap_or(0) as usize
-}
+use common::{
+    assert_same_fine_tuning_state, kill_after_epochs, rl_run, run_ok, temp_dir, tiny_finetune,
+    tiny_pretrain,
+};
 
 #[test]
 fn killed_and_resumed_equals_uninterrupted() {
@@ -37,22 +30,10 @@ fn killed_and_resumed_equals_uninterrupted() {
                 .args(["--quiet", "--no-table"])
                 .spawn()
                 .unwrap();
-            let state = runs.join("fine/checkpoint/state.json");
-            let start = Instant::now();
-            while epochs_done(&state) < 3 {
-                assert!(
-                    start.elapsed() < Duration::from_secs(300),
-                    "no checkpoint appeared"
-                );
-                assert!(
-                    child.try_wait().unwrap().is_none(),
-                    "the run ended before it could be killed"
-                );
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            // SIGKILL, and no wait: the dead trainer is not reaped (a zombie
-            // whose process id still exists) while the next commands run.
-            child.kill().unwrap();
+            // SIGKILL after epoch 3, and no wait: the dead trainer is not
+            // reaped (a zombie whose process id still exists) while the next
+            // commands run.
+            kill_after_epochs(&mut child, &runs.join("fine/checkpoint/state.json"), 3);
             // Without --resume the unfinished run is not silently overwritten;
             // the refusal is about the checkpoint, not about a live trainer.
             let refused = rl_run()
@@ -85,21 +66,7 @@ fn killed_and_resumed_equals_uninterrupted() {
         }
         finals.push(runs.join("fine/final"));
     }
-    for file in [
-        "generator",
-        "critic",
-        "baseline",
-        "optim-generator",
-        "optim-critic",
-        "optim-baseline",
-    ] {
-        let a = std::fs::read(finals[0].join(format!("{file}.safetensors"))).unwrap();
-        let b = std::fs::read(finals[1].join(format!("{file}.safetensors"))).unwrap();
-        assert!(
-            a == b,
-            "{file} differs between the uninterrupted and the resumed run"
-        );
-    }
+    assert_same_fine_tuning_state(&finals[0], &finals[1]);
 }
 
 /// A pretraining run with a moving average of its weights, stopped after 3

@@ -86,3 +86,52 @@ pub fn tiny_finetune(dir: &Path, name: &str, init: &str, epochs: usize) -> Strin
         dir = dir.display()
     )
 }
+
+/// Epochs a run's checkpoint holds, from its `state.json` (0 when absent).
+pub fn epochs_done(state: &Path) -> usize {
+    std::fs::read_to_string(state)
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["epochs_done"].as_u64())
+        .unwrap_or(0) as usize
+}
+
+/// Waits (at most 5 minutes) until the checkpoint `state` of the run that
+/// `child` trains holds `epochs` epochs, then kills `child` with SIGKILL
+/// without reaping it; panics if the run ends first.
+pub fn kill_after_epochs(child: &mut std::process::Child, state: &Path, epochs: usize) {
+    let start = std::time::Instant::now();
+    while epochs_done(state) < epochs {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+}
+
+/// Asserts that two fine-tuning checkpoints (`final/` folders) hold the
+/// same bytes: generator, critic, baseline and their optimisers.
+pub fn assert_same_fine_tuning_state(a: &Path, b: &Path) {
+    for file in [
+        "generator",
+        "critic",
+        "baseline",
+        "optim-generator",
+        "optim-critic",
+        "optim-baseline",
+    ] {
+        let read = |dir: &Path| std::fs::read(dir.join(format!("{file}.safetensors"))).unwrap();
+        assert!(
+            read(a) == read(b),
+            "{file} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}

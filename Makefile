@@ -21,3 +21,4 @@ bench: setup
 	cargo bench --locked --bench sft_pg_iteration
 	cargo bench --locked --bench pathwise_vs_pg
 	cargo bench --locked --bench unet_step
+	cargo bench --locked --bench sft_pg_round -- --chains 8

@@ -97,6 +97,12 @@ impl Reinforce {
         self.episodes.buffer.len()
     }
 
+    /// Bytes of tensor memory the trajectory buffer holds (see
+    /// [`crate::buffer::TrajectoryBuffer::bytes`]); read by the round benchmark.
+    pub fn buffer_bytes(&self) -> usize {
+        self.episodes.buffer.bytes()
+    }
+
     /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
     /// is the policy-gradient estimate.
     pub fn surrogate_loss(

@@ -279,7 +279,7 @@ pub struct FineTuneTask {
     /// (no gradients are kept there); not given: all `batch` chains at once.
     /// Lower it when a round runs out of memory in its rollouts; the
     /// samples drawn are the same either way.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub rollout_chunk: Option<usize>,
     /// What every agent honours: optimiser, n_generator, grad clip gamma,
     /// log-prob reduction, KL penalty, fixed or learned variance.

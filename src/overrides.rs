@@ -344,6 +344,12 @@ mod tests {
         ];
         let changed = apply(exp.clone(), &sets, &path).unwrap();
         assert_eq!((changed.data.n, changed.eval.exact_n), (Some(32), 16));
+        // A field the file leaves out has its place too.
+        let chunked = apply(changed, &[set("task.rollout_chunk=Some(32)")], &path).unwrap();
+        let Task::FineTune(task) = &chunked.task else {
+            panic!("fine-tuning")
+        };
+        assert_eq!(task.rollout_chunk, Some(32));
         // Alone, the smaller data.n does not fit the file's evaluation, and
         // the error names the override and the field it clashes with.
         let err = apply(exp, &sets[..1], &path).unwrap_err().to_string();

@@ -3,8 +3,9 @@
 //! FastDPM VAR with T' steps, the conv critic, the conditional MLP
 //! baseline, Adam, lambda 1, gradient clip 0.1, log-density averaged over
 //! pixels): n_critic critic+baseline steps, each on a rollout of fresh
-//! chains, then n_generator generator steps on minibatches from the buffer
-//! of all their transitions. Ours (`SftPg::critic_steps` and
+//! chains, then n_generator generator steps on minibatches of their
+//! transitions (ours keeps them in the experiment's reservoir, or with
+//! `--buffer full` all of them; the Python side keeps all). Ours (`SftPg::critic_steps` and
 //! `SftPg::generator_update`, the code real runs use) against the same round
 //! written with PyTorch and diffusers (`benches/sft_pg_round.py`), same
 //! threads, same run, each measurement in its own process so that its peak
@@ -20,15 +21,16 @@
 //!
 //! - `cargo bench --bench sft_pg_round -- --chains 8 --runs 3 --threads 1`:
 //!   the comparison (default: `--chains 128 --steps 10 --n-critic 5
-//!   --n-generator 10 --runs 3 --threads 1`; the generator's minibatch is the
-//!   number of chains, as in the configuration);
+//!   --n-generator 10 --runs 3 --threads 1 --buffer reservoir`; the
+//!   generator's minibatch is the number of chains, as in the configuration);
 //! - `... -- --memory-vs-steps --chains 2`: our round at T' = 10 and 100,
 //!   its peak RSS and the buffer's bytes, beside the buffer of the full
 //!   configuration computed from its shapes;
 //! - the child `--child --chains M --steps T --n-critic K --n-generator G
-//!   --threads N` prints one JSON line: seconds of the rollouts, of the rest
-//!   of the critic steps and of the generator steps, the peak RSS and the
-//!   buffer's bytes at the end of the critic steps.
+//!   --threads N --buffer full|reservoir` prints one JSON line: seconds of
+//!   the rollouts, of the rest of the critic steps and of the generator
+//!   steps, the peak RSS and the buffer's bytes at the end of the critic
+//!   steps.
 
 mod support;
 
@@ -42,7 +44,7 @@ use agents::agent::{Critics, FineTuneAgent};
 use agents::generator::Generator;
 use agents::policy::DiffusionPolicy;
 use agents::registry::AgentConfig;
-use agents::reinforce::Reinforce;
+use agents::reinforce::{BufferKind, Reinforce};
 use agents::{Agent, AgentError, UpdateStats};
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::sampler::SamplerConfig;
@@ -65,6 +67,8 @@ struct Scale {
     n_critic: usize,
     n_generator: usize,
     threads: usize,
+    /// How our agent keeps the round's transitions.
+    buffer: BufferKind,
 }
 
 impl Scale {
@@ -75,6 +79,11 @@ impl Scale {
             n_critic: support::arg(args, "--n-critic", 5),
             n_generator: support::arg(args, "--n-generator", 10),
             threads: support::arg(args, "--threads", 1),
+            buffer: match support::arg(args, "--buffer", "reservoir".to_string()).as_str() {
+                "full" => BufferKind::Full,
+                "reservoir" => BufferKind::Reservoir,
+                other => panic!("--buffer takes full or reservoir, not {other}"),
+            },
         }
     }
 
@@ -91,10 +100,29 @@ impl Scale {
         .collect()
     }
 
-    /// The buffer of all the round's chain states, computed from the shapes:
-    /// (T' + 1) states per chain (x_T' down to x_0, each stored once).
+    /// [`Scale::to_args`] and our buffer, for our child.
+    fn our_args(self) -> Vec<String> {
+        let mut args = self.to_args();
+        args.extend(["--buffer".to_string(), self.buffer_name().to_string()]);
+        args
+    }
+
+    fn buffer_name(self) -> &'static str {
+        match self.buffer {
+            BufferKind::Full => "full",
+            BufferKind::Reservoir => "reservoir",
+        }
+    }
+
+    /// Our agent's transition memory, computed from the shapes: with the
+    /// full buffer (T' + 1) states per chain (x_T' down to x_0, each stored
+    /// once); with the reservoir x_{t+1}, x_t and x_0 of n_generator x
+    /// minibatch transitions.
     fn analytic_buffer_bytes(self) -> usize {
-        (self.steps + 1) * self.n_critic * self.chains * STATE_BYTES
+        match self.buffer {
+            BufferKind::Full => (self.steps + 1) * self.n_critic * self.chains * STATE_BYTES,
+            BufferKind::Reservoir => 3 * self.n_generator * self.chains * STATE_BYTES,
+        }
     }
 }
 
@@ -140,7 +168,7 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
     let python = root().join(".venv/bin/python");
     let script = root().join("benches/sft_pg_round.py");
     let mut ours = Command::new(exe);
-    ours.arg("--child").args(scale.to_args());
+    ours.arg("--child").args(scale.our_args());
     let mut theirs = Command::new(&python);
     theirs
         .arg(&script)
@@ -172,8 +200,14 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
         .collect();
     let theirs = medians[1]["round_s"].as_f64().unwrap();
     println!(
-        "chains {}, T' {}, n_critic {}, n_generator {} (minibatch {}), threads {}, median of {runs} runs",
-        scale.chains, scale.steps, scale.n_critic, scale.n_generator, scale.chains, scale.threads
+        "chains {}, T' {}, n_critic {}, n_generator {} (minibatch {}), threads {}, our buffer {}, median of {runs} runs",
+        scale.chains,
+        scale.steps,
+        scale.n_critic,
+        scale.n_generator,
+        scale.chains,
+        scale.threads,
+        scale.buffer_name()
     );
     println!("| implementation | rollouts (s) | critic+baseline steps (s) | generator steps (s) | round (s) | peak RSS (MiB) | buffer (MiB) | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -195,14 +229,18 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
 /// Our round at T' = 10 and T' = 100: peak RSS and the buffer's bytes.
 fn memory_vs_steps(exe: &str, scale: Scale) {
     println!(
-        "shortcut (Rust, tch): chains {}, n_critic {}, n_generator {}, threads {}",
-        scale.chains, scale.n_critic, scale.n_generator, scale.threads
+        "shortcut (Rust, tch): chains {}, n_critic {}, n_generator {}, threads {}, buffer {}",
+        scale.chains,
+        scale.n_critic,
+        scale.n_generator,
+        scale.threads,
+        scale.buffer_name()
     );
-    println!("| T' | round (s) | peak RSS (MiB) | buffer, measured (MiB) | buffer of the full config (128 chains), from shapes (MiB) |");
+    println!("| T' | round (s) | peak RSS (MiB) | buffer, measured (MiB) | this buffer in the full config (128 chains), from shapes (MiB) |");
     println!("|---|---|---|---|---|");
     for steps in [10, 100] {
         let scale = Scale { steps, ..scale };
-        let json = support::run_child(Command::new(exe).arg("--child").args(scale.to_args()));
+        let json = support::run_child(Command::new(exe).arg("--child").args(scale.our_args()));
         eprintln!("{json}");
         let full = Scale {
             chains: 128,
@@ -228,6 +266,7 @@ fn write_coefficients(steps: usize) -> PathBuf {
         n_critic: 1,
         n_generator: 1,
         threads: 1,
+        buffer: BufferKind::Full,
     };
     let coefs = schedule(&experiment(scale))
         .expect("the sampler builds")
@@ -314,9 +353,10 @@ fn child(scale: Scale) {
     let Task::FineTune(task) = &exp.task else {
         unreachable!()
     };
-    let AgentConfig::Reinforce(reinforce) = task.agent else {
+    let AgentConfig::Reinforce(mut reinforce) = task.agent else {
         panic!("{EXPERIMENT} fine-tunes with Reinforce (SFT-PG)");
     };
+    reinforce.buffer = scale.buffer;
     let shape = exp.data.set.element_shape();
     let batch = scale.chains as i64;
     // The U-Net policy, as `rl-run` builds it (random weights here).

@@ -133,14 +133,7 @@ impl TrajectoryBuffer {
         if self.is_empty() || size < 1 {
             return Vec::new();
         }
-        let needed = size * count as i64;
-        let mut perms = Vec::new();
-        let mut have = 0;
-        while have < needed {
-            perms.push(Tensor::randperm(self.len, (Kind::Int64, device)));
-            have += self.len;
-        }
-        let order = Tensor::cat(&perms, 0);
+        let order = minibatch_order(self.len, size, count, device);
         (0..count as i64)
             .map(|i| self.gather(&order.narrow(0, i * size, size.min(self.len))))
             .collect()
@@ -205,6 +198,21 @@ impl TrajectoryBuffer {
                 .map(|l| Tensor::cat(&l, 0).index_select(0, &back)),
         }
     }
+}
+
+/// Positions of `count` minibatches of `size` among `len` transitions, end
+/// to end: one random permutation of `0..len`, with further permutations
+/// appended until there are `size * count` (so minibatches are disjoint
+/// within each permutation). `len` must be positive.
+pub(crate) fn minibatch_order(len: i64, size: i64, count: usize, device: Device) -> Tensor {
+    let needed = size * count as i64;
+    let mut perms = Vec::new();
+    let mut have = 0;
+    while have < needed {
+        perms.push(Tensor::randperm(len, (Kind::Int64, device)));
+        have += len;
+    }
+    Tensor::cat(&perms, 0)
 }
 
 /// Gathers the transitions of whole episodes step by step and moves them to

@@ -14,6 +14,8 @@
 //! - [`critic`]: the adversarial IPM critic and the baseline, with their
 //!   regularisers (baseline regularisation, Eq. 23; gradient penalty, Eq. 22).
 //! - [`buffer`]: the trajectory buffer of Algorithm 1.
+//! - [`reservoir`]: a uniform reservoir of the transitions one REINFORCE
+//!   update reads, in memory flat in T'.
 //! - [`pretrain`]: DDPM pretraining by denoising score matching.
 //! - [`ema`]: an exponential moving average of a network's weights.
 //! - [`optim`]: Adam and RMSprop whose state can be saved and restored.
@@ -35,6 +37,7 @@ pub mod ppo;
 pub mod pretrain;
 pub mod registry;
 pub mod reinforce;
+pub mod reservoir;
 #[cfg(test)]
 mod testing;
 pub mod unet;

@@ -51,6 +51,10 @@ pub const AGENTS: &[Registered] = &[
         summary: "SFT-PG (Eq. 20): REINFORCE on the buffered transitions with the learned baseline V",
     },
     Registered {
+        ron: "Reinforce(use_baseline: true, buffer: Reservoir)",
+        summary: "the same update keeping only the n_generator x minibatch transitions it reads (a uniform reservoir, same law as buffer: Full): memory flat in T', for images",
+    },
+    Registered {
         ron: "Reinforce(use_baseline: false)",
         summary: "plain REINFORCE: the same without the baseline, for comparison",
     },

@@ -8,6 +8,11 @@
 //!
 //! The loss averages over transitions, so its gradient is (1/T') times the
 //! gradient of E[f(x_0)] (Theorem 4.1 sums over the T' steps of a chain).
+//!
+//! The transitions are kept in a [`TrajectoryBuffer`](crate::buffer::TrajectoryBuffer)
+//! (`buffer: Full`, every transition of the round) or a
+//! [`Reservoir`] (`buffer: Reservoir`, only as many as the update reads,
+//! drawn with the same law; memory flat in T').
 
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::Step;
@@ -17,6 +22,7 @@ use tch::{Kind, Tensor};
 use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::{EpisodeCollector, TransitionBatch};
 use crate::generator::Generator;
+use crate::reservoir::Reservoir;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Settings of the REINFORCE generator update (the shared ones are in
@@ -28,6 +34,8 @@ pub struct ReinforceConfig {
     pub use_baseline: bool,
     /// Normalise advantages to zero mean and unit variance per minibatch.
     pub normalize_advantage: bool,
+    /// Which transitions of a round are kept for the update.
+    pub buffer: BufferKind,
 }
 
 impl Default for ReinforceConfig {
@@ -35,8 +43,30 @@ impl Default for ReinforceConfig {
         Self {
             use_baseline: true,
             normalize_advantage: false,
+            buffer: BufferKind::Full,
         }
     }
+}
+
+/// How the transitions of a round wait for the generator update. Both give
+/// minibatches of the same distribution (disjoint, uniform over the round's
+/// transitions); they differ in memory and in the random numbers drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BufferKind {
+    /// Every transition (Algorithm 1 as written; the toy runs' numbers):
+    /// (T' + 1) states per chain, growing with T', n_critic and the batch.
+    #[default]
+    Full,
+    /// A uniform reservoir of n_generator x minibatch transitions, filled
+    /// while the chains are sampled: three such batches of images, whatever
+    /// T' and n_critic (the image runs).
+    Reservoir,
+}
+
+/// Where the agent keeps its transitions.
+enum Transitions {
+    Full(EpisodeCollector),
+    Reservoir(Reservoir),
 }
 
 /// The cost-to-go estimate of each transition, f(x_0) - V(x_{t+1}, t+1)
@@ -77,30 +107,45 @@ pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
 pub struct Reinforce {
     config: ReinforceConfig,
     generator: Generator,
-    episodes: EpisodeCollector,
+    transitions: Transitions,
     minibatch: i64,
 }
 
 impl Reinforce {
     /// An agent fine-tuning `generator` with minibatches of `minibatch` transitions.
     pub fn new(config: ReinforceConfig, generator: Generator, minibatch: i64) -> Self {
+        let transitions = match config.buffer {
+            BufferKind::Full => Transitions::Full(EpisodeCollector::default()),
+            BufferKind::Reservoir => {
+                let n_generator = generator.config().n_generator.max(1) as i64;
+                Transitions::Reservoir(Reservoir::new(n_generator * minibatch.max(1)))
+            }
+        };
         Self {
             config,
             generator,
-            episodes: EpisodeCollector::default(),
+            transitions,
             minibatch,
         }
     }
 
-    /// Number of transitions waiting in the buffer.
+    /// Number of transitions waiting for the update (at most the
+    /// reservoir's capacity with `buffer: Reservoir`).
     pub fn buffered(&self) -> i64 {
-        self.episodes.buffer.len()
+        match &self.transitions {
+            Transitions::Full(episodes) => episodes.buffer.len(),
+            Transitions::Reservoir(reservoir) => reservoir.len(),
+        }
     }
 
-    /// Bytes of tensor memory the trajectory buffer holds (see
-    /// [`crate::buffer::TrajectoryBuffer::bytes`]); read by the round benchmark.
+    /// Bytes of tensor memory the transitions hold (see
+    /// [`crate::buffer::TrajectoryBuffer::bytes`] and
+    /// [`Reservoir::bytes`]); read by the round benchmark.
     pub fn buffer_bytes(&self) -> usize {
-        self.episodes.buffer.bytes()
+        match &self.transitions {
+            Transitions::Full(episodes) => episodes.buffer.bytes(),
+            Transitions::Reservoir(reservoir) => reservoir.bytes(),
+        }
     }
 
     /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
@@ -141,30 +186,50 @@ impl Agent<DiffusionEnv> for Reinforce {
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        self.episodes.step(&obs.x, action, obs.t, None);
-        if step.terminated || step.truncated {
-            self.episodes.finish(&step.obs.x);
+        let done = step.terminated || step.truncated;
+        match &mut self.transitions {
+            Transitions::Full(episodes) => {
+                episodes.step(&obs.x, action, obs.t, None);
+                if done {
+                    episodes.finish(&step.obs.x);
+                }
+            }
+            Transitions::Reservoir(reservoir) => {
+                reservoir.step(&obs.x, action, obs.t);
+                if done {
+                    reservoir.finish(&step.obs.x);
+                }
+            }
         }
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
-        if self.episodes.buffer.is_empty() {
+        if self.buffered() == 0 {
             return Err(AgentError::Empty(
                 "generator update with an empty trajectory buffer",
             ));
         }
         let device = self.generator.policy().var_store().device();
         let n_generator = self.generator.config().n_generator;
-        let batches = self
-            .episodes
-            .buffer
-            .minibatches(self.minibatch, n_generator, device);
+        let batches = match &self.transitions {
+            Transitions::Full(episodes) => {
+                episodes
+                    .buffer
+                    .minibatches(self.minibatch, n_generator, device)
+            }
+            Transitions::Reservoir(reservoir) => {
+                reservoir.minibatches(self.minibatch, n_generator, device)
+            }
+        };
         let mut stats = UpdateStats::default();
         for batch in &batches {
             let loss = self.surrogate_loss(batch, critics, &mut stats);
             self.generator.descend(&loss, &mut stats)?;
         }
-        self.episodes.buffer.clear();
+        match &mut self.transitions {
+            Transitions::Full(episodes) => episodes.buffer.clear(),
+            Transitions::Reservoir(reservoir) => reservoir.clear(),
+        }
         Ok(stats.average(batches.len()))
     }
 }
@@ -196,5 +261,85 @@ mod tests {
         let mut agent = Reinforce::new(config, tiny_generator(3e-3), 64);
         improves_on_a_tiny_problem(&mut agent, 300);
         assert_eq!(agent.buffered(), 0, "the buffer is cleared after an update");
+    }
+
+    #[test]
+    fn the_policy_gradient_from_a_reservoir_lowers_the_critic_value() {
+        let _rng = envs::testing::seeded(11);
+        let config = ReinforceConfig {
+            use_baseline: false,
+            buffer: BufferKind::Reservoir,
+            ..ReinforceConfig::default()
+        };
+        // 64 chains x 3 steps offered per round, 64 kept.
+        let mut agent = Reinforce::new(config, tiny_generator(3e-3), 64);
+        improves_on_a_tiny_problem(&mut agent, 300);
+        assert_eq!(
+            agent.buffered(),
+            0,
+            "the reservoir is cleared after an update"
+        );
+    }
+
+    #[test]
+    fn a_reservoir_holding_the_whole_round_updates_exactly_as_the_full_buffer() {
+        // With room for every transition the reservoir draws nothing while
+        // filling, holds the transitions in the buffer's order and draws the
+        // same permutation: the same minibatch, the same step.
+        let _rng = envs::testing::seeded(12);
+        let critics = Critics {
+            reward: &crate::testing::DistanceToTarget,
+            baseline: None,
+        };
+        let weights: Vec<Vec<(String, Tensor)>> = [BufferKind::Full, BufferKind::Reservoir]
+            .into_iter()
+            .map(|buffer| {
+                tch::manual_seed(12);
+                let config = ReinforceConfig {
+                    use_baseline: false,
+                    buffer,
+                    ..ReinforceConfig::default()
+                };
+                // 64 chains x 3 steps = 192 transitions, one minibatch of all.
+                let mut agent = Reinforce::new(config, tiny_generator(1e-2), 192);
+                let mut env = envs::diffusion::DiffusionEnv::new(
+                    crate::testing::tiny_schedule(),
+                    &[2],
+                    64,
+                    tch::Device::Cpu,
+                )
+                .unwrap();
+                crate::rollout(&mut env, &mut agent, Some(7)).unwrap();
+                assert_eq!(agent.buffered(), 192);
+                agent.update(&critics).unwrap();
+                let mut named: Vec<(String, Tensor)> = agent
+                    .generator()
+                    .policy()
+                    .var_store()
+                    .variables()
+                    .into_iter()
+                    .collect();
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                named
+            })
+            .collect();
+        assert!(!weights[0].is_empty());
+        for ((name, full), (_, reservoir)) in weights[0].iter().zip(&weights[1]) {
+            assert!(full.equal(reservoir), "{name} differs");
+        }
+        let start = {
+            tch::manual_seed(12);
+            tiny_generator(1e-2)
+        };
+        let moved = start
+            .policy()
+            .var_store()
+            .variables()
+            .iter()
+            .any(|(name, t)| {
+                let after = &weights[0].iter().find(|(n, _)| n == name).unwrap().1;
+                !t.equal(after)
+            });
+        assert!(moved, "the update changed the weights");
     }
 }

@@ -1,0 +1,352 @@
+//! A reservoir of transitions: the REINFORCE update's minibatches kept while
+//! the chains are sampled, in memory that does not grow with T'.
+//!
+//! The generator update reads n_generator disjoint minibatches of m
+//! transitions, drawn uniformly without replacement from the round's
+//! transitions. A [`crate::buffer::TrajectoryBuffer`] stores every
+//! transition and draws afterwards, so it grows with T' x n_critic x chains.
+//! A [`Reservoir`] of capacity n_generator x m keeps a uniform random subset
+//! of that size as the transitions arrive (Vitter's Algorithm R: transition
+//! i, counted from 0, takes the place of a uniformly chosen slot with
+//! probability capacity / (i + 1)), and draws the minibatches from it by one
+//! random permutation. An ordered uniform subset followed by a uniform
+//! permutation has the law of the first n_generator x m entries of a
+//! permutation of all transitions, so the update's minibatches have the same
+//! distribution as the buffer's; only the random numbers differ.
+//!
+//! A slot remembers the episode and chain of its transition and receives
+//! that chain's x_0 when the episode ends. Memory: three `[capacity, ...]`
+//! tensors (x_{t+1}, x_t, x_0).
+
+use std::collections::BTreeMap;
+
+use tch::{Device, Kind, Tensor};
+
+use crate::buffer::{minibatch_order, TransitionBatch};
+
+/// A uniform sample of fixed size from the transitions seen since the last
+/// [`Reservoir::clear`].
+#[derive(Debug)]
+pub struct Reservoir {
+    capacity: i64,
+    /// Transitions offered so far.
+    seen: i64,
+    /// `[capacity, ...]` x_{t+1}, x_t and x_0 of each slot, allocated at the first step.
+    slots: Option<[Tensor; 3]>,
+    /// The 1-based sampler step of each filled slot.
+    steps: Vec<i64>,
+    /// Episode number and chain of each filled slot's transition.
+    origins: Vec<(usize, i64)>,
+    /// Number of the episode in progress.
+    episode: usize,
+}
+
+impl Reservoir {
+    /// An empty reservoir of `capacity` transitions (at least 1).
+    pub fn new(capacity: i64) -> Self {
+        assert!(capacity >= 1, "a reservoir holds at least one transition");
+        Self {
+            capacity,
+            seen: 0,
+            slots: None,
+            steps: Vec::new(),
+            origins: Vec::new(),
+            episode: 0,
+        }
+    }
+
+    /// The number of transitions it keeps at most.
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+
+    /// Number of transitions held: those offered, up to the capacity.
+    pub fn len(&self) -> i64 {
+        self.seen.min(self.capacity)
+    }
+
+    /// Whether no transition is held.
+    pub fn is_empty(&self) -> bool {
+        self.seen == 0
+    }
+
+    /// Number of transitions offered since the last clear.
+    pub fn seen(&self) -> i64 {
+        self.seen
+    }
+
+    /// Offers the transitions of one sampler step of a batch of chains:
+    /// `action` (x_t) taken in `state` (x_{t+1}) at 1-based step `t`, row i
+    /// being chain i of the episode in progress. The replacement draws come
+    /// from libtorch's CPU generator.
+    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize) {
+        let rows = state.size()[0];
+        let placed = self.placements(rows);
+        self.seen += rows;
+        if placed.is_empty() {
+            return;
+        }
+        let slots = self.slots.get_or_insert_with(|| {
+            let mut shape = state.size();
+            shape[0] = self.capacity;
+            let options = (state.kind(), state.device());
+            [
+                Tensor::zeros(&shape, options),
+                Tensor::zeros(&shape, options),
+                Tensor::zeros(&shape, options),
+            ]
+        });
+        let device = state.device();
+        let slot_index: Vec<i64> = placed.keys().copied().collect();
+        let row_index: Vec<i64> = placed.values().copied().collect();
+        let slot_tensor = Tensor::from_slice(&slot_index).to_device(device);
+        let row_tensor = Tensor::from_slice(&row_index).to_device(device);
+        tch::no_grad(|| {
+            for (buffer, source) in slots.iter_mut().zip([state, action]) {
+                let _ = buffer.index_copy_(0, &slot_tensor, &source.index_select(0, &row_tensor));
+            }
+        });
+        for (&slot, &row) in &placed {
+            let slot = slot as usize;
+            if slot == self.steps.len() {
+                self.steps.push(t as i64);
+                self.origins.push((self.episode, row));
+            } else {
+                self.steps[slot] = t as i64;
+                self.origins[slot] = (self.episode, row);
+            }
+        }
+    }
+
+    /// Where each of the next `rows` transitions goes, as slot -> row; a
+    /// slot taken twice within the step keeps the later row, as the
+    /// sequential algorithm would.
+    fn placements(&self, rows: i64) -> BTreeMap<i64, i64> {
+        let mut placed = BTreeMap::new();
+        let filling = (self.capacity - self.seen).clamp(0, rows);
+        for row in 0..filling {
+            placed.insert(self.seen + row, row);
+        }
+        if filling < rows {
+            let uniforms =
+                Vec::<f64>::try_from(Tensor::rand([rows - filling], (Kind::Double, Device::Cpu)))
+                    .expect("double tensor converts");
+            for (row, u) in (filling..rows).zip(uniforms) {
+                let position = self.seen + row;
+                // Uniform on 0..=position; u < 1, the min guards rounding.
+                let pick = ((u * (position + 1) as f64) as i64).min(position);
+                if pick < self.capacity {
+                    placed.insert(pick, row);
+                }
+            }
+        }
+        placed
+    }
+
+    /// Ends the episode in progress: every slot holding one of its
+    /// transitions receives its chain's row of `final_sample` (x_0).
+    pub fn finish(&mut self, final_sample: &Tensor) {
+        if let Some(slots) = &mut self.slots {
+            let (slot_index, chains): (Vec<i64>, Vec<i64>) = self
+                .origins
+                .iter()
+                .enumerate()
+                .filter(|(_, (episode, _))| *episode == self.episode)
+                .map(|(slot, (_, chain))| (slot as i64, *chain))
+                .unzip();
+            if !slot_index.is_empty() {
+                let device = final_sample.device();
+                let slot_tensor = Tensor::from_slice(&slot_index).to_device(device);
+                let chain_tensor = Tensor::from_slice(&chains).to_device(device);
+                tch::no_grad(|| {
+                    let _ = slots[2].index_copy_(
+                        0,
+                        &slot_tensor,
+                        &final_sample.index_select(0, &chain_tensor),
+                    );
+                });
+            }
+        }
+        self.episode += 1;
+    }
+
+    /// `count` minibatches of `size` held transitions, disjoint within one
+    /// random permutation of them (further permutations are appended when
+    /// fewer than `size * count` are held), as
+    /// [`crate::buffer::TrajectoryBuffer::minibatches`] draws them.
+    pub fn minibatches(&self, size: i64, count: usize, device: Device) -> Vec<TransitionBatch> {
+        let Some(slots) = &self.slots else {
+            return Vec::new();
+        };
+        if self.is_empty() || size < 1 {
+            return Vec::new();
+        }
+        let len = self.len();
+        let order = minibatch_order(len, size, count, slots[0].device());
+        let steps = Tensor::from_slice(&self.steps).to_device(slots[0].device());
+        (0..count as i64)
+            .map(|i| {
+                let index = order.narrow(0, i * size, size.min(len));
+                let pick = |t: &Tensor| t.index_select(0, &index).to_device(device);
+                TransitionBatch {
+                    state: pick(&slots[0]),
+                    action: pick(&slots[1]),
+                    final_sample: pick(&slots[2]),
+                    step: pick(&steps),
+                    behaviour_log_prob: None,
+                }
+            })
+            .collect()
+    }
+
+    /// Forgets every transition, keeping the capacity (and the slots' memory).
+    pub fn clear(&mut self) {
+        self.seen = 0;
+        self.steps.clear();
+        self.origins.clear();
+        self.episode = 0;
+    }
+
+    /// Bytes of tensor memory the reservoir holds: its three slot tensors,
+    /// whatever the number of transitions offered.
+    pub fn bytes(&self) -> usize {
+        self.slots.as_ref().map_or(0, |slots| {
+            slots
+                .iter()
+                .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+                .sum()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Offers `episodes` episodes of `chains` chains and `steps` steps; the
+    /// state of (episode e, step k, chain b) is 1000e + 10k + b (a float
+    /// row of `dim` equal entries), its action the state + 0.5 and its x_0
+    /// 100000 + 1000e + b.
+    fn offer(reservoir: &mut Reservoir, episodes: i64, steps: i64, chains: i64, dim: i64) {
+        for e in 0..episodes {
+            for k in 0..steps {
+                let ids = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
+                    + (1000 * e + 10 * k) as f64;
+                let state = ids.expand([chains, dim], false).contiguous();
+                reservoir.step(&state, &(&state + 0.5), (steps - k) as usize);
+            }
+            let finals = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
+                + (100000 + 1000 * e) as f64;
+            reservoir.finish(&finals.expand([chains, dim], false).contiguous());
+        }
+    }
+
+    /// The ids of a minibatch's states, checking each row against its action,
+    /// step and x_0 on the way.
+    fn checked_ids(batch: &TransitionBatch, steps: i64) -> Vec<i64> {
+        let first = |t: &Tensor| Vec::<f32>::try_from(t.select(1, 0)).unwrap();
+        let (s, a, f) = (
+            first(&batch.state),
+            first(&batch.action),
+            first(&batch.final_sample),
+        );
+        let t = Vec::<i64>::try_from(&batch.step).unwrap();
+        let rest_equal = batch
+            .state
+            .eq_tensor(&batch.state.select(1, 0).unsqueeze(1));
+        assert!(
+            bool::try_from(rest_equal.all()).unwrap(),
+            "rows copied whole"
+        );
+        (0..s.len())
+            .map(|i| {
+                let id = s[i] as i64;
+                let (episode, k, chain) = (id / 1000, (id % 1000) / 10, id % 10);
+                assert_eq!(a[i], s[i] + 0.5, "action of its own state");
+                assert_eq!(t[i], steps - k, "step of its own state");
+                assert_eq!(
+                    f[i] as i64,
+                    100000 + 1000 * episode + chain,
+                    "x_0 of its own chain"
+                );
+                id
+            })
+            .collect()
+    }
+
+    #[test]
+    fn minibatches_are_distinct_transitions_with_their_own_step_and_final_sample() {
+        let _rng = envs::testing::seeded(3);
+        let mut r = Reservoir::new(12);
+        offer(&mut r, 3, 4, 5, 3);
+        assert_eq!((r.seen(), r.len()), (60, 12));
+        let batches = r.minibatches(4, 3, Device::Cpu);
+        assert_eq!(batches.len(), 3);
+        let mut ids = std::collections::BTreeSet::new();
+        for b in &batches {
+            for id in checked_ids(b, 4) {
+                assert!(ids.insert(id), "transition {id} drawn twice");
+            }
+        }
+        assert_eq!(ids.len(), 12);
+        r.clear();
+        assert!(r.is_empty() && r.minibatches(4, 1, Device::Cpu).is_empty());
+    }
+
+    #[test]
+    fn memory_does_not_grow_with_the_number_of_steps() {
+        let _rng = envs::testing::seeded(4);
+        let mut short = Reservoir::new(8);
+        offer(&mut short, 2, 3, 4, 16);
+        let mut long = Reservoir::new(8);
+        offer(&mut long, 2, 30, 4, 16);
+        assert_eq!(short.bytes(), 3 * 8 * 16 * 4);
+        assert_eq!(long.bytes(), short.bytes());
+        assert_eq!(long.seen(), 10 * short.seen());
+    }
+
+    #[test]
+    fn a_reservoir_larger_than_the_round_keeps_everything_and_repeats_by_permutations() {
+        let _rng = envs::testing::seeded(5);
+        let mut r = Reservoir::new(100);
+        offer(&mut r, 1, 2, 3, 2);
+        assert_eq!(r.len(), 6);
+        // 4 minibatches of 3 from 6 transitions: two permutations, each complete.
+        let ids: Vec<i64> = r
+            .minibatches(3, 4, Device::Cpu)
+            .iter()
+            .flat_map(|b| checked_ids(b, 2))
+            .collect();
+        for half in ids.chunks(6) {
+            let mut sorted = half.to_vec();
+            sorted.sort_unstable();
+            assert_eq!(sorted, vec![0, 1, 2, 10, 11, 12]);
+        }
+    }
+
+    #[test]
+    fn every_transition_is_kept_with_the_same_probability() {
+        // 40 transitions (2 episodes x 4 steps x 5 chains) into 10 slots:
+        // each is kept with probability 1/4. Over 2000 rounds a count is
+        // Binomial(2000, 1/4): mean 500, sd 19.4; 5 sd is 97. A reservoir
+        // that favoured early or late transitions (or one chain, episode or
+        // step) would be far outside.
+        let _rng = envs::testing::seeded(6);
+        let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+        let mut r = Reservoir::new(10);
+        for _ in 0..2000 {
+            r.clear();
+            offer(&mut r, 2, 4, 5, 1);
+            for id in checked_ids(&r.minibatches(10, 1, Device::Cpu)[0], 4) {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        assert_eq!(counts.len(), 40, "every transition is kept sometimes");
+        for (id, n) in counts {
+            assert!(
+                (n - 500).abs() < 97,
+                "transition {id} kept {n} times of 2000"
+            );
+        }
+    }
+}

@@ -225,13 +225,7 @@ mod tests {
             ..PpoConfig::default()
         };
         let mut agent = Ppo::new(config, tiny_generator(3e-2), 64);
-        let mut env = envs::diffusion::DiffusionEnv::new(
-            crate::testing::tiny_schedule(),
-            &[2],
-            64,
-            tch::Device::Cpu,
-        )
-        .unwrap();
+        let mut env = crate::testing::tiny_env();
         crate::rollout(&mut env, &mut agent, None).unwrap();
         let critics = Critics {
             reward: &DistanceToTarget,

@@ -133,8 +133,7 @@ mod tests {
     use crate::optim::OptimizerConfig;
     use crate::rollout;
     use crate::testing::DistanceToTarget;
-    use crate::testing::{improves_on_a_tiny_problem, tiny_generator_with, tiny_schedule};
-    use envs::diffusion::DiffusionEnv;
+    use crate::testing::{improves_on_a_tiny_problem, tiny_generator_with};
     use envs::gaussian::LogProbReduction;
     use tch::{Device, Kind, Tensor};
 
@@ -164,7 +163,7 @@ mod tests {
                 ..GeneratorConfig::default()
             });
             let mut agent = config.build(generator, 64, &[2]);
-            let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
+            let mut env = crate::testing::tiny_env();
             for _ in 0..2 {
                 rollout(&mut env, agent.as_mut(), None).unwrap();
             }
@@ -239,7 +238,7 @@ mod tests {
             });
             let reference = generator.policy().frozen_copy().unwrap();
             let mut agent = AgentConfig::Pathwise.build(generator, 64, &[2]);
-            let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
+            let mut env = crate::testing::tiny_env();
             for _ in 0..100 {
                 rollout(&mut env, agent.as_mut(), None).unwrap();
                 agent

@@ -302,13 +302,7 @@ mod tests {
                 };
                 // 64 chains x 3 steps = 192 transitions, one minibatch of all.
                 let mut agent = Reinforce::new(config, tiny_generator(1e-2), 192);
-                let mut env = envs::diffusion::DiffusionEnv::new(
-                    crate::testing::tiny_schedule(),
-                    &[2],
-                    64,
-                    tch::Device::Cpu,
-                )
-                .unwrap();
+                let mut env = crate::testing::tiny_env();
                 crate::rollout(&mut env, &mut agent, Some(7)).unwrap();
                 assert_eq!(agent.buffered(), 192);
                 agent.update(&critics).unwrap();

@@ -50,6 +50,11 @@ pub fn tiny_generator_with(config: GeneratorConfig) -> Generator {
     Generator::new(config, policy).unwrap()
 }
 
+/// The diffusion MDP of 64 two-dimensional chains on the tiny schedule.
+pub fn tiny_env() -> DiffusionEnv {
+    DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap()
+}
+
 /// E f(x_0) of the agent's policy over 2000 chains.
 pub fn mean_cost(agent: &dyn FineTuneAgent) -> f64 {
     DistanceToTarget
@@ -62,7 +67,7 @@ pub fn mean_cost(agent: &dyn FineTuneAgent) -> f64 {
 /// chains and asserts that E f(x_0) at least halves.
 pub fn improves_on_a_tiny_problem(agent: &mut dyn FineTuneAgent, iterations: usize) {
     let before = mean_cost(agent);
-    let mut env = DiffusionEnv::new(tiny_schedule(), &[2], 64, Device::Cpu).unwrap();
+    let mut env = tiny_env();
     for _ in 0..iterations {
         rollout(&mut env, agent, None).unwrap();
         let stats = agent

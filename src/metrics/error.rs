@@ -42,6 +42,15 @@ pub enum MetricError {
         /// The offending value.
         value: f32,
     },
+    /// A statistics file (pytorch-fid's `.npz` of `mu` and `sigma`) could
+    /// not be read or written, or does not hold what it should.
+    #[error("{path}: {message}")]
+    StatsFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong, naming the array and what was expected.
+        message: String,
+    },
     /// The optimal transport solver did not return an optimal plan.
     #[error("optimal transport solver failed: {0}")]
     Solver(String),

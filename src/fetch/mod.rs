@@ -76,6 +76,7 @@ fn required_files(resource: &Resource) -> Vec<String> {
     match &resource.source {
         Source::Archive { contents, .. } => contents.clone(),
         Source::Files(files) => files.iter().map(|f| f.name.clone()).collect(),
+        Source::ZipMembers { members, .. } => members.iter().map(|m| m.name.clone()).collect(),
         Source::Hub { .. } => vec![crate::weights::diffusers::CONFIG_FILE.to_string()],
     }
 }
@@ -188,6 +189,18 @@ fn assemble(
                     settings,
                 )?;
             }
+            std::fs::rename(staging, target).map_err(io(target))?;
+        }
+        Source::ZipMembers {
+            urls,
+            file,
+            checksum,
+            members,
+        } => {
+            let archive = staging.join(file);
+            get_any(&agent, &settings.urls(urls), &archive, checksum, settings)?;
+            archive::extract_zip_members(&archive, staging, members)?;
+            std::fs::remove_file(&archive).map_err(io(&archive))?;
             std::fs::rename(staging, target).map_err(io(target))?;
         }
         Source::Hub { repo, revision } => {

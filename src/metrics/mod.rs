@@ -3,7 +3,9 @@
 
 pub mod error;
 pub mod exact;
+pub mod features;
 pub mod fid_stats;
 pub mod frechet;
+pub mod image_source;
 pub mod kid;
 pub mod sliced;

@@ -5,6 +5,7 @@ pub mod ablation;
 pub mod data;
 pub mod eps;
 pub mod evaluate;
+pub mod fid;
 pub mod finetune;
 pub mod lock;
 pub mod memory;

@@ -1,0 +1,294 @@
+//! The images FID and KID measure, read batch by batch so that a large set
+//! never sits in memory: a `.npy` array or a folder of image files.
+//!
+//! - `.npy` of uint8 pixels, `[N, H, W, C]` (the common layout of sample
+//!   files) or `[N, C, H, W]`, with C = 1 or 3, or `[N, H, W]` grayscale;
+//! - `.npy` of float32 in the model's range [-1, 1], `[N, C, H, W]` (what
+//!   `rl-run sample` writes) or `[N, H, W, C]`: turned into pixels as a PNG
+//!   of them would hold them (clamped, `round((x + 1) * 127.5)`);
+//! - a folder of PNG or JPEG files, all of one size, decoded as RGB (as
+//!   pytorch-fid's `convert('RGB')`: grayscale repeated, alpha dropped),
+//!   in the order of their sorted names.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use tch::{Kind, Tensor};
+
+use super::error::MetricError;
+
+/// Extensions of image files pytorch-fid reads that are not decoded here.
+const UNSUPPORTED: [&str; 6] = ["bmp", "pgm", "ppm", "tif", "tiff", "webp"];
+
+fn images_error(path: &Path, message: impl Into<String>) -> MetricError {
+    MetricError::Images {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Element type of a `.npy` of images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pixels {
+    /// uint8, 0..255.
+    Bytes,
+    /// float32 in [-1, 1].
+    Unit,
+}
+
+/// Where images come from.
+#[derive(Debug, Clone)]
+enum Origin {
+    /// A `.npy` array: its element type and whether channels come last.
+    Npy { pixels: Pixels, channels_last: bool },
+    /// Image files, sorted by name.
+    Folder(Vec<PathBuf>),
+}
+
+/// A set of images to measure.
+#[derive(Debug, Clone)]
+pub struct ImageSource {
+    path: PathBuf,
+    origin: Origin,
+    count: usize,
+    /// `[C, H, W]` of every image.
+    shape: [i64; 3],
+}
+
+fn is_image_file(path: &Path, extensions: &[&str]) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+impl ImageSource {
+    /// Opens a `.npy` file or a folder of images, reading only headers (and
+    /// the first image of a folder).
+    ///
+    /// # Errors
+    /// [`MetricError::Images`] naming the path and what was expected.
+    pub fn open(path: &Path) -> Result<Self, MetricError> {
+        if path.is_dir() {
+            Self::open_folder(path)
+        } else if path.extension().is_some_and(|e| e == "npy") {
+            Self::open_npy(path)
+        } else if path.exists() {
+            Err(images_error(
+                path,
+                "expected a .npy array of images or a folder of PNG/JPEG files",
+            ))
+        } else {
+            Err(images_error(path, "no such file or folder"))
+        }
+    }
+
+    fn open_npy(path: &Path) -> Result<Self, MetricError> {
+        let npy = open_npy_file(path)?;
+        let error = |m: String| images_error(path, m);
+        if npy.order() == npyz::Order::Fortran {
+            return Err(error(
+                "Fortran-ordered arrays are not read; save it C-ordered (numpy's default)".into(),
+            ));
+        }
+        let descr = npy.dtype().descr();
+        let pixels = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
+            "u1" => Pixels::Bytes,
+            "f4" => Pixels::Unit,
+            other => {
+                return Err(error(format!(
+                    "dtype {other}; expected uint8 pixels or float32 in [-1, 1]"
+                )))
+            }
+        };
+        let shape: Vec<i64> = npy.shape().iter().map(|&d| d as i64).collect();
+        let channel = |c: i64| c == 1 || c == 3;
+        let (count, chw, channels_last) = match (pixels, &shape[..]) {
+            (_, &[n, h, w]) => (n, [1, h, w], true),
+            (Pixels::Bytes, &[n, h, w, c]) if channel(c) => (n, [c, h, w], true),
+            (Pixels::Unit, &[n, c, h, w]) if channel(c) => (n, [c, h, w], false),
+            (_, &[n, c, h, w]) if channel(c) => (n, [c, h, w], false),
+            (_, &[n, h, w, c]) if channel(c) => (n, [c, h, w], true),
+            _ => {
+                return Err(error(format!(
+                    "shape {shape:?}; expected images [N, H, W, C] or [N, C, H, W] with C = 1 or 3, or [N, H, W]"
+                )))
+            }
+        };
+        if count == 0 {
+            return Err(error("holds no images".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            origin: Origin::Npy {
+                pixels,
+                channels_last,
+            },
+            count: count as usize,
+            shape: chw,
+        })
+    }
+
+    fn open_folder(dir: &Path) -> Result<Self, MetricError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| images_error(dir, format!("cannot list: {e}")))?;
+        let mut files: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        files.sort();
+        if let Some(other) = files.iter().find(|f| is_image_file(f, &UNSUPPORTED)) {
+            return Err(images_error(
+                other,
+                "only PNG and JPEG files are read; convert the folder to PNG",
+            ));
+        }
+        files.retain(|f| is_image_file(f, &["png", "jpg", "jpeg"]));
+        let Some(first) = files.first() else {
+            return Err(images_error(dir, "holds no .png, .jpg or .jpeg files"));
+        };
+        let size = decode(first)?.size();
+        Ok(Self {
+            path: dir.to_path_buf(),
+            count: files.len(),
+            shape: [3, size[1], size[2]],
+            origin: Origin::Folder(files),
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are no images (never true for an opened source).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `[C, H, W]` of the images.
+    pub fn image_shape(&self) -> [i64; 3] {
+        self.shape
+    }
+
+    /// The file or folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Calls `each` with the images in order, `batch` at a time, as uint8
+    /// `[B, C, H, W]`.
+    ///
+    /// # Errors
+    /// [`MetricError::Images`] for an unreadable file or an image of another
+    /// size; the first error `each` returns.
+    pub fn for_each_batch(
+        &self,
+        batch: usize,
+        mut each: impl FnMut(Tensor) -> Result<(), MetricError>,
+    ) -> Result<(), MetricError> {
+        let batch = batch.max(1);
+        match &self.origin {
+            Origin::Folder(files) => {
+                for chunk in files.chunks(batch) {
+                    let images = chunk
+                        .iter()
+                        .map(|f| {
+                            let image = decode(f)?;
+                            if image.size()[1..] != self.shape[1..] {
+                                return Err(images_error(
+                                    f,
+                                    format!(
+                                        "is {}x{}, the folder's first image {}x{}; FID needs one size",
+                                        image.size()[2],
+                                        image.size()[1],
+                                        self.shape[2],
+                                        self.shape[1]
+                                    ),
+                                ));
+                            }
+                            Ok(image)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    each(Tensor::stack(&images, 0))?;
+                }
+            }
+            Origin::Npy {
+                pixels,
+                channels_last,
+            } => {
+                let [c, h, w] = self.shape;
+                let per_image = (c * h * w) as usize;
+                let npy = open_npy_file(&self.path)?;
+                let read_error =
+                    |e: std::io::Error| images_error(&self.path, format!("cannot read: {e}"));
+                let to_batch = |t: Tensor, n: usize| {
+                    if *channels_last {
+                        t.view([n as i64, h, w, c])
+                            .permute([0, 3, 1, 2])
+                            .contiguous()
+                    } else {
+                        t.view([n as i64, c, h, w])
+                    }
+                };
+                let mut left = self.count;
+                match pixels {
+                    Pixels::Bytes => {
+                        let mut data = npy
+                            .data::<u8>()
+                            .map_err(|e| images_error(&self.path, e.to_string()))?;
+                        while left > 0 {
+                            let n = left.min(batch);
+                            let values = data
+                                .by_ref()
+                                .take(n * per_image)
+                                .collect::<Result<Vec<u8>, _>>()
+                                .map_err(read_error)?;
+                            each(to_batch(Tensor::from_slice(&values), n))?;
+                            left -= n;
+                        }
+                    }
+                    Pixels::Unit => {
+                        let mut data = npy
+                            .data::<f32>()
+                            .map_err(|e| images_error(&self.path, e.to_string()))?;
+                        while left > 0 {
+                            let n = left.min(batch);
+                            let values = data
+                                .by_ref()
+                                .take(n * per_image)
+                                .collect::<Result<Vec<f32>, _>>()
+                                .map_err(read_error)?;
+                            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+                                return Err(images_error(
+                                    &self.path,
+                                    format!("holds the non-finite value {bad}"),
+                                ));
+                            }
+                            let unit = Tensor::from_slice(&values);
+                            each(to_batch(envs::images::to_pixels(&unit), n))?;
+                            left -= n;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_npy_file(path: &Path) -> Result<npyz::NpyFile<BufReader<std::fs::File>>, MetricError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| images_error(path, format!("cannot open: {e}")))?;
+    npyz::NpyFile::new(BufReader::new(file))
+        .map_err(|e| images_error(path, format!("not a .npy array: {e}")))
+}
+
+/// One image file as uint8 RGB `[3, H, W]`.
+fn decode(path: &Path) -> Result<Tensor, MetricError> {
+    let image = image::open(path)
+        .map_err(|e| images_error(path, format!("cannot decode: {e}")))?
+        .to_rgb8();
+    let (w, h) = image.dimensions();
+    Ok(Tensor::from_slice(image.as_raw())
+        .view([h as i64, w as i64, 3])
+        .permute([2, 0, 1])
+        .contiguous()
+        .to_kind(Kind::Uint8))
+}

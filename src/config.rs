@@ -642,6 +642,11 @@ impl Experiment {
                     );
                 }
             }
+            SamplerConfig::AnalyticDpm { mc_samples, .. } => check.that(
+                mc_samples >= 1,
+                "env.sampler.mc_samples",
+                "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
+            ),
             SamplerConfig::Full | SamplerConfig::Ddpm { .. } => {}
         }
     }

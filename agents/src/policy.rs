@@ -117,6 +117,23 @@ impl DiffusionPolicy {
         }
     }
 
+    /// Replaces the sampler's per-step coefficients by those of `schedule`,
+    /// keeping the network: how variances estimated for a trained model
+    /// (Analytic-DPM's) reach it.
+    ///
+    /// # Panics
+    /// When `schedule` has another number of steps than the policy.
+    pub fn set_schedule(&mut self, schedule: &Schedule) {
+        assert_eq!(
+            schedule.len(),
+            self.horizon(),
+            "a schedule of {} steps for a policy of {}",
+            schedule.len(),
+            self.horizon()
+        );
+        self.coefficients = schedule.coefficients(self.vs.device());
+    }
+
     /// Makes the standard deviation of every step a trainable variable
     /// ([`LOG_STD_VAR`], one log-std per step, shared by the data dimensions),
     /// initialised at the schedule's value and never below `floor`.

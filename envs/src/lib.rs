@@ -7,6 +7,7 @@
 //! sub-sequences, DDIM, FastDPM), the Gaussian policy step ([`gaussian`])
 //! and the toy [`datasets`]. Nothing here knows an algorithm.
 
+pub mod analytic;
 pub mod datasets;
 pub mod diffusion;
 pub mod env;

@@ -34,6 +34,10 @@ pub const SAMPLERS: &[Registered] = &[
         ron: "FastDpm(steps: 10, kind: Var, schedule: Quadratic, kappa: 1.0)",
         summary: "FastDPM (Kong & Ping): VAR noise levels at real network times, or STEP sub-sequences; linear or quadratic; kappa scales the noise",
     },
+    Registered {
+        ron: "AnalyticDpm(steps: 10, spacing: Uniform, mc_samples: 1000)",
+        summary: "Analytic-DPM (Bao et al.): DDPM sub-sequence with optimal variances estimated from the model and data; samples trained models only",
+    },
 ];
 
 /// Every data set (`data.set`).

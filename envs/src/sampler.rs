@@ -100,10 +100,30 @@ pub enum SamplerConfig {
         #[serde(default = "one")]
         kappa: f64,
     },
+    /// Analytic-DPM (Bao et al. 2022, [`crate::analytic`]): DDPM on a
+    /// sub-sequence with the optimal variances, estimated from the trained
+    /// model and its training data by Monte Carlo. It samples trained models
+    /// (`compare_samplers`, comparison files, `rl-run sample --sampler`);
+    /// it cannot be a training run's sampler.
+    AnalyticDpm {
+        /// Sampling steps T'.
+        steps: usize,
+        /// Which training steps.
+        #[serde(default)]
+        spacing: Spacing,
+        /// Training images per step in the Monte Carlo estimate (all of
+        /// them when fewer).
+        #[serde(default = "analytic_mc_samples")]
+        mc_samples: usize,
+    },
 }
 
 fn one() -> f64 {
     1.0
+}
+
+fn analytic_mc_samples() -> usize {
+    1000
 }
 
 impl SamplerConfig {
@@ -113,7 +133,8 @@ impl SamplerConfig {
             SamplerConfig::Full => training_steps,
             SamplerConfig::Ddpm { steps, .. }
             | SamplerConfig::Ddim { steps, .. }
-            | SamplerConfig::FastDpm { steps, .. } => steps,
+            | SamplerConfig::FastDpm { steps, .. }
+            | SamplerConfig::AnalyticDpm { steps, .. } => steps,
         }
     }
 
@@ -131,6 +152,27 @@ impl SamplerConfig {
                 kappa,
                 ..
             } => format!("FastDPM {kind:?} {schedule:?}, kappa {kappa}"),
+            SamplerConfig::AnalyticDpm { spacing, .. } => {
+                format!("Analytic-DPM, {spacing:?} steps")
+            }
+        }
+    }
+
+    /// For Analytic-DPM, the DDPM sub-sequence (betatilde variances) whose
+    /// variances [`crate::analytic::analytic_sigmas`] replaces; `None` for
+    /// the other samplers.
+    pub fn analytic_base(&self, training_betas: &[f64]) -> Option<Result<Schedule, EnvError>> {
+        match *self {
+            SamplerConfig::AnalyticDpm { steps, spacing, .. } => Some(
+                spaced(spacing, training_betas.len(), steps).and_then(|tau| {
+                    Schedule::subsample(
+                        training_betas,
+                        &one_based(&tau),
+                        Variance::PosteriorBetaTilde,
+                    )
+                }),
+            ),
+            _ => None,
         }
     }
 
@@ -179,6 +221,10 @@ impl SamplerConfig {
                 let (levels, times) = fastdpm_var(training_betas, steps, schedule)?;
                 Schedule::from_levels(levels, times, StepRule::Generalized { kappa })
             }
+            SamplerConfig::AnalyticDpm { .. } => Err(invalid(
+                "env.sampler",
+                "Analytic-DPM's variances are estimated from a trained model and its data: it samples trained models (compare_samplers, comparison files, rl-run sample --sampler), it cannot be a run's own sampler".into(),
+            )),
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct Schedule {
     alpha_bars: Vec<f64>,
     network_times: Vec<f64>,
     rule: StepRule,
+    /// Standard deviations set by [`Schedule::with_sigmas`] (Analytic-DPM's).
+    sigmas: Option<Vec<f64>>,
 }
 
 impl Schedule {
@@ -232,6 +234,7 @@ impl Schedule {
             alpha_bars,
             network_times,
             rule,
+            sigmas: None,
         })
     }
 
@@ -255,6 +258,7 @@ impl Schedule {
             alpha_bars,
             network_times,
             rule: StepRule::Ddpm(variance),
+            sigmas: None,
         })
     }
 
@@ -304,8 +308,41 @@ impl Schedule {
         self.rule
     }
 
+    /// The same steps with the sampling standard deviations `sigmas`
+    /// (sigma_1..sigma_T') in place of the rule's. Only a DDPM rule takes
+    /// them: its mean does not depend on sigma.
+    ///
+    /// # Errors
+    /// [`EnvError::Invalid`] for a generalized rule, a count other than T',
+    /// or a negative or non-finite value.
+    pub fn with_sigmas(mut self, sigmas: Vec<f64>) -> Result<Self, EnvError> {
+        if !matches!(self.rule, StepRule::Ddpm(_)) {
+            return Err(invalid(
+                "sigmas",
+                "only DDPM steps take set variances (a generalized step's mean depends on its sigma)".into(),
+            ));
+        }
+        if sigmas.len() != self.len() {
+            return Err(invalid(
+                "sigmas",
+                format!("{} values for {} steps", sigmas.len(), self.len()),
+            ));
+        }
+        if let Some(bad) = sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+            return Err(invalid(
+                "sigmas",
+                format!("must be finite and at least 0, found {bad}"),
+            ));
+        }
+        self.sigmas = Some(sigmas);
+        Ok(self)
+    }
+
     /// The sampling standard deviation sigma_t of step t in 1..=T'.
     pub fn sigma(&self, t: usize) -> f64 {
+        if let Some(sigmas) = &self.sigmas {
+            return sigmas[t - 1];
+        }
         let posterior =
             || ((1.0 - self.alpha_bar(t - 1)) / (1.0 - self.alpha_bar(t)) * self.beta(t)).sqrt();
         match self.rule {

@@ -2,6 +2,7 @@
 //! pretrained sampler if needed), then the run itself, then the comparison table.
 
 pub mod ablation;
+pub mod analytic;
 pub mod data;
 pub mod eps;
 pub mod evaluate;

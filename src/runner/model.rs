@@ -164,7 +164,16 @@ pub fn load_policy_with_sampler(
         &checkpoint.experiment_ron()?,
         &checkpoint.dir().join(EXPERIMENT_FILE),
     )?;
+    let betas = exp.env.schedule.betas(exp.env.steps)?;
+    let analytic = sampler.analytic_base(&betas).transpose()?;
     exp.env.sampler = sampler;
+    if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm { steps, spacing, .. }) =
+        (&analytic, sampler)
+    {
+        // Loaded as the DDPM sub-sequence whose variances it then replaces.
+        exp.env.sampler = envs::sampler::SamplerConfig::Ddpm { steps, spacing };
+        exp.env.variance = envs::schedule::Variance::PosteriorBetaTilde;
+    }
     if let Err((field, message)) = exp.validate() {
         return Err(RunError::Env(envs::EnvError::Invalid {
             field: "sampler",
@@ -173,7 +182,21 @@ pub fn load_policy_with_sampler(
     }
     let mut policy = build_policy(&exp, device)?;
     checkpoint.load_vars("generator", policy.var_store_mut())?;
-    Ok(policy)
+    match (analytic, sampler) {
+        (Some(base), envs::sampler::SamplerConfig::AnalyticDpm { mc_samples, .. }) => {
+            let data = super::data::Data::load(&exp, Device::Cpu)?;
+            let data = data.first(data.len());
+            super::analytic::with_analytic_variances(
+                policy,
+                base,
+                &data,
+                mc_samples,
+                exp.seed as i64,
+                exp.eval.chunk,
+            )
+        }
+        _ => Ok(policy),
+    }
 }
 
 /// The generator stored in a checkpoint directory, with the experiment that made it.

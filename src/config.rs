@@ -296,8 +296,46 @@ fn default_n_critic() -> usize {
     5
 }
 
+/// Which features FID and KID are taken on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FeatureConfig {
+    /// FID's Inception (pool3, 2048 features; `rl-run fetch fid-inception`,
+    /// fetched on first use): the paper's FID.
+    Inception,
+    /// A TorchScript file in the Inception network's input convention
+    /// (relative to the working folder, as data folders are), such as
+    /// pytorch-fid's converted weights.
+    TorchScript(String),
+    /// A classifier trained by the framework on the model's data set
+    /// (labelled sets: digits, MNIST), kept in
+    /// `<record.dir>/classifier_<data set>/`: a CPU-sized feature network
+    /// whose FIDs are comparable only with each other.
+    Classifier {
+        /// Training epochs.
+        epochs: usize,
+    },
+}
+
+/// FID logged at every evaluation of an image run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FidEvalConfig {
+    /// Samples measured, against all training images (drawn apart from the
+    /// W2's samples, from their own fixed noise).
+    pub n: usize,
+    /// The feature network.
+    pub features: FeatureConfig,
+    /// Images per forward pass of the feature network.
+    #[serde(default = "fid_batch")]
+    pub batch: usize,
+}
+
+fn fid_batch() -> usize {
+    50
+}
+
 /// Evaluation settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EvalConfig {
     /// Evaluate every this many epochs (and always at the end).
@@ -315,6 +353,9 @@ pub struct EvalConfig {
     pub exact_during_training: bool,
     /// Chains sampled at once by evaluations (bounds their memory).
     pub chunk: usize,
+    /// FID of image runs at every evaluation, to TensorBoard (`eval/fid`)
+    /// and `eval.csv` (none by default).
+    pub fid: Option<FidEvalConfig>,
 }
 
 impl Default for EvalConfig {
@@ -327,6 +368,7 @@ impl Default for EvalConfig {
             repeats: 3,
             exact_during_training: false,
             chunk: 10_000,
+            fid: None,
         }
     }
 }

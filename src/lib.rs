@@ -9,6 +9,7 @@
 
 pub mod ablation;
 pub mod checkpoint;
+pub mod comparison;
 pub mod config;
 pub mod error;
 pub mod fetch;

@@ -403,6 +403,13 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     eprintln!("rl-run: final sampler in {}", report.final_dir.display());
                 }
+                Report::Comparison(report) => {
+                    println!("{}", report.table);
+                    eprintln!(
+                        "rl-run: table, samples and statistics in {}",
+                        report.dir.display()
+                    );
+                }
                 Report::Ablation(report) => {
                     println!("{}", report.table);
                     eprintln!(

@@ -34,7 +34,8 @@ fn experiment(runs: &Path, digits: &Path, channels: i64, name: &str, critic: &st
         agent: Reinforce(use_baseline: true),
         critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), {critic}),
     ),
-    eval: (every: 1, n: 32, exact_n: 32, projections: 20, repeats: 2, chunk: 16),
+    eval: (every: 1, n: 32, exact_n: 32, projections: 20, repeats: 2, chunk: 16,
+           fid: (n: 24, features: Classifier(epochs: 1), batch: 10)),
     record: (dir: "{runs}", checkpoint_every: 1),
 )
 "#,
@@ -99,6 +100,29 @@ fn an_imported_unet_fine_tunes_on_digits() {
         .as_array()
         .expect("a samples grid");
     assert!(images.iter().all(|i| i["png_ok"] == true), "{images:?}");
+    // FID on the digits classifier's features at each evaluation (before
+    // fine-tuning and after epoch 1), in TensorBoard and eval.csv alike.
+    let logged = json["scalars"]["eval/classifier_fid"]
+        .as_array()
+        .expect("classifier FIDs in TensorBoard");
+    let csv = std::fs::read_to_string(runs.join("fine/eval.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("epoch,step,sliced_w2,exact_w2,fid"));
+    let from_csv: Vec<f64> = lines
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    assert_eq!(from_csv.len(), 2, "{csv}");
+    for (tb, csv) in logged.iter().zip(&from_csv) {
+        let tb = tb[1].as_f64().unwrap();
+        assert!(
+            *csv > 0.0 && (tb - csv).abs() <= 1e-5 * csv,
+            "{tb} vs {csv}"
+        );
+    }
+    assert!(runs
+        .join("classifier_digits_1x8x8_digits_1ep/classifier.json")
+        .is_file());
     // Samples of the fine-tuned model: N x 1 x 8 x 8 and a PNG grid.
     let npy = dir.join("samples.npy");
     run_ok(

@@ -231,6 +231,33 @@ impl DataSet {
         }
     }
 
+    /// The class labels of `split` as int64 `[N]`, for the data sets that
+    /// carry them as IDX label files (digits, MNIST); `None` for the others.
+    pub fn load_labels(&self, split: Split) -> Result<Option<Tensor>, EnvError> {
+        match self {
+            DataSet::Digits { dir } | DataSet::Mnist { dir, .. } => {
+                let file = images::idx_images_file(dir, split)?;
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
+                let labels = file.with_file_name(name.replacen("images-idx3", "labels-idx1", 1));
+                let (dims, bytes) = images::read_idx(&labels)?;
+                if dims.len() != 1 {
+                    return Err(EnvError::Data {
+                        path: labels,
+                        message: format!(
+                            "expected a 1-d IDX label file, found dimensions {dims:?}"
+                        ),
+                    });
+                }
+                let labels: Vec<i64> = bytes.iter().map(|&b| i64::from(b)).collect();
+                Ok(Some(Tensor::from_slice(&labels)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Whether the data set has a test split (toy sets: a held-out sample
     /// under another seed; image folders: only with a partition file).
     pub fn has_test_split(&self) -> bool {

@@ -51,6 +51,39 @@ pub fn inception_input(pixels: &Tensor, device: Device) -> Tensor {
     x * 2.0 - 1.0
 }
 
+/// Anything that turns images into feature vectors for FID and KID.
+pub trait Featurizer {
+    /// The number of features per image.
+    fn dim(&self) -> usize;
+
+    /// The features of uint8 images `[N, C, H, W]`, as float32 `[N, D]` on the CPU.
+    ///
+    /// # Errors
+    /// [`MetricError::FeatureNetwork`] for images it cannot take or a failing network.
+    fn features(&self, pixels: &Tensor) -> Result<Tensor, MetricError>;
+
+    /// What the features are, for reports and tables.
+    fn describe(&self) -> String;
+}
+
+impl Featurizer for FeatureNetwork {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn features(&self, pixels: &Tensor) -> Result<Tensor, MetricError> {
+        FeatureNetwork::features(self, pixels)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} features of {} (pytorch-fid's preprocessing)",
+            self.dim,
+            self.path.display()
+        )
+    }
+}
+
 /// A feature network loaded from a TorchScript file.
 #[derive(Debug)]
 pub struct FeatureNetwork {

@@ -4,17 +4,21 @@
 //! caches the statistics of a set.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tch::{Device, Tensor};
 
+use crate::config::{Experiment, FeatureConfig};
 use crate::error::RunError;
 use crate::fetch::{self, catalog, Catalog};
-use crate::metrics::features::FeatureNetwork;
+use crate::metrics::classifier::{Classifier, TrainSettings};
+use crate::metrics::features::{FeatureNetwork, Featurizer};
 use crate::metrics::fid_stats;
 use crate::metrics::frechet::{frechet_distance, GaussianStats, RunningStats};
 use crate::metrics::image_source::ImageSource;
 use crate::metrics::kid::{kid, KidEstimate, KidSettings};
+use envs::images::Split;
 
 /// Which network turns images into features.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,8 +26,22 @@ pub enum Features {
     /// FID's Inception (pool3, 2048 features), fetched on first use into
     /// `$SHORTCUT_MODELS` (or `models/`) as `fid-inception/`.
     Inception,
-    /// A TorchScript file with the same input convention.
+    /// A TorchScript file with the same input convention, or the folder of
+    /// a classifier the framework trained ([`Classifier`]).
     File(PathBuf),
+}
+
+/// Loads the feature network in `path`: a classifier's folder, else a
+/// TorchScript file.
+///
+/// # Errors
+/// [`RunError::Metric`] when it cannot be loaded.
+pub fn load_featurizer(path: &Path, device: Device) -> Result<Rc<dyn Featurizer>, RunError> {
+    Ok(if path.is_dir() {
+        Rc::new(Classifier::load(path, device)?)
+    } else {
+        Rc::new(FeatureNetwork::load(path, device)?)
+    })
 }
 
 impl std::str::FromStr for Features {
@@ -85,7 +103,7 @@ pub struct Measured {
 /// failing network.
 pub fn measure(
     path: &Path,
-    network: &mut dyn FnMut() -> Result<std::rc::Rc<FeatureNetwork>, RunError>,
+    network: &mut dyn FnMut() -> Result<Rc<dyn Featurizer>, RunError>,
     batch: usize,
     show_progress: bool,
 ) -> Result<Measured, RunError> {
@@ -153,16 +171,14 @@ pub struct FidReport {
 }
 
 /// A lazily loaded feature network, so that two statistics files need none.
-fn lazy_network(
-    options: &FidOptions,
-) -> impl FnMut() -> Result<std::rc::Rc<FeatureNetwork>, RunError> + '_ {
-    let mut loaded: Option<std::rc::Rc<FeatureNetwork>> = None;
+fn lazy_network(options: &FidOptions) -> impl FnMut() -> Result<Rc<dyn Featurizer>, RunError> + '_ {
+    let mut loaded: Option<Rc<dyn Featurizer>> = None;
     move || {
         if let Some(network) = &loaded {
             return Ok(network.clone());
         }
         let file = options.features.resolve(options.show_progress)?;
-        let network = std::rc::Rc::new(FeatureNetwork::load(&file, options.device)?);
+        let network = load_featurizer(&file, options.device)?;
         loaded = Some(network.clone());
         Ok(network)
     }
@@ -221,4 +237,141 @@ pub fn save_stats(images: &Path, out: &Path, options: &FidOptions) -> Result<usi
     let measured = measure(images, &mut network, options.batch, options.show_progress)?;
     fid_stats::save_npz(out, &measured.stats)?;
     Ok(measured.features.map_or(0, |f| f.size()[0] as usize))
+}
+
+/// The classifier of the experiment's data set, trained once and kept in
+/// `<record.dir>/classifier_<data set>/`.
+///
+/// # Errors
+/// [`RunError::Env`] for a data set without labels; loading and training errors.
+pub fn classifier(exp: &Experiment, epochs: usize, device: Device) -> Result<Classifier, RunError> {
+    let set = &exp.data.set;
+    let dir = classifier_dir(exp, epochs);
+    if Classifier::is_saved(&dir) {
+        return Ok(Classifier::load(&dir, device)?);
+    }
+    let labels = |split| {
+        set.load_labels(split)?.ok_or_else(|| {
+            RunError::Env(envs::EnvError::Invalid {
+                field: "features",
+                reason: format!(
+                    "{} has no class labels to train a classifier on (digits and MNIST have): use Inception",
+                    set.name()
+                ),
+            })
+        })
+    };
+    let train = (set.load_images(Split::Train)?, labels(Split::Train)?);
+    let test = (set.load_images(Split::Test)?, labels(Split::Test)?);
+    eprintln!(
+        "rl-run: training the {} classifier ({} images, {epochs} epochs) into {}",
+        set.name(),
+        train.0.size()[0],
+        dir.display()
+    );
+    let settings = TrainSettings {
+        epochs,
+        ..TrainSettings::default()
+    };
+    let trained = Classifier::train(
+        &dir,
+        set.name(),
+        (&train.0, &train.1),
+        (&test.0, &test.1),
+        &settings,
+        device,
+    )?;
+    eprintln!(
+        "rl-run: classifier test accuracy {:.2}%",
+        trained.info().test_accuracy * 100.0
+    );
+    Ok(trained)
+}
+
+/// Where the classifier of `exp`'s data is kept:
+/// `<record.dir>/classifier_<set>_<C>x<H>x<W>_<data folder>_<epochs>ep`, so
+/// that another image size, data folder or training length is another
+/// classifier.
+pub fn classifier_dir(exp: &Experiment, epochs: usize) -> PathBuf {
+    use envs::datasets::DataSet;
+    let set = &exp.data.set;
+    let folder = match set {
+        DataSet::Digits { dir }
+        | DataSet::Mnist { dir, .. }
+        | DataSet::Cifar10 { dir }
+        | DataSet::ImageFolder { dir, .. } => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        DataSet::SwissRoll | DataSet::TwoMoons => String::new(),
+    };
+    let shape: Vec<String> = set.element_shape().iter().map(i64::to_string).collect();
+    exp.record.dir.join(format!(
+        "classifier_{}_{}_{}_{epochs}ep",
+        slug(set.name()),
+        shape.join("x"),
+        slug(&folder)
+    ))
+}
+
+/// The feature network `config` names, for the data of `exp`.
+///
+/// # Errors
+/// Fetching, loading and training errors.
+pub fn featurizer(
+    config: &FeatureConfig,
+    exp: &Experiment,
+    device: Device,
+    show_progress: bool,
+) -> Result<Rc<dyn Featurizer>, RunError> {
+    match config {
+        FeatureConfig::Inception => {
+            load_featurizer(&Features::Inception.resolve(show_progress)?, device)
+        }
+        FeatureConfig::TorchScript(file) => load_featurizer(Path::new(file), device),
+        FeatureConfig::Classifier { epochs } => Ok(Rc::new(classifier(exp, *epochs, device)?)),
+    }
+}
+
+/// A file name made of the label's letters and digits.
+pub fn slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out.trim_matches('_').to_string()
+}
+
+/// The features of a set of images: their statistics and the rows (for KID).
+pub struct PixelFeatures {
+    /// Mean and covariance.
+    pub stats: GaussianStats,
+    /// One row per image, `[N, D]`.
+    pub features: Tensor,
+}
+
+/// The features of uint8 images `[N, C, H, W]`, `batch` at a time.
+///
+/// # Errors
+/// [`RunError::Metric`] when the network fails or gives non-finite features.
+pub fn measure_pixels(
+    featurizer: &dyn Featurizer,
+    pixels: &Tensor,
+    batch: usize,
+) -> Result<PixelFeatures, RunError> {
+    let mut stats = RunningStats::new(featurizer.dim());
+    let mut rows = Vec::new();
+    for part in pixels.split(batch.max(1) as i64, 0) {
+        let features = featurizer.features(&part)?;
+        stats.add(&features)?;
+        rows.push(features);
+    }
+    Ok(PixelFeatures {
+        stats: stats.finish()?,
+        features: Tensor::cat(&rows, 0),
+    })
 }

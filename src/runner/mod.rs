@@ -3,6 +3,7 @@
 
 pub mod ablation;
 pub mod analytic;
+pub mod compare;
 pub mod data;
 pub mod eps;
 pub mod evaluate;
@@ -68,12 +69,25 @@ pub enum Report {
     Run(RunReport),
     /// An ablation.
     Ablation(ablation::AblationReport),
+    /// A comparison of samplers by FID and KID.
+    Comparison(compare::ComparisonReport),
 }
 
-/// Runs the experiment or ablation in `path` (told apart by the file's
-/// top-level name: `Experiment(...)` or `Ablation(...)`).
+/// Runs the experiment, ablation or comparison in `path` (told apart by
+/// the file's top-level name: `Experiment(...)`, `Ablation(...)` or
+/// `Comparison(...)`).
 pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let text = crate::error::read_text(path)?;
+    if crate::config::top_level_name(&text) == Some("Comparison") {
+        if let Some(first) = options.overrides.first() {
+            return Err(RunError::Config(crate::ConfigError::Override {
+                file: path.to_path_buf(),
+                field: first.field.clone(),
+                message: "--set changes experiments; a comparison names its experiments (edit the comparison file)".into(),
+            }));
+        }
+        return Ok(Report::Comparison(compare::run_comparison(path, options)?));
+    }
     if crate::config::top_level_name(&text) == Some("Ablation") {
         if let Some(first) = options.overrides.first() {
             return Err(RunError::Config(crate::ConfigError::Override {

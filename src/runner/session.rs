@@ -30,7 +30,21 @@ pub struct Session {
     progress: ProgressBar,
     epoch_started: Instant,
     steps_at_epoch_start: u64,
+    /// The FID's feature network and training-set statistics, made at the
+    /// first evaluation that needs them.
+    fid: Option<FidProbe>,
 }
+
+/// What FID evaluations compare against.
+struct FidProbe {
+    featurizer: std::rc::Rc<dyn crate::metrics::features::Featurizer>,
+    reference: crate::metrics::frechet::GaussianStats,
+    /// The TensorBoard tag: `eval/fid`, or `eval/classifier_fid`.
+    tag: &'static str,
+}
+
+/// Seed (xor the run's seed) of the noise of the FID's samples.
+const FID_SEED: i64 = 0xF1D;
 
 impl Session {
     /// Opens a session; with a checkpoint, continues from its progress.
@@ -75,6 +89,7 @@ impl Session {
             progress,
             epoch_started: Instant::now(),
             steps_at_epoch_start: state.global_step,
+            fid: None,
         })
     }
 
@@ -150,7 +165,7 @@ impl Session {
         data: &Tensor,
         epoch: usize,
     ) -> Result<String, RunError> {
-        let eval = self.exp.eval;
+        let eval = self.exp.eval.clone();
         let samples = sample(
             policy,
             eval.n,
@@ -193,8 +208,58 @@ impl Session {
                 step,
             )?;
         }
-        append_eval_row(&self.run_dir, epoch, step, &q)?;
-        Ok(format!(" W2 {:.2}e-2", q.sliced_w2 * 100.0))
+        let fid = self.fid(policy)?;
+        if let (Some(fid), Some(probe)) = (fid, &self.fid) {
+            self.recorder.scalar(probe.tag, fid, step)?;
+        }
+        append_eval_row(&self.run_dir, epoch, step, &q, fid)?;
+        Ok(format!(
+            " W2 {:.2}e-2{}",
+            q.sliced_w2 * 100.0,
+            fid.map_or(String::new(), |f| format!(" FID {f:.2}"))
+        ))
+    }
+
+    /// The FID of `eval.fid.n` samples of `policy` against the training
+    /// images, where `eval.fid` asks for it (image runs only).
+    fn fid(&mut self, policy: &DiffusionPolicy) -> Result<Option<f64>, RunError> {
+        let Some(config) = self.exp.eval.fid.clone() else {
+            return Ok(None);
+        };
+        if !self.exp.data.set.is_images() {
+            return Ok(None);
+        }
+        if self.fid.is_none() {
+            let device = policy.var_store().device();
+            let featurizer = super::fid::featurizer(&config.features, &self.exp, device, false)?;
+            let data = super::data::Data::load(&self.exp, tch::Device::Cpu)?;
+            let pixels = envs::images::to_pixels(&data.first(data.len()));
+            let reference = super::fid::measure_pixels(&*featurizer, &pixels, config.batch)?.stats;
+            let tag = match config.features {
+                crate::config::FeatureConfig::Classifier { .. } => "eval/classifier_fid",
+                _ => "eval/fid",
+            };
+            self.fid = Some(FidProbe {
+                featurizer,
+                reference,
+                tag,
+            });
+        }
+        let probe = self.fid.as_ref().expect("made above");
+        let samples = sample(
+            policy,
+            config.n,
+            &self.exp.data.set.element_shape(),
+            FID_SEED ^ self.exp.seed as i64,
+            self.exp.eval.chunk,
+            "eval.chunk",
+        )?;
+        let pixels = envs::images::to_pixels(&samples);
+        let measured = super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
+        Ok(Some(crate::metrics::frechet::frechet_distance(
+            &measured.stats,
+            &probe.reference,
+        )?))
     }
 
     /// A few chains of `policy` through its sampler steps, from the same
@@ -240,7 +305,8 @@ const PATHS_SEED: i64 = 0x9A7_5EED;
 pub const SAMPLES_DIR: &str = "samples";
 
 /// The file beside the event files where every evaluation is appended as
-/// `epoch,step,sliced_w2,exact_w2` (read by ablations to draw their curves).
+/// `epoch,step,sliced_w2,exact_w2,fid` (read by ablations to draw their
+/// curves; a value not measured is left empty).
 pub const EVAL_LOG: &str = "eval.csv";
 
 fn append_eval_row(
@@ -248,6 +314,7 @@ fn append_eval_row(
     epoch: usize,
     step: u64,
     q: &super::evaluate::Quality,
+    fid: Option<f64>,
 ) -> Result<(), RunError> {
     use std::io::Write;
     let path = run_dir.join(EVAL_LOG);
@@ -262,10 +329,11 @@ fn append_eval_row(
         .open(&path)
         .map_err(io)?;
     if new {
-        writeln!(file, "epoch,step,sliced_w2,exact_w2").map_err(io)?;
+        writeln!(file, "epoch,step,sliced_w2,exact_w2,fid").map_err(io)?;
     }
     let exact = q.exact_w2.map_or(String::new(), |e| e.to_string());
-    writeln!(file, "{epoch},{step},{},{exact}", q.sliced_w2).map_err(io)
+    let fid = fid.map_or(String::new(), |f| f.to_string());
+    writeln!(file, "{epoch},{step},{},{exact},{fid}", q.sliced_w2).map_err(io)
 }
 
 /// Reads a run's evaluation log: (epoch, sliced W2) in epoch order, the last

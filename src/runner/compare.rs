@@ -1,0 +1,272 @@
+//! Running a comparison file ([`crate::comparison`]): trains what it needs,
+//! samples every sampler, and tabulates FID and KID against the training
+//! and test images with the number of network evaluations.
+
+use std::path::{Path, PathBuf};
+
+use agents::policy::DiffusionPolicy;
+use envs::images::to_pixels;
+use tch::{Device, Tensor};
+
+use super::data::{held_out_data, Data};
+use super::evaluate::sample;
+use super::fid::{featurizer, measure_pixels as measure, slug, PixelFeatures as Measured};
+use super::model::{load_policy, load_policy_with_sampler, sampler_steps};
+use super::{configure_threads, ensure_trained, RunOptions};
+use crate::comparison::{Comparison, FeatureConfig};
+use crate::config::Experiment;
+use crate::error::RunError;
+use crate::metrics::features::Featurizer;
+use crate::metrics::fid_stats::save_npz;
+use crate::metrics::frechet::frechet_distance;
+use crate::metrics::kid::{kid, KidEstimate, KidSettings};
+
+/// What a comparison produced.
+#[derive(Debug, Clone)]
+pub struct ComparisonReport {
+    /// The markdown table (also in `<dir>/table.md`).
+    pub table: String,
+    /// Where samples, statistics and the table are.
+    pub dir: PathBuf,
+}
+
+/// One row: FID and KID against each reference.
+struct Row {
+    label: String,
+    nfe: Option<usize>,
+    against: Vec<(f64, KidEstimate)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Samples `n` images of `policy` (reusing `<file>` when it holds the same
+/// request), as uint8 `[N, C, H, W]`; writes them as `.npy` (uint8
+/// `[N, H, W, C]`) with a PNG grid of the first 64.
+fn samples(
+    policy: &DiffusionPolicy,
+    exp: &Experiment,
+    cmp: &Comparison,
+    file: &Path,
+    request: &str,
+) -> Result<Tensor, RunError> {
+    let stamp = file.with_extension("request.txt");
+    if file.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == request) {
+        let source = crate::metrics::image_source::ImageSource::open(file)?;
+        let mut parts = Vec::new();
+        source.for_each_batch(10_000, |batch| {
+            parts.push(batch);
+            Ok(())
+        })?;
+        return Ok(Tensor::cat(&parts, 0));
+    }
+    let shape = exp.data.set.element_shape();
+    let x = sample(policy, cmp.n, &shape, cmp.seed as i64, cmp.chunk, "chunk")?;
+    let pixels = to_pixels(&x);
+    let part = file.with_extension("npy.partial");
+    pixels
+        .permute([0, 2, 3, 1])
+        .contiguous()
+        .write_npy(&part)
+        .map_err(|e| RunError::Io {
+            path: part.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    std::fs::rename(&part, file).map_err(io(file))?;
+    std::fs::write(&stamp, request).map_err(io(&stamp))?;
+    let png = crate::recording::grid::samples_png(&x)?;
+    let grid = file.with_extension("png");
+    std::fs::write(&grid, png).map_err(io(&grid))?;
+    Ok(pixels)
+}
+
+/// Runs the comparison file at `path`.
+///
+/// # Errors
+/// Configuration, training, sampling and measuring errors, each naming
+/// what failed.
+pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonReport, RunError> {
+    let cmp = Comparison::load(path)?;
+    let model_path = Experiment::resolve_relative(path, &cmp.model);
+    let model = Experiment::load(&model_path)?;
+    configure_threads(model.threads);
+    let device = model.device.resolve();
+    let dir = model.record.dir.join(&cmp.name);
+    std::fs::create_dir_all(dir.join("samples")).map_err(io(&dir))?;
+    let dependency = RunOptions {
+        resume: false,
+        retrain: false,
+        overrides: Vec::new(),
+        ..options.clone()
+    };
+    let model_final = ensure_trained(&model_path, &model, &dependency, false, device)?;
+    let mut tuned = Vec::new();
+    for file in &cmp.fine_tuned {
+        let tuned_path = Experiment::resolve_relative(path, file);
+        let exp = Experiment::load(&tuned_path)?;
+        if exp.data.set != model.data.set {
+            return Err(RunError::Env(envs::EnvError::Invalid {
+                field: "fine_tuned",
+                reason: format!(
+                    "{} trains on {}, the model on {}",
+                    tuned_path.display(),
+                    exp.data.set.name(),
+                    model.data.set.name()
+                ),
+            }));
+        }
+        let final_dir = ensure_trained(&tuned_path, &exp, &dependency, false, device)?;
+        tuned.push((exp, final_dir));
+    }
+
+    let featurizer = featurizer(&cmp.features, &model, device, options.show_progress)?;
+    let kid_settings = KidSettings {
+        subsets: cmp.kid_subsets,
+        subset_size: cmp.kid_subset_size,
+        seed: cmp.seed,
+    };
+
+    // The references: all training images, and the test split where there is one.
+    let train = Data::load(&model, Device::Cpu)?;
+    let mut references = vec![(
+        "training set",
+        measure(
+            &*featurizer,
+            &to_pixels(&train.first(train.len())),
+            cmp.batch,
+        )?,
+    )];
+    if let Some(test) = held_out_data(&model)? {
+        references.push((
+            "test set",
+            measure(&*featurizer, &to_pixels(&test), cmp.batch)?,
+        ));
+    }
+    for (name, measured) in &references {
+        let file = dir.join(format!("stats_{}.npz", slug(name)));
+        save_npz(&file, &measured.stats)?;
+    }
+
+    let mut rows = Vec::new();
+    let mut measure_row =
+        |label: String, nfe: usize, policy: &DiffusionPolicy, exp: &Experiment, request: String| {
+            let file = dir.join("samples").join(format!("{}.npy", slug(&label)));
+            let pixels = samples(policy, exp, &cmp, &file, &request)?;
+            let measured = measure(&*featurizer, &pixels, cmp.batch)?;
+            let mut against = Vec::new();
+            for (_, reference) in &references {
+                against.push((
+                    frechet_distance(&measured.stats, &reference.stats)?,
+                    kid(&measured.features, &reference.features, &kid_settings)?,
+                ));
+            }
+            eprintln!(
+                "rl-run: {label}: FID {:.3} against the training set",
+                against[0].0
+            );
+            rows.push(Row {
+                label,
+                nfe: Some(nfe),
+                against,
+            });
+            Ok::<(), RunError>(())
+        };
+    for sampler in &cmp.samplers {
+        let policy = load_policy_with_sampler(&model_final, *sampler, device)?;
+        let label = format!("{} ({})", sampler.describe(), model.name);
+        let request = format!(
+            "{} {:?} n {} seed {}",
+            model_final.display(),
+            sampler,
+            cmp.n,
+            cmp.seed
+        );
+        measure_row(
+            label,
+            sampler.steps(model.env.steps),
+            &policy,
+            &model,
+            request,
+        )?;
+    }
+    for (exp, final_dir) in &tuned {
+        let (_, policy) = load_policy(final_dir, device)?;
+        let label = super::describe(exp);
+        let request = format!("{} n {} seed {}", final_dir.display(), cmp.n, cmp.seed);
+        measure_row(label, sampler_steps(exp), &policy, exp, request)?;
+    }
+    // The floor: the test images themselves against the training images.
+    if references.len() > 1 {
+        let (train_ref, test_ref) = (&references[0].1, &references[1].1);
+        rows.push(Row {
+            label: "test images (floor)".into(),
+            nfe: None,
+            against: vec![(
+                frechet_distance(&test_ref.stats, &train_ref.stats)?,
+                kid(&test_ref.features, &train_ref.features, &kid_settings)?,
+            )],
+        });
+    }
+    let table = markdown(&cmp, &model, &*featurizer, &references, &rows);
+    let file = dir.join("table.md");
+    std::fs::write(&file, &table).map_err(io(&file))?;
+    Ok(ComparisonReport { table, dir })
+}
+
+fn markdown(
+    cmp: &Comparison,
+    model: &Experiment,
+    featurizer: &dyn Featurizer,
+    references: &[(&str, Measured)],
+    rows: &[Row],
+) -> String {
+    let sizes: Vec<String> = references
+        .iter()
+        .map(|(name, m)| format!("{} {name} images", m.features.size()[0],))
+        .collect();
+    let fid_name = match cmp.features {
+        FeatureConfig::Classifier { .. } => "classifier FID",
+        _ => "FID",
+    };
+    let mut out = format!(
+        "{} on {}: {} samples per sampler (seed {}), against {}.\n\n\
+         Features: {}. KID x 1e3: mean ± standard deviation over {} subsets of up to {} images.\n\n",
+        cmp.name,
+        model.data.set.name(),
+        cmp.n,
+        cmp.seed,
+        sizes.join(" and "),
+        featurizer.describe(),
+        cmp.kid_subsets,
+        cmp.kid_subset_size
+    );
+    out.push_str("| sampler | NFE |");
+    let mut rule = String::from("|---|---|");
+    for (name, _) in references {
+        out.push_str(&format!(" {fid_name}, {name} | KID, {name} (x1e3) |"));
+        rule.push_str("---|---|");
+    }
+    out.push('\n');
+    out.push_str(&rule);
+    out.push('\n');
+    for row in rows {
+        let nfe = row.nfe.map_or("-".to_string(), |n| n.to_string());
+        out.push_str(&format!("| {} | {nfe} |", row.label));
+        for i in 0..references.len() {
+            match row.against.get(i) {
+                Some((fid, k)) => out.push_str(&format!(
+                    " {fid:.2} | {:.2} ± {:.2} |",
+                    k.mean * 1e3,
+                    k.std * 1e3
+                )),
+                None => out.push_str(" - | - |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,207 @@
+//! `rl-run COMPARISON.ron`, tiny, on the 8 x 8 digits: a small DDPM is
+//! pretrained and fine-tuned first, then sampled by its full chain, a DDPM
+//! sub-sequence and Analytic-DPM, and by the fine-tuned sampler; a
+//! classifier is trained for the features; the table has FID and KID
+//! against the training and test images with each sampler's NFE, and its
+//! numbers are those `rl-run fid` gives for the samples and statistics it
+//! wrote. A second run reuses the samples and prints the same table.
+
+mod common;
+
+use std::path::Path;
+
+use common::{rl_run, run_ok, temp_dir};
+
+fn pretrain(runs: &Path, digits: &Path) -> String {
+    format!(
+        r#"Experiment(
+    name: "tiny_ddpm",
+    seed: 0,
+    threads: 1,
+    data: (set: Digits(dir: "{digits}"), n: 128),
+    env: (steps: 50, schedule: Linear(start: 1e-3, end: 0.2), variance: PosteriorBetaTilde, sampler: Full),
+    model: UNet(in_channels: 1, resolution: 8, channels: 16, channel_mult: [1, 2],
+                res_blocks: 1, attention_resolutions: [], mid_attention: false,
+                attention_head_dim: None, dropout: 0.0, norm_groups: 8),
+    task: Pretrain(epochs: 4, batch: 32, optimizer: Adam(lr: 1e-3), grad_clip: 1.0, ema: 0.0),
+    eval: (every: 4, n: 32, exact_n: 32, projections: 20, repeats: 1, chunk: 32),
+    record: (dir: "{runs}", checkpoint_every: 4),
+)
+"#,
+        digits = digits.display(),
+        runs = runs.display()
+    )
+}
+
+fn fine_tune(runs: &Path, digits: &Path) -> String {
+    format!(
+        r#"Experiment(
+    name: "tiny_sft",
+    seed: 0,
+    threads: 1,
+    data: (set: Digits(dir: "{digits}"), n: 128),
+    env: (steps: 50, schedule: Linear(start: 1e-3, end: 0.2), variance: PosteriorBetaTilde,
+          sampler: Ddpm(steps: 4, spacing: Uniform)),
+    model: UNet(in_channels: 1, resolution: 8, channels: 16, channel_mult: [1, 2],
+                res_blocks: 1, attention_resolutions: [], mid_attention: false,
+                attention_head_dim: None, dropout: 0.0, norm_groups: 8),
+    task: FineTune(
+        init: "ddpm.ron",
+        epochs: 1,
+        batch: 16,
+        n_critic: 1,
+        generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
+        agent: Reinforce(use_baseline: true),
+        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), width: 32),
+    ),
+    eval: (every: 1, n: 32, exact_n: 32, projections: 20, repeats: 1, chunk: 32),
+    record: (dir: "{runs}", checkpoint_every: 1),
+)
+"#,
+        digits = digits.display(),
+        runs = runs.display()
+    )
+}
+
+const COMPARISON: &str = r#"// a tiny Table 3
+Comparison(
+    name: "tiny_table3",
+    model: "ddpm.ron",
+    samplers: [Full, Ddpm(steps: 4, spacing: Uniform), AnalyticDpm(steps: 4, mc_samples: 64)],
+    fine_tuned: ["sft.ron"],
+    n: 48,
+    features: Classifier(epochs: 2),
+    kid_subsets: 5,
+    kid_subset_size: 24,
+    chunk: 48,
+    batch: 20,
+)
+"#;
+
+/// The `FID` a `rl-run fid` run prints.
+fn fid_of(a: &Path, b: &Path, features: &Path) -> f64 {
+    let out = run_ok(
+        rl_run()
+            .args(["fid", "--quiet", "--cpu", "--features"])
+            .arg(features)
+            .arg(a)
+            .arg(b),
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("FID: "))
+        .unwrap_or_else(|| panic!("no FID in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
+    let dir = temp_dir("comparison");
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    assert!(
+        digits.join("train-images-idx3-ubyte").is_file(),
+        "needs data/digits: run scripts/setup.sh (make test does)"
+    );
+    let runs = dir.join("runs");
+    std::fs::write(dir.join("ddpm.ron"), pretrain(&runs, &digits)).unwrap();
+    std::fs::write(dir.join("sft.ron"), fine_tune(&runs, &digits)).unwrap();
+    std::fs::write(dir.join("table3.ron"), COMPARISON).unwrap();
+    let out = run_ok(
+        rl_run()
+            .arg(dir.join("table3.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for expected in [
+        "| sampler | NFE | classifier FID, training set | KID, training set (x1e3) | classifier FID, test set | KID, test set (x1e3) |",
+        "| full chain (tiny_ddpm) | 50 |",
+        "| DDPM, Uniform steps (tiny_ddpm) | 4 |",
+        "| Analytic-DPM, Uniform steps (tiny_ddpm) | 4 |",
+        "| SFT-PG (B) (tiny_sft) | 4 |",
+        "| test images (floor) | - |",
+        "48 samples per sampler",
+        "against 128 training set images and 300 test set images",
+        "the Digits classifier's 128 features",
+    ] {
+        assert!(table.contains(expected), "missing {expected:?} in\n{table}");
+    }
+    let out_dir = runs.join("tiny_table3");
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("table.md")).unwrap(),
+        table.trim_end_matches('\n').to_string() + "\n"
+    );
+    // The table's FID of the DDPM sub-sequence is what `rl-run fid` finds
+    // for the samples and statistics the comparison wrote.
+    let samples = out_dir.join("samples/ddpm_uniform_steps_tiny_ddpm.npy");
+    assert!(samples.is_file() && samples.with_extension("png").is_file());
+    let classifier = runs.join("classifier_digits_1x8x8_digits_2ep");
+    let fid = fid_of(
+        &samples,
+        &out_dir.join("stats_training_set.npz"),
+        &classifier,
+    );
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("| DDPM, Uniform steps (tiny_ddpm) | 4 |"))
+        .unwrap();
+    let cell: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+    assert!((cell - fid).abs() <= 0.005 + 1e-9 * fid, "{cell} vs {fid}");
+    // Samplers differ: not every row has the same FID.
+    let fids: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("(tiny_"))
+        .map(|l| l.split('|').nth(3).unwrap().trim())
+        .collect();
+    assert_eq!(fids.len(), 4);
+    assert!(fids.iter().any(|f| f != &fids[0]), "{fids:?}");
+    // Again: the samples are reused (no chain is sampled again: the sample
+    // files keep their times) and the table is the same, up to the last
+    // printed digit (libtorch's CPU convolutions may round differently
+    // between runs).
+    let modified = std::fs::metadata(&samples).unwrap().modified().unwrap();
+    let again = run_ok(
+        rl_run()
+            .arg(dir.join("table3.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    assert_eq!(
+        std::fs::metadata(&samples).unwrap().modified().unwrap(),
+        modified
+    );
+    let again = String::from_utf8_lossy(&again.stdout).into_owned();
+    let (first, second) = (numbers(&table), numbers(&again));
+    assert_eq!(first.len(), second.len(), "{table}\n{again}");
+    for (a, b) in first.iter().zip(&second) {
+        assert!(
+            (a - b).abs() <= 0.011 + 1e-5 * a.abs(),
+            "{a} vs {b}:\n{table}\n{again}"
+        );
+    }
+}
+
+/// Every number in a text.
+fn numbers(text: &str) -> Vec<f64> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|w| w.parse::<f64>().ok())
+        .collect()
+}
+
+#[test]
+fn a_bad_comparison_names_the_field() {
+    let dir = temp_dir("comparison_errors");
+    std::fs::write(
+        dir.join("bad.ron"),
+        COMPARISON
+            .replace("n: 48", "n: 1")
+            .replace("ddpm.ron", "missing.ron"),
+    )
+    .unwrap();
+    let out = rl_run().arg(dir.join("bad.ron")).output().unwrap();
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        message.contains("bad.ron") && message.contains("n") && message.contains("at least 2"),
+        "{message}"
+    );
+}

@@ -643,6 +643,21 @@ impl Experiment {
         check.at_least("eval.projections", self.eval.projections, 1);
         check.at_least("eval.repeats", self.eval.repeats, 1);
         check.at_least("eval.chunk", self.eval.chunk, 1);
+        if let Some(fid) = &self.eval.fid {
+            check.that(
+                self.data.set.is_images(),
+                "eval.fid",
+                format!(
+                    "FID measures images; {} is a toy data set (its runs report W2)",
+                    self.data.set.name()
+                ),
+            );
+            check.at_least("eval.fid.n", fid.n, 2);
+            check.at_least("eval.fid.batch", fid.batch, 1);
+            if let FeatureConfig::Classifier { epochs } = fid.features {
+                check.at_least("eval.fid.features.epochs", epochs, 1);
+            }
+        }
         check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);
         check.result()
     }

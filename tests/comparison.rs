@@ -133,7 +133,7 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     );
     // The table's FID of the DDPM sub-sequence is what `rl-run fid` finds
     // for the samples and statistics the comparison wrote.
-    let samples = out_dir.join("samples/ddpm_uniform_steps_tiny_ddpm.npy");
+    let samples = out_dir.join("samples/tiny_ddpm_ddpm_steps_4_spacing_uniform.npy");
     assert!(samples.is_file() && samples.with_extension("png").is_file());
     let classifier = runs.join("classifier_digits_1x8x8_digits_2ep");
     let fid = fid_of(

@@ -106,3 +106,34 @@ fn cuda_out_of_memory_is_an_error_naming_the_setting() {
     let after = tch::Tensor::ones([1024], (tch::Kind::Float, device));
     assert_eq!(after.sum(tch::Kind::Float).double_value(&[]), 1024.0);
 }
+
+#[test]
+#[ignore = "needs a CUDA device: cargo test --test cuda -- --ignored"]
+fn inception_features_on_cuda_match_the_cpu() {
+    use shortcut::metrics::features::FeatureNetwork;
+    assert!(tch::Cuda::is_available(), "no CUDA device is visible");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    run_ok(
+        rl_run()
+            .current_dir(root)
+            .args(["fetch", "fid-inception", "--quiet"]),
+    );
+    let file = root.join("models/fid-inception/inception-2015-12-05.pt");
+    tch::manual_seed(0);
+    let pixels = tch::Tensor::randint(256, [8, 3, 32, 32], (tch::Kind::Uint8, tch::Device::Cpu));
+    let cpu = FeatureNetwork::load(&file, tch::Device::Cpu)
+        .unwrap()
+        .features(&pixels)
+        .unwrap();
+    let gpu = FeatureNetwork::load(&file, tch::Device::Cuda(0))
+        .unwrap()
+        .features(&pixels)
+        .unwrap();
+    let error = (&cpu - &gpu).abs().max().double_value(&[]);
+    let scale = cpu.abs().max().double_value(&[]);
+    // cuDNN may use TF32 convolutions: agreement to 1e-2 of the largest feature.
+    assert!(
+        error <= 1e-2 * scale,
+        "CUDA features differ by {error} (largest {scale})"
+    );
+}

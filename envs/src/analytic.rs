@@ -16,9 +16,8 @@
 //! clipped to [0, 1] (Theorem 2's bounds for data in [-1, 1]), and the last
 //! step (t = 1) outputs its mean without noise.
 //!
-//! Unlike the authors' sampler, the predicted x_0 is not clamped to
-//! [-1, 1] inside the mean: every step here stays affine in x and eps, as
-//! all of this crate's samplers are (the same as DDPM sub-sampling's rows).
+//! As in the authors' sampler, the runner also clamps the predicted x_0 to
+//! [-1, 1] inside the mean ([`crate::schedule::Schedule::with_clipped_x0`]).
 
 use crate::schedule::Schedule;
 use crate::EnvError;

@@ -31,10 +31,21 @@ pub fn per_row(coef: &Tensor, steps: &Tensor, like: &Tensor) -> Tensor {
 
 /// The mean (x_t - eps_scale_t eps) x_scale_t of a batch `x` at the 1-based
 /// steps `steps` (`[B]`, int64); for DDPM, (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t).
+/// With `clip_x0`, eps is first replaced by the noise consistent with the
+/// clamped prediction of x_0.
 pub fn mean_from_eps(coefs: &StepCoefficients, x: &Tensor, eps: &Tensor, steps: &Tensor) -> Tensor {
     let scale = per_row(&coefs.eps_scale, steps, x);
     let x_scale = per_row(&coefs.x_scale, steps, x);
-    (x - scale * eps) * x_scale
+    match coefs.clip_x0 {
+        None => (x - scale * eps) * x_scale,
+        Some(limit) => {
+            let signal = per_row(&coefs.sqrt_alpha_bar, steps, x);
+            let noise = per_row(&coefs.sqrt_one_minus_alpha_bar, steps, x);
+            let x0 = ((x - &noise * eps) / &signal).clamp(-limit, limit);
+            let eps = (x - signal * x0) / noise;
+            (x - scale * eps) * x_scale
+        }
+    }
 }
 
 /// The sampling standard deviation of each row, broadcastable against `like`.
@@ -197,5 +208,37 @@ mod tests {
         let zero =
             kl_divergence(&mean, &std, &mean, &std, LogProbReduction::Mean).double_value(&[0]);
         assert!(zero.abs() < 1e-7);
+    }
+
+    #[test]
+    fn a_clipped_x0_gives_the_posterior_mean_of_the_clamped_prediction() {
+        let betas: Vec<f64> = (0..100).map(|i| 1e-4 + 0.02 * i as f64 / 99.0).collect();
+        let tau = [1, 34, 67, 100];
+        let plain = Schedule::subsample(&betas, &tau, Variance::PosteriorBetaTilde).unwrap();
+        let clipped = plain.clone().with_clipped_x0(1.0).unwrap();
+        let (c, k) = (
+            plain.coefficients(Device::Cpu),
+            clipped.coefficients(Device::Cpu),
+        );
+        tch::manual_seed(0);
+        let x = Tensor::randn([6, 3], (tch::Kind::Float, Device::Cpu)) * 2.0;
+        let eps = Tensor::randn([6, 3], (tch::Kind::Float, Device::Cpu));
+        for t in 1..=4i64 {
+            let steps = Tensor::full([6], t, (tch::Kind::Int64, Device::Cpu));
+            let (a, next) = (plain.alpha_bar(t as usize), plain.alpha_bar(t as usize - 1));
+            let beta = 1.0 - a / next;
+            let x0 = ((&x - (1.0 - a).sqrt() * &eps) / a.sqrt()).clamp(-1.0, 1.0);
+            // DDPM's posterior mean from x_0 and x_t.
+            let want = &x0 * (next.sqrt() * beta / (1.0 - a))
+                + &x * ((1.0 - beta).sqrt() * (1.0 - next) / (1.0 - a));
+            let got = mean_from_eps(&k, &x, &eps, &steps);
+            let error = (&got - &want).abs().max().double_value(&[]);
+            assert!(error < 1e-5, "t = {t}: {error}");
+            // Without clamping the two rules agree where nothing is clamped.
+            let inside = x0.abs().lt(1.0).all().int64_value(&[]) == 1;
+            if inside {
+                assert!(mean_from_eps(&c, &x, &eps, &steps).allclose(&got, 1e-5, 1e-5, false));
+            }
+        }
     }
 }

@@ -155,6 +155,8 @@ pub struct Schedule {
     rule: StepRule,
     /// Standard deviations set by [`Schedule::with_sigmas`] (Analytic-DPM's).
     sigmas: Option<Vec<f64>>,
+    /// The bound of the predicted x_0, set by [`Schedule::with_clipped_x0`].
+    clip_x0: Option<f64>,
 }
 
 impl Schedule {
@@ -235,6 +237,7 @@ impl Schedule {
             network_times,
             rule,
             sigmas: None,
+            clip_x0: None,
         })
     }
 
@@ -259,6 +262,7 @@ impl Schedule {
             network_times,
             rule: StepRule::Ddpm(variance),
             sigmas: None,
+            clip_x0: None,
         })
     }
 
@@ -338,6 +342,22 @@ impl Schedule {
         Ok(self)
     }
 
+    /// The same steps with the x_0 that eps predicts, (x - sqrt(1 - abar) eps)
+    /// / sqrt(abar), clamped to [-limit, limit] before the mean is taken (the
+    /// noise consistent with the clamped x_0 replaces eps), as the DDPM and
+    /// Analytic-DPM samplers of the original code do for data in [-1, 1].
+    /// The step is then affine in x and eps only where nothing is clamped.
+    ///
+    /// # Errors
+    /// [`EnvError::Invalid`] for a bound that is not positive and finite.
+    pub fn with_clipped_x0(mut self, limit: f64) -> Result<Self, EnvError> {
+        if !(limit.is_finite() && limit > 0.0) {
+            return Err(invalid("clip_x0", format!("must be positive, got {limit}")));
+        }
+        self.clip_x0 = Some(limit);
+        Ok(self)
+    }
+
     /// The sampling standard deviation sigma_t of step t in 1..=T'.
     pub fn sigma(&self, t: usize) -> f64 {
         if let Some(sigmas) = &self.sigmas {
@@ -393,6 +413,7 @@ impl Schedule {
             sqrt_alpha_bar: per_step(&|t| self.alpha_bar(t).sqrt()),
             sqrt_one_minus_alpha_bar: per_step(&|t| (1.0 - self.alpha_bar(t)).sqrt()),
             network_times: per_step(&|t| self.network_time(t)),
+            clip_x0: self.clip_x0,
         }
     }
 }
@@ -444,6 +465,9 @@ pub struct StepCoefficients {
     pub sqrt_one_minus_alpha_bar: Tensor,
     /// The network's time at each step (float; whole numbers for DDPM chains).
     pub network_times: Tensor,
+    /// Where set, the mean uses the x_0 predicted from eps clamped to
+    /// [-limit, limit] (the noise consistent with it in place of eps).
+    pub clip_x0: Option<f64>,
 }
 
 impl StepCoefficients {
@@ -457,6 +481,7 @@ impl StepCoefficients {
             sqrt_alpha_bar: self.sqrt_alpha_bar.shallow_clone(),
             sqrt_one_minus_alpha_bar: self.sqrt_one_minus_alpha_bar.shallow_clone(),
             network_times: self.network_times.shallow_clone(),
+            clip_x0: self.clip_x0,
         }
     }
 }

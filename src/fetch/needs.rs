@@ -150,6 +150,19 @@ fn collect(
         let base = Experiment::resolve_relative(path, &ablation.base);
         return collect(&base, &[], catalog, seen, found);
     }
+    if crate::config::top_level_name(&text) == Some("Comparison") {
+        let comparison = crate::comparison::Comparison::load(path)?;
+        for file in std::iter::once(&comparison.model).chain(&comparison.fine_tuned) {
+            collect(
+                &Experiment::resolve_relative(path, file),
+                &[],
+                catalog,
+                seen,
+                found,
+            )?;
+        }
+        return Ok(());
+    }
     let exp = crate::overrides::apply(Experiment::parse(&text, path)?, overrides, path)?;
     let mut add = |dir: &Path| {
         if !dir.exists() {

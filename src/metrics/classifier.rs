@@ -6,7 +6,9 @@
 //!
 //! Network: pixels as [-1, 1]; conv 3x3 (C -> 32), ReLU; conv 3x3 stride 2
 //! (32 -> 64), ReLU; conv 3x3 (64 -> 64), ReLU; average-pooled to 4 x 4;
-//! linear 1024 -> 128, ReLU (the features); linear 128 -> classes.
+//! linear 1024 -> 128, ReLU (the features, scaled by a constant fixed at
+//! training: 1 / their root mean square over the training images);
+//! linear 128 -> classes.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +20,8 @@ use super::error::MetricError;
 
 /// Features per image.
 pub const FEATURES: i64 = 128;
+/// Images per forward pass outside training.
+const CHUNK: i64 = 1000;
 /// The weights' file in a classifier's folder.
 pub const WEIGHTS_FILE: &str = "classifier.safetensors";
 /// The description's file in a classifier's folder.
@@ -36,6 +40,15 @@ pub struct ClassifierInfo {
     pub test_accuracy: f64,
     /// Training epochs.
     pub epochs: usize,
+    /// The factor applied to the features: 1 / their root mean square over
+    /// the training images, so that features are of order 1 (as
+    /// Inception's are) and KID's cubic kernel stays in a sensible range.
+    #[serde(default = "unit_scale")]
+    pub feature_scale: f64,
+}
+
+fn unit_scale() -> f64 {
+    1.0
 }
 
 /// How a classifier is trained.
@@ -154,6 +167,7 @@ impl Classifier {
             classes,
             test_accuracy: 0.0,
             epochs: settings.epochs,
+            feature_scale: 1.0,
         };
         let mut classifier = Self::new(info, dir, device);
         let mut opt = nn::Adam::default()
@@ -172,6 +186,13 @@ impl Classifier {
             }
         }
         classifier.info.test_accuracy = classifier.accuracy(test.0, test.1);
+        let mut square_sum = 0.0;
+        for part in x.split(CHUNK, 0) {
+            let features = tch::no_grad(|| classifier.body.forward(&part));
+            square_sum += features.square().sum(Kind::Double).double_value(&[]);
+        }
+        let rms = (square_sum / (n * FEATURES) as f64).sqrt();
+        classifier.info.feature_scale = if rms > 0.0 { 1.0 / rms } else { 1.0 };
         classifier.save(dir)?;
         Ok(classifier)
     }
@@ -183,12 +204,16 @@ impl Classifier {
     /// The share of `images` classified as `labels`.
     pub fn accuracy(&self, images: &Tensor, labels: &Tensor) -> f64 {
         let device = self.vs.device();
-        let predicted = tch::no_grad(|| self.logits(&unit_range(images, device)).argmax(1, false));
-        predicted
-            .eq_tensor(&labels.to_device(device))
-            .to_kind(Kind::Double)
-            .mean(Kind::Double)
-            .double_value(&[])
+        let mut right = 0;
+        for (part, truth) in images.split(CHUNK, 0).iter().zip(labels.split(CHUNK, 0)) {
+            let predicted =
+                tch::no_grad(|| self.logits(&unit_range(part, device)).argmax(1, false));
+            right += predicted
+                .eq_tensor(&truth.to_device(device))
+                .sum(Kind::Int64)
+                .int64_value(&[]);
+        }
+        right as f64 / images.size()[0] as f64
     }
 
     fn save(&self, dir: &Path) -> Result<(), MetricError> {
@@ -263,7 +288,8 @@ impl super::features::Featurizer for Classifier {
             ));
         }
         let x = unit_range(pixels, self.vs.device());
-        Ok(tch::no_grad(|| self.body.forward(&x)).to_device(Device::Cpu))
+        let features = tch::no_grad(|| self.body.forward(&x)) * self.info.feature_scale;
+        Ok(features.to_device(Device::Cpu))
     }
 
     fn describe(&self) -> String {

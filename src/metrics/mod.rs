@@ -1,5 +1,8 @@
 //! Sample-quality metrics: sliced and exact Wasserstein-2 distances between
-//! point clouds, and the Fréchet distance between feature statistics (FID).
+//! point clouds; FID (the Fréchet distance between feature statistics,
+//! pytorch-fid's `.npz` files) and KID; the feature networks they use (FID's
+//! Inception through TorchScript, a classifier trained on labelled digits)
+//! and the images they read (`.npy` arrays, image folders).
 
 pub mod classifier;
 pub mod error;

@@ -59,7 +59,8 @@ pub fn mean_square_eps(
 }
 
 /// `policy` (loaded on the DDPM sub-sequence `base`) made to sample with
-/// Analytic-DPM's variances, estimated from `data`.
+/// Analytic-DPM's variances, estimated from `data`, and its predicted x_0
+/// clamped to [-1, 1] in the mean, as the authors' sampler does.
 ///
 /// # Errors
 /// [`RunError::Env`] when the estimates are not finite (a diverged network).
@@ -73,7 +74,7 @@ pub fn with_analytic_variances(
 ) -> Result<DiffusionPolicy, RunError> {
     let gammas = mean_square_eps(&policy, data, samples, seed, chunk);
     let sigmas = analytic_sigmas(&base, &gammas)?;
-    policy.set_schedule(&base.with_sigmas(sigmas)?);
+    policy.set_schedule(&base.with_sigmas(sigmas)?.with_clipped_x0(1.0)?);
     Ok(policy)
 }
 

@@ -44,11 +44,35 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// Samples `n` images of `policy` (reusing `<file>` when it holds the same
-/// request), as uint8 `[N, C, H, W]`; writes them as `.npy` (uint8
-/// `[N, H, W, C]`) with a PNG grid of the first 64.
+/// What decides a row's samples: the generator's weights (by SHA-256),
+/// the sampler, n, seed, chunk and device. Samples on disk made for the
+/// same request are reused.
+fn sample_request(
+    final_dir: &Path,
+    sampler: &str,
+    cmp: &Comparison,
+    device: Device,
+) -> Result<String, RunError> {
+    use sha2::{Digest, Sha256};
+    let weights = final_dir.join("generator.safetensors");
+    let bytes = std::fs::read(&weights).map_err(io(&weights))?;
+    let hash: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(format!(
+        "weights sha256 {hash}\nsampler {sampler}\nn {}\nseed {}\nchunk {}\ndevice {device:?}\n",
+        cmp.n, cmp.seed, cmp.chunk
+    ))
+}
+
+/// The samples of a row as uint8 `[N, C, H, W]`: those in `file` when its
+/// stamp (`<file stem>.request.txt`) holds `request`, else `n` new ones of
+/// the policy `make` gives, written as `.npy` (uint8 `[N, H, W, C]`) with a
+/// PNG grid of the first 64, the stamp last (each through a temporary file
+/// renamed into place).
 fn samples(
-    policy: &DiffusionPolicy,
+    make: impl FnOnce() -> Result<DiffusionPolicy, RunError>,
     exp: &Experiment,
     cmp: &Comparison,
     file: &Path,
@@ -64,10 +88,14 @@ fn samples(
         })?;
         return Ok(Tensor::cat(&parts, 0));
     }
+    if stamp.exists() {
+        std::fs::remove_file(&stamp).map_err(io(&stamp))?;
+    }
+    let policy = make()?;
     let shape = exp.data.set.element_shape();
-    let x = sample(policy, cmp.n, &shape, cmp.seed as i64, cmp.chunk, "chunk")?;
+    let x = sample(&policy, cmp.n, &shape, cmp.seed as i64, cmp.chunk, "chunk")?;
     let pixels = to_pixels(&x);
-    let part = file.with_extension("npy.partial");
+    let part = file.with_extension("partial.npy");
     pixels
         .permute([0, 2, 3, 1])
         .contiguous()
@@ -77,10 +105,12 @@ fn samples(
             source: std::io::Error::other(e.to_string()),
         })?;
     std::fs::rename(&part, file).map_err(io(file))?;
-    std::fs::write(&stamp, request).map_err(io(&stamp))?;
     let png = crate::recording::grid::samples_png(&x)?;
     let grid = file.with_extension("png");
     std::fs::write(&grid, png).map_err(io(&grid))?;
+    let part = stamp.with_extension("partial");
+    std::fs::write(&part, request).map_err(io(&part))?;
+    std::fs::rename(&part, &stamp).map_err(io(&stamp))?;
     Ok(pixels)
 }
 
@@ -152,52 +182,55 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     }
 
     let mut rows = Vec::new();
-    let mut measure_row =
-        |label: String, nfe: usize, policy: &DiffusionPolicy, exp: &Experiment, request: String| {
-            let file = dir.join("samples").join(format!("{}.npy", slug(&label)));
-            let pixels = samples(policy, exp, &cmp, &file, &request)?;
-            let measured = measure(&*featurizer, &pixels, cmp.batch)?;
-            let mut against = Vec::new();
-            for (_, reference) in &references {
-                against.push((
-                    frechet_distance(&measured.stats, &reference.stats)?,
-                    kid(&measured.features, &reference.features, &kid_settings)?,
-                ));
-            }
-            eprintln!(
-                "rl-run: {label}: FID {:.3} against the training set",
-                against[0].0
-            );
-            rows.push(Row {
-                label,
-                nfe: Some(nfe),
-                against,
-            });
-            Ok::<(), RunError>(())
-        };
-    for sampler in &cmp.samplers {
-        let policy = load_policy_with_sampler(&model_final, *sampler, device)?;
-        let label = format!("{} ({})", sampler.describe(), model.name);
-        let request = format!(
-            "{} {:?} n {} seed {}",
-            model_final.display(),
-            sampler,
-            cmp.n,
-            cmp.seed
+    let mut measure_row = |label: String,
+                           nfe: usize,
+                           stem: String,
+                           make: &mut dyn FnMut() -> Result<DiffusionPolicy, RunError>,
+                           exp: &Experiment,
+                           request: String| {
+        let file = dir.join("samples").join(format!("{stem}.npy"));
+        let pixels = samples(make, exp, &cmp, &file, &request)?;
+        let measured = measure(&*featurizer, &pixels, cmp.batch)?;
+        let mut against = Vec::new();
+        for (_, reference) in &references {
+            against.push((
+                frechet_distance(&measured.stats, &reference.stats)?,
+                kid(&measured.features, &reference.features, &kid_settings)?,
+            ));
+        }
+        eprintln!(
+            "rl-run: {label}: FID {:.3} against the training set",
+            against[0].0
         );
+        rows.push(Row {
+            label,
+            nfe: Some(nfe),
+            against,
+        });
+        Ok::<(), RunError>(())
+    };
+    for sampler in &cmp.samplers {
+        let label = format!("{} ({})", sampler.describe(), model.name);
+        let request = sample_request(&model_final, &format!("{sampler:?}"), &cmp, device)?;
         measure_row(
             label,
             sampler.steps(model.env.steps),
-            &policy,
+            slug(&format!("{} {sampler:?}", model.name)),
+            &mut || load_policy_with_sampler(&model_final, *sampler, device),
             &model,
             request,
         )?;
     }
     for (exp, final_dir) in &tuned {
-        let (_, policy) = load_policy(final_dir, device)?;
-        let label = super::describe(exp);
-        let request = format!("{} n {} seed {}", final_dir.display(), cmp.n, cmp.seed);
-        measure_row(label, sampler_steps(exp), &policy, exp, request)?;
+        let request = sample_request(final_dir, &format!("{:?}", exp.env.sampler), &cmp, device)?;
+        measure_row(
+            super::describe(exp),
+            sampler_steps(exp),
+            slug(&exp.name),
+            &mut || Ok(load_policy(final_dir, device)?.1),
+            exp,
+            request,
+        )?;
     }
     // The floor: the test images themselves against the training images.
     if references.len() > 1 {

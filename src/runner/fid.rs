@@ -289,9 +289,8 @@ pub fn classifier(exp: &Experiment, epochs: usize, device: Device) -> Result<Cla
 }
 
 /// Where the classifier of `exp`'s data is kept:
-/// `<record.dir>/classifier_<set>_<C>x<H>x<W>_<data folder>_<epochs>ep`, so
-/// that another image size, data folder or training length is another
-/// classifier.
+/// `<record.dir>/classifier_<set>_<C>x<H>x<W>[_<MNIST fit>]_<data folder>_<epochs>ep`,
+/// so that other images or another training length make another classifier.
 pub fn classifier_dir(exp: &Experiment, epochs: usize) -> PathBuf {
     use envs::datasets::DataSet;
     let set = &exp.data.set;
@@ -306,8 +305,13 @@ pub fn classifier_dir(exp: &Experiment, epochs: usize) -> PathBuf {
         DataSet::SwissRoll | DataSet::TwoMoons => String::new(),
     };
     let shape: Vec<String> = set.element_shape().iter().map(i64::to_string).collect();
+    // MNIST's padding or resizing to the model's size makes other images.
+    let fit = match set {
+        DataSet::Mnist { fit, .. } => format!("_{}", slug(&format!("{fit:?}"))),
+        _ => String::new(),
+    };
     exp.record.dir.join(format!(
-        "classifier_{}_{}_{}_{epochs}ep",
+        "classifier_{}_{}{fit}_{}_{epochs}ep",
         slug(set.name()),
         shape.join("x"),
         slug(&folder)

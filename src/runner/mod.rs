@@ -222,6 +222,14 @@ fn ensure_trained(
     main: bool,
     device: Device,
 ) -> Result<PathBuf, RunError> {
+    if let envs::sampler::SamplerConfig::AnalyticDpm { .. } = exp.env.sampler {
+        return Err(RunError::Config(crate::ConfigError::Invalid {
+            file: path.to_path_buf(),
+            line: 1,
+            field: "env.sampler".into(),
+            message: "Analytic-DPM's variances are estimated from a trained model: it samples trained models (compare_samplers, comparison files, rl-run sample --sampler), it cannot be a run's own sampler".into(),
+        }));
+    }
     let dir = run_dir(exp);
     let final_dir = dir.join("final");
     let checkpoint_dir = dir.join("checkpoint");

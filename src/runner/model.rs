@@ -164,21 +164,21 @@ pub fn load_policy_with_sampler(
         &checkpoint.experiment_ron()?,
         &checkpoint.dir().join(EXPERIMENT_FILE),
     )?;
+    exp.env.sampler = sampler;
+    if let Err((field, message)) = exp.validate() {
+        return Err(RunError::Env(envs::EnvError::Invalid {
+            field: "sampler",
+            reason: format!("{sampler:?} does not fit {}: {field}: {message}", exp.name),
+        }));
+    }
     let betas = exp.env.schedule.betas(exp.env.steps)?;
     let analytic = sampler.analytic_base(&betas).transpose()?;
-    exp.env.sampler = sampler;
     if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm { steps, spacing, .. }) =
         (&analytic, sampler)
     {
         // Loaded as the DDPM sub-sequence whose variances it then replaces.
         exp.env.sampler = envs::sampler::SamplerConfig::Ddpm { steps, spacing };
         exp.env.variance = envs::schedule::Variance::PosteriorBetaTilde;
-    }
-    if let Err((field, message)) = exp.validate() {
-        return Err(RunError::Env(envs::EnvError::Invalid {
-            field: "sampler",
-            reason: format!("{sampler:?} does not fit {}: {field}: {message}", exp.name),
-        }));
     }
     let mut policy = build_policy(&exp, device)?;
     checkpoint.load_vars("generator", policy.var_store_mut())?;

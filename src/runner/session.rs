@@ -323,6 +323,9 @@ fn append_eval_row(
         source,
     };
     let new = !path.exists();
+    if !new {
+        upgrade_eval_log_header(&path)?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -334,6 +337,32 @@ fn append_eval_row(
     let exact = q.exact_w2.map_or(String::new(), |e| e.to_string());
     let fid = fid.map_or(String::new(), |f| f.to_string());
     writeln!(file, "{epoch},{step},{},{exact},{fid}", q.sliced_w2).map_err(io)
+}
+
+/// The header of `eval.csv` files written before the FID column.
+const EVAL_LOG_HEADER_V1: &str = "epoch,step,sliced_w2,exact_w2";
+
+/// Gives an `eval.csv` of a run started before the FID column that column
+/// (empty in its old rows), so that a resumed run's rows fit its header.
+fn upgrade_eval_log_header(path: &Path) -> Result<(), RunError> {
+    let io = |source| RunError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(io)?;
+    let Some(rest) = text.strip_prefix(EVAL_LOG_HEADER_V1) else {
+        return Ok(());
+    };
+    if !rest.starts_with('\n') {
+        return Ok(());
+    }
+    let upgraded: String = std::iter::once(format!("{EVAL_LOG_HEADER_V1},fid"))
+        .chain(rest.lines().skip(1).map(|l| format!("{l},")))
+        .map(|l| l + "\n")
+        .collect();
+    let part = path.with_extension("csv.partial");
+    std::fs::write(&part, upgraded).map_err(io)?;
+    std::fs::rename(&part, path).map_err(io)
 }
 
 /// Reads a run's evaluation log: (epoch, sliced W2) in epoch order, the last
@@ -383,4 +412,32 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
         std::fs::remove_dir_all(to).map_err(io(to))?;
     }
     std::fs::rename(&tmp, to).map_err(io(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_eval_log_gains_the_fid_column() {
+        let dir = std::env::temp_dir().join(format!("shortcut-eval-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(EVAL_LOG);
+        std::fs::write(
+            &path,
+            "epoch,step,sliced_w2,exact_w2\n0,0,0.5,\n1,10,0.25,0.7\n",
+        )
+        .unwrap();
+        let q = super::super::evaluate::Quality::over(&[0.125], None);
+        append_eval_row(&dir, 2, 20, &q, Some(3.5)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "epoch,step,sliced_w2,exact_w2,fid\n0,0,0.5,,\n1,10,0.25,0.7,\n2,20,0.125,,3.5\n"
+        );
+        assert_eq!(
+            read_eval_log(&dir).unwrap(),
+            [(0, 0.5), (1, 0.25), (2, 0.125)]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -78,6 +78,13 @@ def fid_module():
 def to_pth(torchscript, out):
     import torch
 
+    torch.save(state_dict_from_torchscript(torchscript), out)
+
+
+def state_dict_from_torchscript(torchscript):
+    """The TorchScript network's weights in pytorch-fid's module layout."""
+    import torch
+
     ts = torch.jit.load(torchscript, map_location="cpu")
     ts_state = ts.state_dict()
     ts_convs = [k[: -len(".weight")] for k in ts_state if k.endswith(".weight")]
@@ -92,7 +99,7 @@ def to_pth(torchscript, out):
         state[ours + ".bn.bias"] = ts_state[theirs + ".beta"].clone()
         state[ours + ".bn.running_mean"] = ts_state[theirs + ".mean"].clone()
         state[ours + ".bn.running_var"] = ts_state[theirs + ".var"].clone()
-    torch.save(state, out)
+    return state
 
 
 def polynomial_mmd2(x, y):

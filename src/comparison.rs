@@ -30,7 +30,9 @@ pub struct Comparison {
     /// `<the model's record.dir>/<name>/`.
     pub name: String,
     /// The pretrained model's experiment (relative to this file), trained
-    /// first when it has not been.
+    /// first when it has not been; or a fine-tuning experiment that starts
+    /// from a diffusers folder (`task.init`), whose pretrained model that
+    /// folder then is (the CIFAR-10 and CelebA files).
     pub model: String,
     /// Samplers of the pretrained model, in table order.
     pub samplers: Vec<SamplerConfig>,

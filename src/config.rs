@@ -699,11 +699,18 @@ impl Experiment {
                     );
                 }
             }
-            SamplerConfig::AnalyticDpm { mc_samples, .. } => check.that(
-                mc_samples >= 1,
-                "env.sampler.mc_samples",
-                "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
-            ),
+            SamplerConfig::AnalyticDpm {
+                mc_samples,
+                clip_pixel,
+                ..
+            } => {
+                check.that(
+                    mc_samples >= 1,
+                    "env.sampler.mc_samples",
+                    "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
+                );
+                check.non_negative("env.sampler.clip_pixel", clip_pixel);
+            }
             SamplerConfig::Full | SamplerConfig::Ddpm { .. } => {}
         }
     }

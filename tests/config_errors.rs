@@ -22,7 +22,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn the_shipped_experiments_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    let (mut count, mut ablations) = (0, 0);
+    let (mut count, mut ablations, mut comparisons) = (0, 0, 0);
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "ron") {
@@ -32,6 +32,25 @@ fn the_shipped_experiments_are_valid() {
                     shortcut::ablation::Ablation::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 assert!(runs.len() >= 9, "{}: {} runs", path.display(), runs.len());
                 ablations += 1;
+            } else if shortcut::config::top_level_name(&text) == Some("Comparison") {
+                let comparison =
+                    shortcut::comparison::Comparison::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let model =
+                    Experiment::load(&Experiment::resolve_relative(&path, &comparison.model))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                for sampler in &comparison.samplers {
+                    assert!(
+                        sampler.steps(model.env.steps) <= model.env.steps,
+                        "{}: {sampler:?}",
+                        path.display()
+                    );
+                }
+                for tuned in &comparison.fine_tuned {
+                    let tuned = Experiment::load(&Experiment::resolve_relative(&path, tuned))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(tuned.data.set, model.data.set, "{}", path.display());
+                }
+                comparisons += 1;
             } else {
                 Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 count += 1;
@@ -45,6 +64,10 @@ fn the_shipped_experiments_are_valid() {
     assert!(
         ablations >= 4,
         "expected the four ablations, found {ablations}"
+    );
+    assert!(
+        comparisons >= 1,
+        "expected the comparisons, found {comparisons}"
     );
 }
 

@@ -138,6 +138,32 @@ fn an_imported_unet_fine_tunes_on_digits() {
     );
     assert!(dir.join("samples.png").is_file());
 
+    // A comparison whose model is the diffusers folder the run started from.
+    std::fs::write(
+        dir.join("cmp.ron"),
+        r#"Comparison(
+    name: "cmp",
+    model: "fine.ron",
+    samplers: [Ddim(steps: 4, eta: 0.0, spacing: Uniform), AnalyticDpm(steps: 4, mc_samples: 16)],
+    fine_tuned: ["fine.ron"],
+    n: 16,
+    features: Classifier(epochs: 1),
+    kid_subsets: 2,
+    kid_subset_size: 8,
+)"#,
+    )
+    .unwrap();
+    let out = run_ok(rl_run().arg(dir.join("cmp.ron")).arg("--quiet"));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for row in [
+        "| DDIM eta 0, Uniform steps (pretrained model) | 4 |",
+        "| Analytic-DPM, Uniform steps (pretrained model) | 4 |",
+        "| SFT-PG (B) (fine) | 4 |",
+        "| test images (floor) | - |",
+    ] {
+        assert!(table.contains(row), "missing {row} in\n{table}");
+    }
+
     // Another width than the folder's model: refused, naming both.
     std::fs::write(
         dir.join("fine.ron"),

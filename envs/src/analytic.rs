@@ -13,8 +13,13 @@
 //! which is lambda^2 plus the variance of the predicted x_0,
 //! (1 - a) / a (1 - Gamma_t), carried by the mean's x_0 coefficient
 //! sqrt(a') beta / (1 - a). As in the authors' code, that variance is
-//! clipped to [0, 1] (Theorem 2's bounds for data in [-1, 1]), and the last
-//! step (t = 1) outputs its mean without noise.
+//! clipped to [0, 1] (Theorem 2's bounds for data in [-1, 1]), the last
+//! step (t = 1) outputs its mean without noise, and the second-to-last
+//! step's standard deviation is clipped so that its noise stays within
+//! `clip_pixel` pixel levels on average: sigma_2 <= clip_pixel 2/255
+//! sqrt(pi/2) (their `clip_sigma_idx = 1`; `clip_pixel` 2 for linear and 1
+//! for cosine schedules in their CIFAR-10 runs). The last step does not
+//! denoise what that step adds.
 //!
 //! As in the authors' sampler, the runner also clamps the predicted x_0 to
 //! [-1, 1] inside the mean ([`crate::schedule::Schedule::with_clipped_x0`]).
@@ -24,12 +29,17 @@ use crate::EnvError;
 
 /// Analytic-DPM's standard deviations sigma_1..sigma_T' for the DDPM
 /// sub-sequence `schedule`, from the Monte Carlo means `mean_square_eps`
-/// (Gamma_1..Gamma_T', one per step).
+/// (Gamma_1..Gamma_T', one per step); `clip_pixel` > 0 clips sigma_2 to
+/// `clip_pixel` 2/255 sqrt(pi/2) (0: no clip).
 ///
 /// # Errors
 /// [`EnvError::Invalid`] when there is not one finite, non-negative Gamma
 /// per step.
-pub fn analytic_sigmas(schedule: &Schedule, mean_square_eps: &[f64]) -> Result<Vec<f64>, EnvError> {
+pub fn analytic_sigmas(
+    schedule: &Schedule,
+    mean_square_eps: &[f64],
+    clip_pixel: f64,
+) -> Result<Vec<f64>, EnvError> {
     if mean_square_eps.len() != schedule.len() {
         return Err(EnvError::Invalid {
             field: "mean_square_eps",
@@ -61,7 +71,12 @@ pub fn analytic_sigmas(schedule: &Schedule, mean_square_eps: &[f64]) -> Result<V
             let lambda2 = beta * (1.0 - next) / (1.0 - a);
             let x0_variance = ((1.0 - a) / a * (1.0 - mean_square_eps[t - 1])).clamp(0.0, 1.0);
             let x0_coefficient2 = next * beta * beta / ((1.0 - a) * (1.0 - a));
-            (lambda2 + x0_coefficient2 * x0_variance).sqrt()
+            let sigma = (lambda2 + x0_coefficient2 * x0_variance).sqrt();
+            if t == 2 && clip_pixel > 0.0 {
+                sigma.min(clip_pixel * 2.0 / 255.0 * std::f64::consts::FRAC_PI_2.sqrt())
+            } else {
+                sigma
+            }
         })
         .collect())
 }
@@ -89,7 +104,7 @@ mod tests {
                 1.0 - 0.5 * (a / (1.0 - a)).min(1.0)
             })
             .collect();
-        let sigmas = analytic_sigmas(&s, &gammas).unwrap();
+        let sigmas = analytic_sigmas(&s, &gammas, 0.0).unwrap();
         assert_eq!(sigmas[0], 0.0);
         for t in 2..=10 {
             let (a, next) = (s.alpha_bar(t), s.alpha_bar(t - 1));
@@ -115,9 +130,9 @@ mod tests {
     fn lies_between_the_bounds() {
         let s = sub_sequence();
         // A perfect noise predictor's magnitude (Gamma = 1): the lower bound betatilde.
-        let low = analytic_sigmas(&s, &[1.0; 10]).unwrap();
+        let low = analytic_sigmas(&s, &[1.0; 10], 0.0).unwrap();
         // Gamma = 0: the x_0 variance clipped at 1, the upper bound.
-        let high = analytic_sigmas(&s, &[0.0; 10]).unwrap();
+        let high = analytic_sigmas(&s, &[0.0; 10], 0.0).unwrap();
         for t in 2..=10 {
             assert!((low[t - 1] - s.sigma(t)).abs() < 1e-15);
             let (a, next) = (s.alpha_bar(t), s.alpha_bar(t - 1));
@@ -127,7 +142,24 @@ mod tests {
             assert!((high[t - 1].powi(2) - bound).abs() < 1e-12);
             assert!(high[t - 1] > low[t - 1]);
         }
-        assert!(analytic_sigmas(&s, &[1.0; 9]).is_err());
-        assert!(analytic_sigmas(&s, &[f64::NAN; 10]).is_err());
+        assert!(analytic_sigmas(&s, &[1.0; 9], 0.0).is_err());
+        assert!(analytic_sigmas(&s, &[f64::NAN; 10], 0.0).is_err());
+    }
+
+    #[test]
+    fn the_second_to_last_step_is_clipped_to_the_pixel_bound() {
+        let s = sub_sequence();
+        let free = analytic_sigmas(&s, &[0.5; 10], 0.0).unwrap();
+        let clipped = analytic_sigmas(&s, &[0.5; 10], 2.0).unwrap();
+        let bound = 2.0 * 2.0 / 255.0 * (std::f64::consts::PI / 2.0).sqrt();
+        assert!(
+            free[1] > bound,
+            "this schedule's sigma_2 {} exceeds the bound",
+            free[1]
+        );
+        assert!((clipped[1] - bound).abs() < 1e-15);
+        for t in [0, 2, 3, 9] {
+            assert_eq!(clipped[t], free[t]);
+        }
     }
 }

@@ -35,7 +35,7 @@ pub const SAMPLERS: &[Registered] = &[
         summary: "FastDPM (Kong & Ping): VAR noise levels at real network times, or STEP sub-sequences; linear or quadratic; kappa scales the noise",
     },
     Registered {
-        ron: "AnalyticDpm(steps: 10, spacing: Uniform, mc_samples: 1000)",
+        ron: "AnalyticDpm(steps: 10, spacing: Uniform, mc_samples: 1000, clip_pixel: 2.0)",
         summary: "Analytic-DPM (Bao et al.): DDPM sub-sequence with optimal variances estimated from the model and data; samples trained models only",
     },
 ];

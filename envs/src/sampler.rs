@@ -115,6 +115,10 @@ pub enum SamplerConfig {
         /// them when fewer).
         #[serde(default = "analytic_mc_samples")]
         mc_samples: usize,
+        /// The bound of the second-to-last step's noise, in pixel levels
+        /// (the authors': 2 for linear schedules, 1 for cosine; 0: none).
+        #[serde(default = "analytic_clip_pixel")]
+        clip_pixel: f64,
     },
 }
 
@@ -124,6 +128,10 @@ fn one() -> f64 {
 
 fn analytic_mc_samples() -> usize {
     1000
+}
+
+fn analytic_clip_pixel() -> f64 {
+    2.0
 }
 
 impl SamplerConfig {

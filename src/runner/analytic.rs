@@ -59,7 +59,8 @@ pub fn mean_square_eps(
 }
 
 /// `policy` (loaded on the DDPM sub-sequence `base`) made to sample with
-/// Analytic-DPM's variances, estimated from `data`, and its predicted x_0
+/// Analytic-DPM's variances, estimated from `data` (sigma_2 clipped to
+/// `clip_pixel` pixel levels), and its predicted x_0
 /// clamped to [-1, 1] in the mean, as the authors' sampler does.
 ///
 /// # Errors
@@ -69,11 +70,12 @@ pub fn with_analytic_variances(
     base: Schedule,
     data: &Tensor,
     samples: usize,
+    clip_pixel: f64,
     seed: i64,
     chunk: usize,
 ) -> Result<DiffusionPolicy, RunError> {
     let gammas = mean_square_eps(&policy, data, samples, seed, chunk);
-    let sigmas = analytic_sigmas(&base, &gammas)?;
+    let sigmas = analytic_sigmas(&base, &gammas, clip_pixel)?;
     policy.set_schedule(&base.with_sigmas(sigmas)?.with_clipped_x0(1.0)?);
     Ok(policy)
 }
@@ -123,6 +125,7 @@ mod tests {
             steps: 10,
             spacing: Spacing::Uniform,
             mc_samples: 20_000,
+            clip_pixel: 0.0,
         };
         let base = sampler.analytic_base(&betas).unwrap().unwrap();
         let vs = VarStore::new(Device::Cpu);
@@ -131,11 +134,12 @@ mod tests {
         tch::manual_seed(3);
         let data = Tensor::randn([20_000, 4], (Kind::Float, Device::Cpu)) * SCALE;
         let gammas = mean_square_eps(&policy, &data, 20_000, 0, 5000);
-        let policy = with_analytic_variances(policy, base.clone(), &data, 20_000, 0, 5000).unwrap();
+        let policy =
+            with_analytic_variances(policy, base.clone(), &data, 20_000, 0.0, 0, 5000).unwrap();
         // The policy samples with the variances of its estimates.
         let sigma =
             Vec::<f64>::try_from(policy.coefficients().sigma.to_kind(Kind::Double)).unwrap();
-        let estimated = analytic_sigmas(&base, &gammas).unwrap();
+        let estimated = analytic_sigmas(&base, &gammas, 0.0).unwrap();
         for (ours, want) in sigma.iter().zip(&estimated) {
             assert!(
                 (ours - want).abs() <= 1e-6 * want.max(1e-6),
@@ -160,7 +164,7 @@ mod tests {
         }
         // With the exact Gammas, the variances are Var(x_{t-1} | x_t) of
         // Gaussian data, in closed form.
-        let exact_sigmas = analytic_sigmas(&base, &exact_gammas).unwrap();
+        let exact_sigmas = analytic_sigmas(&base, &exact_gammas, 0.0).unwrap();
         for t in 2..=10 {
             let (a, next) = (base.alpha_bar(t), base.alpha_bar(t - 1));
             let (v, v_next) = (a * s2 + 1.0 - a, next * s2 + 1.0 - next);

@@ -11,15 +11,18 @@ use tch::{Device, Tensor};
 use super::data::{held_out_data, Data};
 use super::evaluate::sample;
 use super::fid::{featurizer, measure_pixels as measure, slug, PixelFeatures as Measured};
-use super::model::{load_policy, load_policy_with_sampler, sampler_steps};
+use super::model::{
+    init_source, load_policy, policy_with_sampler, sampler_steps, InitSource, WeightsSource,
+};
 use super::{configure_threads, ensure_trained, RunOptions};
 use crate::comparison::{Comparison, FeatureConfig};
-use crate::config::Experiment;
+use crate::config::{Experiment, Task};
 use crate::error::RunError;
 use crate::metrics::features::Featurizer;
 use crate::metrics::fid_stats::save_npz;
 use crate::metrics::frechet::frechet_distance;
 use crate::metrics::kid::{kid, KidEstimate, KidSettings};
+use crate::weights::diffusers::DiffusersFolder;
 
 /// What a comparison produced.
 #[derive(Debug, Clone)]
@@ -48,14 +51,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
 /// the sampler, n, seed, chunk and device. Samples on disk made for the
 /// same request are reused.
 fn sample_request(
-    final_dir: &Path,
+    weights: &Path,
     sampler: &str,
     cmp: &Comparison,
     device: Device,
 ) -> Result<String, RunError> {
     use sha2::{Digest, Sha256};
-    let weights = final_dir.join("generator.safetensors");
-    let bytes = std::fs::read(&weights).map_err(io(&weights))?;
+    let bytes = std::fs::read(weights).map_err(io(weights))?;
     let hash: String = Sha256::digest(&bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -133,7 +135,39 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         overrides: Vec::new(),
         ..options.clone()
     };
-    let model_final = ensure_trained(&model_path, &model, &dependency, false, device)?;
+    // The pretrained model: a run (trained first if need be), or the
+    // diffusers folder a fine-tuning file starts from.
+    let imported = match &model.task {
+        Task::FineTune(task) => match init_source(&model_path, task) {
+            InitSource::Imported(dir) => Some(dir),
+            InitSource::Run(_) => None,
+        },
+        Task::Pretrain(_) => None,
+    };
+    let (model_final, model_name, model_weights_file) = match &imported {
+        Some(dir) => (
+            None,
+            format!(
+                "pretrained {}",
+                dir.file_name()
+                    .map_or(String::new(), |n| n.to_string_lossy().into_owned())
+            ),
+            DiffusersFolder::open(dir)?.weights()?,
+        ),
+        None => {
+            let final_dir = ensure_trained(&model_path, &model, &dependency, false, device)?;
+            let weights = final_dir.join("generator.safetensors");
+            (Some(final_dir), model.name.clone(), weights)
+        }
+    };
+    let model_weights = match (&model_final, &imported) {
+        (Some(dir), _) => WeightsSource::Checkpoint(dir),
+        (None, Some(dir)) => WeightsSource::Imported {
+            exp_path: &model_path,
+            dir,
+        },
+        (None, None) => unreachable!("a model is trained or imported"),
+    };
     let mut tuned = Vec::new();
     for file in &cmp.fine_tuned {
         let tuned_path = Experiment::resolve_relative(path, file);
@@ -210,19 +244,20 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         Ok::<(), RunError>(())
     };
     for sampler in &cmp.samplers {
-        let label = format!("{} ({})", sampler.describe(), model.name);
-        let request = sample_request(&model_final, &format!("{sampler:?}"), &cmp, device)?;
+        let label = format!("{} ({model_name})", sampler.describe());
+        let request = sample_request(&model_weights_file, &format!("{sampler:?}"), &cmp, device)?;
         measure_row(
             label,
             sampler.steps(model.env.steps),
-            slug(&format!("{} {sampler:?}", model.name)),
-            &mut || load_policy_with_sampler(&model_final, *sampler, device),
+            slug(&format!("{model_name} {sampler:?}")),
+            &mut || policy_with_sampler(&model, model_weights, *sampler, device),
             &model,
             request,
         )?;
     }
     for (exp, final_dir) in &tuned {
-        let request = sample_request(final_dir, &format!("{:?}", exp.env.sampler), &cmp, device)?;
+        let weights = final_dir.join("generator.safetensors");
+        let request = sample_request(&weights, &format!("{:?}", exp.env.sampler), &cmp, device)?;
         measure_row(
             super::describe(exp),
             sampler_steps(exp),

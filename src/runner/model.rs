@@ -152,6 +152,20 @@ pub fn check_imported(
     Ok((folder, config))
 }
 
+/// Where a model's weights come from.
+#[derive(Debug, Clone, Copy)]
+pub enum WeightsSource<'a> {
+    /// The generator of a checkpoint folder (a run's `final/`).
+    Checkpoint(&'a Path),
+    /// A diffusers folder, checked against the experiment in `exp_path`.
+    Imported {
+        /// The experiment file that names the folder.
+        exp_path: &'a Path,
+        /// The diffusers folder.
+        dir: &'a Path,
+    },
+}
+
 /// The generator stored in a checkpoint directory, sampled by `sampler`
 /// instead of the sampler it was trained or fine-tuned with.
 pub fn load_policy_with_sampler(
@@ -160,10 +174,22 @@ pub fn load_policy_with_sampler(
     device: Device,
 ) -> Result<DiffusionPolicy, RunError> {
     let checkpoint = Checkpoint::open(dir)?;
-    let mut exp = Experiment::parse_serialized(
+    let exp = Experiment::parse_serialized(
         &checkpoint.experiment_ron()?,
         &checkpoint.dir().join(EXPERIMENT_FILE),
     )?;
+    policy_with_sampler(&exp, WeightsSource::Checkpoint(dir), sampler, device)
+}
+
+/// `exp`'s model with the weights of `weights`, sampled by `sampler`; for
+/// Analytic-DPM, with the variances estimated from `exp`'s training images.
+pub fn policy_with_sampler(
+    exp: &Experiment,
+    weights: WeightsSource<'_>,
+    sampler: envs::sampler::SamplerConfig,
+    device: Device,
+) -> Result<DiffusionPolicy, RunError> {
+    let mut exp = exp.clone();
     exp.env.sampler = sampler;
     if let Err((field, message)) = exp.validate() {
         return Err(RunError::Env(envs::EnvError::Invalid {
@@ -180,10 +206,23 @@ pub fn load_policy_with_sampler(
         exp.env.sampler = envs::sampler::SamplerConfig::Ddpm { steps, spacing };
         exp.env.variance = envs::schedule::Variance::PosteriorBetaTilde;
     }
-    let mut policy = build_policy(&exp, device)?;
-    checkpoint.load_vars("generator", policy.var_store_mut())?;
+    let policy = match weights {
+        WeightsSource::Checkpoint(dir) => {
+            let mut policy = build_policy(&exp, device)?;
+            Checkpoint::open(dir)?.load_vars("generator", policy.var_store_mut())?;
+            policy
+        }
+        WeightsSource::Imported { exp_path, dir } => imported_policy(&exp, exp_path, dir, device)?,
+    };
     match (analytic, sampler) {
-        (Some(base), envs::sampler::SamplerConfig::AnalyticDpm { mc_samples, .. }) => {
+        (
+            Some(base),
+            envs::sampler::SamplerConfig::AnalyticDpm {
+                mc_samples,
+                clip_pixel,
+                ..
+            },
+        ) => {
             let data = super::data::Data::load(&exp, Device::Cpu)?;
             let data = data.first(data.len());
             super::analytic::with_analytic_variances(
@@ -191,6 +230,7 @@ pub fn load_policy_with_sampler(
                 base,
                 &data,
                 mc_samples,
+                clip_pixel,
                 exp.seed as i64,
                 exp.eval.chunk,
             )

@@ -139,7 +139,6 @@ impl Classifier {
     ///
     /// # Errors
     /// [`MetricError::FeatureNetwork`] for inconsistent inputs or a failed write.
-    #[allow(clippy::too_many_arguments)]
     pub fn train(
         dir: &Path,
         data_set: &str,
@@ -220,13 +219,13 @@ impl Classifier {
         std::fs::create_dir_all(dir).map_err(|e| error(dir, format!("cannot create: {e}")))?;
         let weights = dir.join(WEIGHTS_FILE);
         // tch picks the format by the extension: keep `.safetensors` last.
-        let part = dir.join(format!("partial.{WEIGHTS_FILE}"));
+        let part = dir.join(format!("partial-{}.{WEIGHTS_FILE}", std::process::id()));
         self.vs
             .save(&part)
             .map_err(|e| error(&part, format!("cannot write: {e}")))?;
         std::fs::rename(&part, &weights).map_err(|e| error(&weights, e.to_string()))?;
         let config = dir.join(CONFIG_FILE);
-        let part = dir.join(format!("{CONFIG_FILE}.partial"));
+        let part = dir.join(format!("{CONFIG_FILE}.partial-{}", std::process::id()));
         let text = serde_json::to_string_pretty(&self.info).expect("serialisable");
         std::fs::write(&part, text).map_err(|e| error(&part, format!("cannot write: {e}")))?;
         std::fs::rename(&part, &config).map_err(|e| error(&config, e.to_string()))

@@ -17,6 +17,10 @@ use tch::{Kind, Tensor};
 
 use super::error::MetricError;
 
+/// The largest magnitude accepted in a float `.npy` of images (in [-1, 1],
+/// with room for samples that overshoot).
+const FLOAT_LIMIT: f32 = 4.0;
+
 /// Extensions of image files pytorch-fid reads that are not decoded here.
 const UNSUPPORTED: [&str; 6] = ["bmp", "pgm", "ppm", "tif", "tiff", "webp"];
 
@@ -152,6 +156,32 @@ impl ImageSource {
         })
     }
 
+    /// Reads the array's elements `batch` images at a time and hands each
+    /// batch's values, with its image count, to `each`.
+    fn npy_batches<T: npyz::Deserialize>(
+        &self,
+        npy: npyz::NpyFile<BufReader<std::fs::File>>,
+        batch: usize,
+        per_image: usize,
+        mut each: impl FnMut(Vec<T>, usize) -> Result<(), MetricError>,
+    ) -> Result<(), MetricError> {
+        let mut data = npy
+            .data::<T>()
+            .map_err(|e| images_error(&self.path, e.to_string()))?;
+        let mut left = self.count;
+        while left > 0 {
+            let n = left.min(batch);
+            let values = data
+                .by_ref()
+                .take(n * per_image)
+                .collect::<Result<Vec<T>, _>>()
+                .map_err(|e| images_error(&self.path, format!("cannot read: {e}")))?;
+            each(values, n)?;
+            left -= n;
+        }
+        Ok(())
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.count
@@ -216,8 +246,6 @@ impl ImageSource {
                 let [c, h, w] = self.shape;
                 let per_image = (c * h * w) as usize;
                 let npy = open_npy_file(&self.path)?;
-                let read_error =
-                    |e: std::io::Error| images_error(&self.path, format!("cannot read: {e}"));
                 let to_batch = |t: Tensor, n: usize| {
                     if *channels_last {
                         t.view([n as i64, h, w, c])
@@ -227,50 +255,45 @@ impl ImageSource {
                         t.view([n as i64, c, h, w])
                     }
                 };
-                let mut left = self.count;
                 match pixels {
                     Pixels::Bytes => {
-                        let mut data = npy
-                            .data::<u8>()
-                            .map_err(|e| images_error(&self.path, e.to_string()))?;
-                        while left > 0 {
-                            let n = left.min(batch);
-                            let values = data
-                                .by_ref()
-                                .take(n * per_image)
-                                .collect::<Result<Vec<u8>, _>>()
-                                .map_err(read_error)?;
-                            each(to_batch(Tensor::from_slice(&values), n))?;
-                            left -= n;
-                        }
+                        self.npy_batches(npy, batch, per_image, |values: Vec<u8>, n| {
+                            each(to_batch(Tensor::from_slice(&values), n))
+                        })?
                     }
                     Pixels::Unit => {
-                        let mut data = npy
-                            .data::<f32>()
-                            .map_err(|e| images_error(&self.path, e.to_string()))?;
-                        while left > 0 {
-                            let n = left.min(batch);
-                            let values = data
-                                .by_ref()
-                                .take(n * per_image)
-                                .collect::<Result<Vec<f32>, _>>()
-                                .map_err(read_error)?;
-                            if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
-                                return Err(images_error(
-                                    &self.path,
-                                    format!("holds the non-finite value {bad}"),
-                                ));
-                            }
+                        self.npy_batches(npy, batch, per_image, |values: Vec<f32>, n| {
+                            check_unit_range(&self.path, &values)?;
                             let unit = Tensor::from_slice(&values);
-                            each(to_batch(envs::images::to_pixels(&unit), n))?;
-                            left -= n;
-                        }
+                            each(to_batch(envs::images::to_pixels(&unit), n))
+                        })?
                     }
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Refuses float pixels that are not finite or far outside [-1, 1].
+fn check_unit_range(path: &Path, values: &[f32]) -> Result<(), MetricError> {
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(images_error(
+            path,
+            format!("holds the non-finite value {bad}"),
+        ));
+    }
+    // Samples overshoot [-1, 1] a little and are clamped, as a PNG of them
+    // would be; pixels in [0, 255] are refused.
+    if let Some(bad) = values.iter().find(|v| v.abs() > FLOAT_LIMIT) {
+        return Err(images_error(
+            path,
+            format!(
+                "holds {bad}: float images are read in the model's range [-1, 1] (values beyond ±{FLOAT_LIMIT} are refused); save pixels as uint8"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn open_npy_file(path: &Path) -> Result<npyz::NpyFile<BufReader<std::fs::File>>, MetricError> {
@@ -291,4 +314,55 @@ fn decode(path: &Path) -> Result<Tensor, MetricError> {
         .permute([2, 0, 1])
         .contiguous()
         .to_kind(Kind::Uint8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(name: &str, t: &Tensor) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("shortcut-{}-{name}.npy", std::process::id()));
+        t.write_npy(&path).unwrap();
+        path
+    }
+
+    fn read_all(path: &Path, batch: usize) -> Result<Tensor, MetricError> {
+        let source = ImageSource::open(path)?;
+        let mut parts = Vec::new();
+        source.for_each_batch(batch, |b| {
+            parts.push(b);
+            Ok(())
+        })?;
+        Ok(Tensor::cat(&parts, 0))
+    }
+
+    #[test]
+    fn pixels_and_unit_floats_in_either_layout_read_alike() {
+        let pixels = Tensor::arange(5 * 3 * 4 * 2, (Kind::Int64, tch::Device::Cpu))
+            .remainder(256)
+            .to_kind(Kind::Uint8)
+            .view([5, 3, 4, 2]);
+        let nhwc = written("nhwc", &pixels.permute([0, 2, 3, 1]).contiguous());
+        let nchw = written("nchw", &pixels);
+        let unit = written("unit", &envs::images::to_unit_range(&pixels));
+        for (path, batch) in [(&nhwc, 2), (&nchw, 3), (&unit, 5)] {
+            let got = read_all(path, batch).unwrap();
+            assert_eq!(got.size(), [5, 3, 4, 2]);
+            assert!(got.equal(&pixels), "{}", path.display());
+        }
+        for p in [nhwc, nchw, unit] {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+
+    #[test]
+    fn floats_in_pixel_range_are_refused() {
+        let path = written(
+            "pixelfloats",
+            &(Tensor::ones([2, 3, 4, 4], (Kind::Float, tch::Device::Cpu)) * 200.0),
+        );
+        let err = read_all(&path, 2).unwrap_err().to_string();
+        assert!(err.contains("holds 200") && err.contains("uint8"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
 }

@@ -160,6 +160,31 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     // printed digit (libtorch's CPU convolutions may round differently
     // between runs).
     let modified = std::fs::metadata(&samples).unwrap().modified().unwrap();
+    // The references' statistics and features are kept per network.
+    let cached: Vec<std::path::PathBuf> = std::fs::read_dir(runs.join("fid_stats"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let names: Vec<String> = cached
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cached.len(), 4, "{names:?}");
+    for prefix in ["digits_training_", "digits_test_"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with(prefix) && n.ends_with(".npz"))
+                && names
+                    .iter()
+                    .any(|n| n.starts_with(prefix) && n.ends_with(".features.npy")),
+            "{names:?}"
+        );
+    }
+    let cache_times: Vec<_> = cached
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
     let again = run_ok(
         rl_run()
             .arg(dir.join("table3.ron"))

@@ -291,6 +291,10 @@ impl super::features::Featurizer for Classifier {
         Ok(features.to_device(Device::Cpu))
     }
 
+    fn weights_file(&self) -> PathBuf {
+        self.path.join(WEIGHTS_FILE)
+    }
+
     fn describe(&self) -> String {
         format!(
             "the {} classifier's {} features ({}, test accuracy {:.1}%)",

@@ -64,6 +64,10 @@ pub trait Featurizer {
 
     /// What the features are, for reports and tables.
     fn describe(&self) -> String;
+
+    /// The file whose bytes are the network (its weights): what cached
+    /// statistics are keyed by.
+    fn weights_file(&self) -> PathBuf;
 }
 
 impl Featurizer for FeatureNetwork {
@@ -81,6 +85,10 @@ impl Featurizer for FeatureNetwork {
             self.dim,
             self.path.display()
         )
+    }
+
+    fn weights_file(&self) -> PathBuf {
+        self.path.clone()
     }
 }
 

@@ -10,7 +10,10 @@ use tch::{Device, Tensor};
 
 use super::data::{held_out_data, Data};
 use super::evaluate::sample;
-use super::fid::{featurizer, measure_pixels as measure, slug, PixelFeatures as Measured};
+use super::fid::{
+    cached_reference, data_identity, featurizer, measure_pixels as measure, slug,
+    PixelFeatures as Measured, FID_STATS_DIR,
+};
 use super::model::{
     init_source, load_policy, policy_with_sampler, sampler_steps, InitSource, WeightsSource,
 };
@@ -194,20 +197,34 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         seed: cmp.seed,
     };
 
-    // The references: all training images, and the test split where there is one.
+    // The references: all training images, and the test split where there
+    // is one, measured once per network and kept in `<record.dir>/fid_stats`.
+    let cache = model.record.dir.join(FID_STATS_DIR);
     let train = Data::load(&model, Device::Cpu)?;
     let mut references = vec![(
         "training set",
-        measure(
+        cached_reference(
+            &cache,
+            &format!("{} training", model.data.set.name()),
+            &data_identity(&model, "training", train.len()),
+            || Ok(to_pixels(&train.first(train.len()))),
             &*featurizer,
-            &to_pixels(&train.first(train.len())),
             cmp.batch,
+            true,
         )?,
     )];
     if let Some(test) = held_out_data(&model)? {
         references.push((
             "test set",
-            measure(&*featurizer, &to_pixels(&test), cmp.batch)?,
+            cached_reference(
+                &cache,
+                &format!("{} test", model.data.set.name()),
+                &data_identity(&model, "test", test.size()[0]),
+                || Ok(to_pixels(&test)),
+                &*featurizer,
+                cmp.batch,
+                true,
+            )?,
         ));
     }
     for (name, measured) in &references {

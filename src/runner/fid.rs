@@ -379,3 +379,80 @@ pub fn measure_pixels(
         features: Tensor::cat(&rows, 0),
     })
 }
+
+/// The folder of `record.dir` where reference statistics are kept.
+pub const FID_STATS_DIR: &str = "fid_stats";
+
+/// Statistics (and, with `rows`, the feature rows) of a reference set of
+/// images, measured once and kept in the folder `cache`: the statistics as
+/// `<stem>.npz` in pytorch-fid's layout, the rows as `<stem>.features.npy`.
+/// The stem joins `name` and a hash of `identity` (what the images are)
+/// with the SHA-256 of the network's weights, so other images or another
+/// network are measured afresh. `pixels` gives the uint8 images when they
+/// must be measured.
+///
+/// # Errors
+/// Reading, measuring and writing errors, naming the file.
+pub fn cached_reference(
+    cache: &Path,
+    name: &str,
+    identity: &str,
+    pixels: impl FnOnce() -> Result<Tensor, RunError>,
+    featurizer: &dyn Featurizer,
+    batch: usize,
+    rows: bool,
+) -> Result<PixelFeatures, RunError> {
+    use sha2::{Digest, Sha256};
+    let weights = featurizer.weights_file();
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    let network = Sha256::digest(std::fs::read(&weights).map_err(io(&weights))?);
+    let mut key = Sha256::new();
+    key.update(identity.as_bytes());
+    key.update(network);
+    let key: String = key
+        .finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stem = cache.join(format!("{}_{key}", slug(name)));
+    let stats_file = stem.with_extension("npz");
+    let rows_file = stem.with_extension("features.npy");
+    if stats_file.is_file() && (!rows || rows_file.is_file()) {
+        let stats = fid_stats::load_npz(&stats_file)?;
+        let features = if rows {
+            Tensor::read_npy(&rows_file).map_err(|e| RunError::Io {
+                path: rows_file.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?
+        } else {
+            Tensor::zeros([0, stats.dim as i64], (tch::Kind::Float, Device::Cpu))
+        };
+        return Ok(PixelFeatures { stats, features });
+    }
+    let measured = measure_pixels(featurizer, &pixels()?, batch)?;
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    if rows {
+        let part = stem.with_extension(format!("partial-{}.npy", std::process::id()));
+        measured
+            .features
+            .write_npy(&part)
+            .map_err(|e| RunError::Io {
+                path: part.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        std::fs::rename(&part, &rows_file).map_err(io(&rows_file))?;
+    }
+    // The statistics last: present means complete.
+    fid_stats::save_npz(&stats_file, &measured.stats)?;
+    Ok(measured)
+}
+
+/// What a data set's split is, for [`cached_reference`]: the data set as
+/// configured, the split and the number of images.
+pub fn data_identity(exp: &Experiment, split: &str, images: i64) -> String {
+    format!("{:?}\n{split}\n{images} images", exp.data.set)
+}

@@ -233,8 +233,16 @@ impl Session {
             let device = policy.var_store().device();
             let featurizer = super::fid::featurizer(&config.features, &self.exp, device, false)?;
             let data = super::data::Data::load(&self.exp, tch::Device::Cpu)?;
-            let pixels = envs::images::to_pixels(&data.first(data.len()));
-            let reference = super::fid::measure_pixels(&*featurizer, &pixels, config.batch)?.stats;
+            let reference = super::fid::cached_reference(
+                &self.exp.record.dir.join(super::fid::FID_STATS_DIR),
+                &format!("{} training", self.exp.data.set.name()),
+                &super::fid::data_identity(&self.exp, "training", data.len()),
+                || Ok(envs::images::to_pixels(&data.first(data.len()))),
+                &*featurizer,
+                config.batch,
+                false,
+            )?
+            .stats;
             let tag = match config.features {
                 crate::config::FeatureConfig::Classifier { .. } => "eval/classifier_fid",
                 _ => "eval/fid",

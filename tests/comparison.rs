@@ -194,6 +194,9 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
         std::fs::metadata(&samples).unwrap().modified().unwrap(),
         modified
     );
+    for (path, time) in cached.iter().zip(&cache_times) {
+        assert_eq!(&std::fs::metadata(path).unwrap().modified().unwrap(), time);
+    }
     let again = String::from_utf8_lossy(&again.stdout).into_owned();
     let (first, second) = (numbers(&table), numbers(&again));
     assert_eq!(first.len(), second.len(), "{table}\n{again}");

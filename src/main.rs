@@ -161,6 +161,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Run a comparison file (the samplers' FID/KID table, the paper's Table
+    /// 3): the same as `rl-run FILE`, which tells comparisons apart by their
+    /// top-level `Comparison(...)`.
+    Compare {
+        /// The comparison file (experiments/table3_*.ron).
+        file: PathBuf,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print the sliced and exact W2 of a checkpoint's samples against its
     /// training set and against a held-out set of the same distribution.
     Eval {
@@ -340,6 +350,30 @@ fn run(cli: Cli) -> Result<()> {
                     kid.mean, kid.std, kid.subsets, kid.subset_size
                 );
             }
+        }
+        Some(Command::Compare { file, quiet }) => {
+            let text = shortcut::error::read_text(&file)?;
+            if shortcut::config::top_level_name(&text) != Some("Comparison") {
+                anyhow::bail!(
+                    "{}: not a comparison file (expected Comparison(...); run experiments with `rl-run FILE`)",
+                    file.display()
+                );
+            }
+            let options = RunOptions {
+                resume: false,
+                retrain: false,
+                show_progress: !quiet && std::io::stderr().is_terminal(),
+                no_table: false,
+                as_dependency: false,
+                overrides: Vec::new(),
+                parallel: Some((std::env::current_exe().context("locating rl-run")?, cores())),
+            };
+            let report = shortcut::runner::compare::run_comparison(&file, &options)?;
+            println!("{}", report.table);
+            eprintln!(
+                "rl-run: table, samples and statistics in {}",
+                report.dir.display()
+            );
         }
         Some(Command::Eval { checkpoint, seed }) => {
             configure_threads(cores());

@@ -206,6 +206,27 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
             "{a} vs {b}:\n{table}\n{again}"
         );
     }
+    // `rl-run compare FILE` is the same command, and takes comparisons only.
+    let compared = run_ok(
+        rl_run()
+            .arg("compare")
+            .arg(dir.join("table3.ron"))
+            .arg("--quiet"),
+    );
+    assert_eq!(
+        numbers(&String::from_utf8_lossy(&compared.stdout)).len(),
+        first.len()
+    );
+    let out = rl_run()
+        .arg("compare")
+        .arg(dir.join("ddpm.ron"))
+        .output()
+        .unwrap();
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && message.contains("not a comparison file"),
+        "{message}"
+    );
 }
 
 /// Every number in a text.

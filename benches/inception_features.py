@@ -26,20 +26,21 @@ def main():
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     import pytorch_fid.inception as pi
 
     state = pytorch_fid_reference.state_dict_from_torchscript(a.network)
     pi.load_state_dict_from_url = lambda *args, **kwargs: state
-    model = pi.InceptionV3([pi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    model = pi.InceptionV3([pi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval().to(a.device)
     g = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 256, (a.n, 3, 32, 32), generator=g, dtype=torch.uint8)
     with torch.no_grad():
-        model(pixels[: a.batch].float() / 255.0)  # warm-up
+        model(pixels[: a.batch].to(a.device).float() / 255.0)  # warm-up
         start = time.perf_counter()
         for i in range(0, a.n, a.batch):
-            out = model(pixels[i : i + a.batch].float() / 255.0)[0]
+            out = model(pixels[i : i + a.batch].to(a.device).float() / 255.0)[0].cpu()  # as pytorch-fid's get_activations
             assert out.shape[1] == 2048
         seconds = time.perf_counter() - start
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

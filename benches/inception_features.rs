@@ -7,9 +7,11 @@
 //! Prints images per second, the ratio, and the time 50,000 images (the
 //! paper's FID) would take at that rate.
 //!
-//! `cargo bench --bench inception_features [-- --n 200 --batch 50 --threads 2 --runs 3]`;
-//! the child mode `--child --network PT --n N --batch B --threads K` prints
-//! one JSON line.
+//! `cargo bench --bench inception_features [-- --n 200 --batch 50 --threads 2 --runs 3 --device cpu|cuda]`
+//! (on CUDA the memory column is the peak GPU memory nvidia-smi reports);
+//! the child mode `--child --network PT --n N --batch B --threads K --device D`
+//! prints one JSON line. Features come back to the CPU per batch, which
+//! synchronises the device, so the clock measures the work.
 
 mod support;
 
@@ -26,9 +28,14 @@ fn main() {
     let n: usize = support::arg(&args, "--n", 200);
     let batch: usize = support::arg(&args, "--batch", 50);
     let threads: usize = support::arg(&args, "--threads", 2);
+    let device: String = support::arg(&args, "--device", "cpu".to_string());
+    assert!(
+        device == "cpu" || device == "cuda",
+        "--device takes cpu or cuda, not {device}"
+    );
     if args.iter().any(|a| a == "--child") {
         let network: String = support::arg(&args, "--network", String::new());
-        child(Path::new(&network), n, batch, threads);
+        child(Path::new(&network), n, batch, threads, device == "cuda");
         return;
     }
     let runs: usize = support::arg(&args, "--runs", 3);
@@ -46,6 +53,8 @@ fn main() {
         batch.to_string(),
         "--threads".to_string(),
         threads.to_string(),
+        "--device".to_string(),
+        device.clone(),
     ];
     let mut ours = Command::new(&args[0]);
     ours.arg("--child").args(&common);
@@ -59,10 +68,14 @@ fn main() {
     ];
     for _ in 0..runs {
         for (_, cmd, measured) in implementations.iter_mut() {
-            let json = support::run_child(cmd);
+            let (json, gpu) = if device == "cuda" {
+                support::run_child_watching_gpu(cmd)
+            } else {
+                (support::run_child(cmd), None)
+            };
             measured.push((
                 json["images_per_sec"].as_f64().unwrap(),
-                json["peak_rss_mib"].as_f64().unwrap(),
+                gpu.unwrap_or(json["peak_rss_mib"].as_f64().unwrap()),
             ));
         }
     }
@@ -73,7 +86,13 @@ fn main() {
             m[m.len() / 2]
         })
         .collect();
-    println!("| implementation | threads | batch | images | images / s (median of {runs}) | 50K images | peak RSS (MiB) | speed-up |");
+    let memory = if device == "cuda" {
+        "peak GPU memory (MiB, nvidia-smi)"
+    } else {
+        "peak RSS (MiB)"
+    };
+    println!("device {device}");
+    println!("| implementation | threads | batch | images | images / s (median of {runs}) | 50K images | {memory} | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
     for ((name, _, _), (rate, rss)) in implementations.iter().zip(&medians) {
         println!(
@@ -85,9 +104,10 @@ fn main() {
 }
 
 /// Times the features of `n` random 32 x 32 images and prints one JSON line.
-fn child(network: &Path, n: usize, batch: usize, threads: usize) {
+fn child(network: &Path, n: usize, batch: usize, threads: usize, cuda: bool) {
     tch::set_num_threads(threads as i32);
-    let net = FeatureNetwork::load(network, Device::Cpu).expect("the network loads");
+    let device = if cuda { Device::Cuda(0) } else { Device::Cpu };
+    let net = FeatureNetwork::load(network, device).expect("the network loads");
     tch::manual_seed(0);
     let pixels = Tensor::randint(256, [n as i64, 3, 32, 32], (Kind::Uint8, Device::Cpu));
     let warm = net

@@ -94,12 +94,13 @@ class Baseline(nn.Module):
 class Round:
     """Models, optimisers and the sampler's coefficients of one SFT-PG (B) round."""
 
-    def __init__(self, a, coefs):
+    def __init__(self, a, coefs, device):
         self.a = a
-        self.coefs = {k: torch.tensor(v, dtype=torch.float32) for k, v in coefs.items()}
-        self.unet = UNet2DModel(**CIFAR10).train()
-        self.critic = ConvCritic()
-        self.baseline = Baseline(a.steps)
+        self.device = device
+        self.coefs = {k: torch.tensor(v, dtype=torch.float32, device=device) for k, v in coefs.items()}
+        self.unet = UNet2DModel(**CIFAR10).train().to(device)
+        self.critic = ConvCritic().to(device)
+        self.baseline = Baseline(a.steps).to(device)
         self.opt_g = torch.optim.Adam(self.unet.parameters(), lr=1e-6)
         self.opt_c = torch.optim.Adam(self.critic.parameters(), lr=1e-4)
         self.opt_b = torch.optim.Adam(self.baseline.parameters(), lr=1e-4)
@@ -117,10 +118,10 @@ class Round:
     def rollout(self, states):
         """Chains from x_T' ~ N(0, I) to x_0, their states written to `states` [T'+1, chains, 3, 32, 32], x_T' first."""
         n = self.a.chains
-        x = torch.randn(n, 3, 32, 32)
+        x = torch.randn(n, 3, 32, 32, device=self.device)
         states[0] = x
         for t in range(self.a.steps, 0, -1):
-            steps = torch.full((n,), t, dtype=torch.long)
+            steps = torch.full((n,), t, dtype=torch.long, device=self.device)
             x = self.mean(x, steps) + self.per_row("sigma", steps) * torch.randn_like(x)
             states[self.a.steps - t + 1] = x
         _reward = -self.critic(x)  # the terminal reward -f(x_0), as the environment gives it
@@ -130,7 +131,7 @@ class Round:
         n_steps, n = states.shape[0] - 1, states.shape[1]
         f_fake = self.critic(states[-1])
         gap = f_fake.mean() - self.critic(real).mean()
-        index = torch.arange(n_steps, 0, -1).repeat_interleave(n) - 1  # 0-based step of each state
+        index = torch.arange(n_steps, 0, -1, device=self.device).repeat_interleave(n) - 1  # 0-based step of each state
         v = self.baseline(states[:-1].reshape(-1, 3, 32, 32), index)
         r_b = (v - f_fake.repeat(n_steps)).square().mean() * n_steps
         loss = -(gap - LAMBDA * r_b)
@@ -145,7 +146,7 @@ class Round:
         """n_generator steps on disjoint minibatches of transitions of the buffer [K, T'+1, chains, ...]."""
         k, t1, n = buffer.shape[:3]
         n_steps, total, size = t1 - 1, k * (t1 - 1) * n, self.a.chains
-        order = torch.cat([torch.randperm(total) for _ in range(math.ceil(size * self.a.n_generator / total))])
+        order = torch.cat([torch.randperm(total, device=self.device) for _ in range(math.ceil(size * self.a.n_generator / total))])
         for i in range(self.a.n_generator):
             idx = order[i * size:(i + 1) * size]
             episode, rest = idx // (n_steps * n), idx % (n_steps * n)
@@ -181,32 +182,45 @@ def main():
     p.add_argument("--n-generator", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--coefficients", required=True, help="the sampler's per-step coefficients (JSON)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     a = p.parse_args()
+    device = torch.device(a.device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     torch.manual_seed(0)
     with open(a.coefficients) as f:
         coefs = json.load(f)
     assert len(coefs["sigma"]) == a.steps, "coefficients for another T'"
-    r = Round(a, coefs)
+    r = Round(a, coefs, device)
 
     rollout_s = 0.0
+    sync()
     start = time.perf_counter()
-    buffer = torch.empty(a.n_critic, a.steps + 1, a.chains, 3, 32, 32)
+    buffer = torch.empty(a.n_critic, a.steps + 1, a.chains, 3, 32, 32, device=device)
     for i in range(a.n_critic):
+        sync()
         t0 = time.perf_counter()
         r.rollout(buffer[i])
+        sync()
         rollout_s += time.perf_counter() - t0
-        real = torch.rand(a.chains, 3, 32, 32) * 2 - 1
+        real = torch.rand(a.chains, 3, 32, 32, device=device) * 2 - 1
         r.critic_step(buffer[i], real)
+    sync()
     critic_steps_s = time.perf_counter() - start
     start = time.perf_counter()
     r.generator_steps(buffer)
+    sync()
     generator_s = time.perf_counter() - start
 
     print(json.dumps({
         "impl": "pytorch", "chains": a.chains, "steps": a.steps, "n_critic": a.n_critic,
-        "n_generator": a.n_generator, "threads": a.threads,
+        "n_generator": a.n_generator, "threads": a.threads, "device": a.device,
+        "torch_max_reserved_mib": torch.cuda.max_memory_reserved() / 2**20 if device.type == "cuda" else None,
         "unet_params": sum(p.numel() for p in r.unet.parameters()),
         "rollout_s": rollout_s, "critic_s": critic_steps_s - rollout_s, "generator_s": generator_s,
         "round_s": critic_steps_s + generator_s, "peak_rss_mib": peak_rss_mib(),

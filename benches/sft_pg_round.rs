@@ -26,8 +26,12 @@
 //! - `... -- --memory-vs-steps --chains 2`: our round at T' = 10 and 100,
 //!   its peak RSS and the buffer's bytes, beside the buffer of the full
 //!   configuration computed from its shapes;
+//! - `... -- --device cuda`: both sides on the first CUDA device (the GPU
+//!   mode), each phase timed after synchronising the device, with the peak
+//!   GPU memory each child held (nvidia-smi, read by the parent every
+//!   100 ms; PyTorch's own `max_memory_reserved` beside it in its JSON);
 //! - the child `--child --chains M --steps T --n-critic K --n-generator G
-//!   --threads N --buffer full|reservoir` prints one JSON line: seconds of
+//!   --threads N --buffer full|reservoir --device cpu|cuda` prints one JSON line: seconds of
 //!   the rollouts, of the rest of the critic steps and of the generator
 //!   steps, the peak RSS and the buffer's bytes at the end of the critic
 //!   steps.
@@ -69,6 +73,8 @@ struct Scale {
     threads: usize,
     /// How our agent keeps the round's transitions.
     buffer: BufferKind,
+    /// Run on the first CUDA device instead of the CPU (both sides).
+    cuda: bool,
 }
 
 impl Scale {
@@ -84,6 +90,27 @@ impl Scale {
                 "reservoir" => BufferKind::Reservoir,
                 other => panic!("--buffer takes full or reservoir, not {other}"),
             },
+            cuda: match support::arg(args, "--device", "cpu".to_string()).as_str() {
+                "cpu" => false,
+                "cuda" => true,
+                other => panic!("--device takes cpu or cuda, not {other}"),
+            },
+        }
+    }
+
+    fn device(self) -> Device {
+        if self.cuda {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
+    }
+
+    fn device_name(self) -> &'static str {
+        if self.cuda {
+            "cuda"
+        } else {
+            "cpu"
         }
     }
 
@@ -97,6 +124,7 @@ impl Scale {
         ]
         .iter()
         .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+        .chain(["--device".to_string(), self.device_name().to_string()])
         .collect()
     }
 
@@ -181,7 +209,13 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
     ];
     for _ in 0..runs {
         for (name, cmd, results) in implementations.iter_mut() {
-            let json = support::run_child(cmd);
+            let json = if scale.cuda {
+                let (mut json, gpu) = support::run_child_watching_gpu(cmd);
+                json["gpu_peak_mib"] = gpu.map_or(serde_json::Value::Null, serde_json::Value::from);
+                json
+            } else {
+                support::run_child(cmd)
+            };
             eprintln!("{name}: {json}");
             results.push(json);
         }
@@ -200,7 +234,8 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
         .collect();
     let theirs = medians[1]["round_s"].as_f64().unwrap();
     println!(
-        "chains {}, T' {}, n_critic {}, n_generator {} (minibatch {}), threads {}, our buffer {}, median of {runs} runs",
+        "device {}, chains {}, T' {}, n_critic {}, n_generator {} (minibatch {}), threads {}, our buffer {}, median of {runs} runs",
+        scale.device_name(),
         scale.chains,
         scale.steps,
         scale.n_critic,
@@ -209,13 +244,17 @@ fn compare(exe: &str, scale: Scale, runs: usize) {
         scale.threads,
         scale.buffer_name()
     );
-    println!("| implementation | rollouts (s) | critic+baseline steps (s) | generator steps (s) | round (s) | peak RSS (MiB) | buffer (MiB) | speed-up |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| implementation | rollouts (s) | rollout images / s | critic+baseline steps (s) | generator steps (s) | round (s) | peak RSS (MiB) | peak GPU memory (MiB, nvidia-smi) | buffer (MiB) | speed-up |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for ((name, _, _), m) in implementations.iter().zip(&medians) {
         let f = |k: &str| m[k].as_f64().unwrap();
+        let gpu = m["gpu_peak_mib"]
+            .as_f64()
+            .map_or("-".to_string(), |g| format!("{g:.0}"));
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.2}x |",
+            "| {name} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.0} | {gpu} | {:.1} | {:.2}x |",
             f("rollout_s"),
+            (scale.n_critic * scale.chains) as f64 / f("rollout_s"),
             f("critic_s"),
             f("generator_s"),
             f("round_s"),
@@ -267,6 +306,7 @@ fn write_coefficients(steps: usize) -> PathBuf {
         n_generator: 1,
         threads: 1,
         buffer: BufferKind::Full,
+        cuda: false,
     };
     let coefs = schedule(&experiment(scale))
         .expect("the sampler builds")
@@ -283,6 +323,14 @@ fn write_coefficients(steps: usize) -> PathBuf {
         .join(format!("sft_pg_round_coefficients_{steps}.json"));
     std::fs::write(&path, json.to_string()).expect("the coefficients are written");
     path
+}
+
+/// Waits for the device's queued work, so that clocks read on the host
+/// measure it (nothing to wait for on the CPU).
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
 }
 
 /// What the timing wrapper records, shared with the benchmark.
@@ -307,16 +355,18 @@ struct Timed {
 
 impl Agent<DiffusionEnv> for Timed {
     fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
-        self.probe
-            .borrow_mut()
-            .started
-            .get_or_insert_with(Instant::now);
+        if self.probe.borrow().started.is_none() {
+            // The critic step before it may still run on the device.
+            synchronize(obs.x.device());
+            self.probe.borrow_mut().started = Some(Instant::now());
+        }
         self.inner.act(obs)
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
         self.inner.observe(obs, action, step);
         if step.terminated || step.truncated {
+            synchronize(action.device());
             let mut probe = self.probe.borrow_mut();
             if let Some(start) = probe.started.take() {
                 probe.rollout_s += start.elapsed().as_secs_f64();
@@ -348,7 +398,7 @@ fn child(scale: Scale) {
     shortcut::runner::retain_freed_memory();
     tch::set_num_threads(scale.threads as i32);
     tch::manual_seed(0);
-    let device = Device::Cpu;
+    let device = scale.device();
     let exp = experiment(scale);
     let Task::FineTune(task) = &exp.task else {
         unreachable!()
@@ -401,11 +451,14 @@ fn child(scale: Scale) {
     real_shape.extend(&shape);
     let real = |_| Tensor::rand(real_shape.as_slice(), (Kind::Float, device)) * 2.0 - 1.0;
 
+    synchronize(device);
     let start = Instant::now();
     sft.critic_steps(real).expect("the critic steps run");
+    synchronize(device);
     let critic_steps_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     sft.generator_update().expect("the generator update runs");
+    synchronize(device);
     let generator_s = start.elapsed().as_secs_f64();
     let probe = probe.borrow();
     println!(
@@ -417,6 +470,7 @@ fn child(scale: Scale) {
             "n_critic": scale.n_critic,
             "n_generator": scale.n_generator,
             "threads": scale.threads,
+            "device": scale.device_name(),
             "unet_params": params,
             "rollout_s": probe.rollout_s,
             "critic_s": critic_steps_s - probe.rollout_s,

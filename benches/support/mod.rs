@@ -1,5 +1,6 @@
 //! What the benchmarks share: argument parsing of child processes, the peak
-//! resident set size, and running a child that prints one JSON line.
+//! resident set size, and running a child that prints one JSON line (on a
+//! GPU, watching the memory it holds).
 
 use std::process::Command;
 
@@ -34,4 +35,45 @@ pub fn run_child(cmd: &mut Command) -> serde_json::Value {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(text.lines().last().unwrap_or("")).expect("one JSON line")
+}
+
+/// [`run_child`] for a process that uses the GPU, and the most GPU memory
+/// held while it ran: the sum of every compute process's `used_memory`
+/// that `nvidia-smi` reports, read every 100 ms (MiB; the CUDA context and
+/// the caching allocator's reserve included, as for any process). Children
+/// run one at a time, so the sum is the child's. `None` when `nvidia-smi`
+/// cannot be read.
+#[allow(dead_code)]
+pub fn run_child_watching_gpu(cmd: &mut Command) -> (serde_json::Value, Option<f64>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut peak: Option<f64> = None;
+            while !done.load(Ordering::Relaxed) {
+                let read = Command::new("nvidia-smi")
+                    .args([
+                        "--query-compute-apps=used_memory",
+                        "--format=csv,noheader,nounits",
+                    ])
+                    .output();
+                if let Ok(out) = read {
+                    let used: f64 = String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter_map(|l| l.trim().parse::<f64>().ok())
+                        .sum();
+                    if out.status.success() {
+                        peak = Some(peak.map_or(used, |p: f64| p.max(used)));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            peak
+        })
+    };
+    let json = run_child(cmd);
+    done.store(true, Ordering::Relaxed);
+    (json, watcher.join().unwrap_or(None))
 }

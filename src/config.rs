@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use agents::critic::{CriticConfig, CriticRegularizer};
-use agents::generator::{GeneratorConfig, VarianceConfig};
+use agents::generator::{DeterministicStep, GeneratorConfig, VarianceConfig};
+use agents::networks::BaselineHead;
 use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
@@ -66,11 +67,17 @@ pub struct Experiment {
     pub schema: u32,
 }
 
-/// The current [`Experiment::schema`]: 2, where `Baseline(lambda)` is the
-/// paper's lambda (R_B summed over the sampler steps). Schema 1 (stored
-/// experiments without the field) averaged R_B over the steps, so its
-/// lambda was T' times the paper's.
-pub const CURRENT_SCHEMA: u32 = 2;
+/// The current [`Experiment::schema`]: 3.
+/// - Schema 3: fine-tuning rollouts draw a deterministic sampler step with
+///   the std of its log-density (`generator.deterministic_step: Noisy`), and
+///   the baseline's last layer is chosen by `critic.baseline_head` (a plain
+///   linear layer for images). Stored experiments of schemas 1 and 2 drew it
+///   without noise and had a conditional head: they are read as
+///   `deterministic_step: Noiseless` and `baseline_head: Conditional`.
+/// - Schema 2: `Baseline(lambda)` is the paper's lambda (R_B summed over
+///   the sampler steps). Schema 1 (stored experiments without the field)
+///   averaged R_B over the steps, so its lambda was T' times the paper's.
+pub const CURRENT_SCHEMA: u32 = 3;
 
 fn current_schema() -> u32 {
     CURRENT_SCHEMA
@@ -408,8 +415,19 @@ impl Experiment {
     /// against their domains (for edits that are validated once complete).
     pub fn parse_unvalidated(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut experiment: Experiment = deserialize(text, path, user_options())?;
-        experiment.data.flip = Some(experiment.data.flips());
+        experiment.resolve_defaults();
         Ok(experiment)
+    }
+
+    /// Writes out the settings whose default depends on the data (image
+    /// flips, the baseline's head), so that a stored experiment holds them.
+    fn resolve_defaults(&mut self) {
+        self.data.flip = Some(self.data.flips());
+        let shape = self.data.set.element_shape();
+        if let Task::FineTune(task) = &mut self.task {
+            let head = &mut task.critic.baseline_head;
+            *head = Some(head.unwrap_or_else(|| BaselineHead::default_for(&shape)));
+        }
     }
 
     /// Parses and validates text written by [`Experiment::to_ron`] (as stored
@@ -425,9 +443,18 @@ impl Experiment {
                 .and_then(|migrated| Self::parse_with(&migrated, path, options()).ok())
                 .ok_or(error)
         })?;
-        if !text.contains("schema:") {
+        let stored_schema = if text.contains("schema:") {
+            experiment.schema
+        } else {
+            1
+        };
+        if stored_schema < 2 {
             experiment.migrate_lambda_from_schema_1();
         }
+        if stored_schema < 3 {
+            experiment.migrate_rollouts_from_schema_2();
+        }
+        experiment.schema = CURRENT_SCHEMA;
         Ok(experiment)
     }
 
@@ -442,7 +469,16 @@ impl Experiment {
                 *lambda /= steps;
             }
         }
-        self.schema = CURRENT_SCHEMA;
+    }
+
+    /// A stored experiment of schema 1 or 2 in today's terms: its rollouts
+    /// drew deterministic steps without noise and its baseline had a
+    /// conditional last layer (neither was a setting then).
+    fn migrate_rollouts_from_schema_2(&mut self) {
+        if let Task::FineTune(task) = &mut self.task {
+            task.generator.deterministic_step = DeterministicStep::Noiseless;
+            task.critic.baseline_head = Some(BaselineHead::Conditional);
+        }
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
@@ -455,7 +491,7 @@ impl Experiment {
                 .find_map(|migrated| deserialize(&migrated, path, options.clone()).ok())
                 .ok_or(error)?,
         };
-        experiment.data.flip = Some(experiment.data.flips());
+        experiment.resolve_defaults();
         if let Err((field, message)) = experiment.validate() {
             return Err(ConfigError::Invalid {
                 file: path.to_path_buf(),
@@ -589,7 +625,27 @@ impl Experiment {
                 if let VarianceConfig::Learned { floor, lr } = g.variance {
                     check.positive_opt("task.generator.variance.floor", Some(floor));
                     check.positive_opt("task.generator.variance.lr", lr);
+                    check.that(
+                        matches!(
+                            g.deterministic_step,
+                            DeterministicStep::Noisy | DeterministicStep::Noiseless
+                        ),
+                        "task.generator.deterministic_step",
+                        format!(
+                            "{:?} concerns steps of fixed std 0; a learned variance has none (use Noisy)",
+                            g.deterministic_step
+                        ),
+                    );
                 }
+                check.that(
+                    g.deterministic_step != DeterministicStep::Pathwise
+                        || matches!(f.agent, AgentConfig::Reinforce(_)),
+                    "task.generator.deterministic_step",
+                    format!(
+                        "Pathwise is a term of the REINFORCE loss; {} does not take it (use Noisy, Noiseless or Excluded)",
+                        f.agent.label()
+                    ),
+                );
                 match &f.agent {
                     AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}
                     AgentConfig::Ppo(p) => {
@@ -981,6 +1037,17 @@ mod tests {
         );
     }
 
+    /// `user` as a stored experiment of schema 1 or 2 reads back: rollouts
+    /// without noise at deterministic steps, a conditional baseline head.
+    fn as_schema_2(user: &Experiment) -> Experiment {
+        let mut old = user.clone();
+        if let Task::FineTune(task) = &mut old.task {
+            task.generator.deterministic_step = DeterministicStep::Noiseless;
+            task.critic.baseline_head = Some(BaselineHead::Conditional);
+        }
+        old
+    }
+
     #[test]
     fn lambda_of_schema_1_is_divided_by_the_steps_once() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_swissroll.ron");
@@ -992,26 +1059,65 @@ mod tests {
         assert_eq!(lambda(&user), CriticRegularizer::Baseline { lambda: 0.1 });
         // What rl-run stores names the schema and reads back unchanged.
         let stored = user.to_ron();
-        assert!(stored.contains("schema: 2"), "{stored}");
+        assert!(stored.contains("schema: 3"), "{stored}");
         assert_eq!(Experiment::parse_serialized(&stored, &path).unwrap(), user);
         // A stored experiment of schema 1 said 1.0 for the same training.
         let old = stored
-            .replace("schema: 2,", "")
-            .replace("lambda: 0.1", "lambda: 1.0");
-        assert!(!old.contains("schema"));
-        assert_eq!(Experiment::parse_serialized(&old, &path).unwrap(), user);
+            .replace("schema: 3,", "")
+            .replace("lambda: 0.1", "lambda: 1.0")
+            .replace("deterministic_step: Noisy,", "")
+            .replace("baseline_head: Conditional,", "");
+        assert!(
+            !old.contains("schema") && !old.contains("baseline_head"),
+            "{old}"
+        );
+        assert_eq!(
+            Experiment::parse_serialized(&old, &path).unwrap(),
+            as_schema_2(&user)
+        );
         // Files users write are read as the current schema, as they are.
         let written = Experiment::parse(&old, &path).unwrap();
         assert_eq!(
             lambda(&written),
             CriticRegularizer::Baseline { lambda: 1.0 }
         );
-        let future = stored.replace("schema: 2", "schema: 3");
+        let future = stored.replace("schema: 3", "schema: 4");
         let err = Experiment::parse(&future, &path).unwrap_err().to_string();
         assert!(
-            err.contains("schema") && err.contains("reads schemas 1 to 2"),
+            err.contains("schema") && err.contains("reads schemas 1 to 3"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn stored_runs_of_schema_2_keep_their_noiseless_rollouts_and_conditional_head() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_digits.ron");
+        let user = Experiment::load(&path).unwrap();
+        let task = |e: &Experiment| match &e.task {
+            Task::FineTune(f) => (f.generator.deterministic_step, f.critic.baseline_head),
+            Task::Pretrain(_) => panic!("a fine-tuning experiment"),
+        };
+        // Today's defaults: the authors' noisy last step and image head.
+        assert_eq!(
+            task(&user),
+            (DeterministicStep::Noisy, Some(BaselineHead::Linear))
+        );
+        let stored = user.to_ron();
+        assert_eq!(Experiment::parse_serialized(&stored, &path).unwrap(), user);
+        let old = stored
+            .replace("schema: 3,", "schema: 2,")
+            .replace("deterministic_step: Noisy,", "")
+            .replace("baseline_head: Linear,", "");
+        assert!(!old.contains("baseline_head") && !old.contains("deterministic_step"));
+        let read = Experiment::parse_serialized(&old, &path).unwrap();
+        assert_eq!(read, as_schema_2(&user));
+        assert_eq!(read.schema, CURRENT_SCHEMA);
+        // The toy's default head is the conditional one of the authors' toy code.
+        let toy = Experiment::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/sft_pg_swissroll.ron"),
+        )
+        .unwrap();
+        assert_eq!(task(&toy).1, Some(BaselineHead::Conditional));
     }
 
     #[test]

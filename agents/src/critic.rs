@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::critic_networks::{BaselineNetwork, CriticNetwork};
 use crate::error::ensure_finite;
-use crate::networks::ValueModel;
+use crate::networks::{BaselineHead, ValueModel};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::{AgentError, UpdateStats};
 
@@ -59,6 +59,10 @@ pub struct CriticConfig {
     /// The MLP baseline's hidden widths (default `[width, width]`; the
     /// authors' image baseline is `[1024, 1024, 256]`).
     pub baseline_hidden: Option<Vec<i64>>,
+    /// The baseline's last layer. Default: the authors' for the data, a
+    /// plain `Linear` for images (critic.py) and `Conditional` for vectors
+    /// (toy_exp/models.py); see [`BaselineHead::default_for`].
+    pub baseline_head: Option<BaselineHead>,
     /// The regulariser.
     pub regularizer: CriticRegularizer,
     /// Largest number of chain states whose R_B is back-propagated at once
@@ -75,6 +79,7 @@ impl Default for CriticConfig {
             network: CriticNetwork::Mlp,
             baseline: BaselineNetwork::Mlp,
             baseline_hidden: None,
+            baseline_head: None,
             regularizer: CriticRegularizer::Baseline { lambda: 0.1 },
             chunk_rows: 8192,
         }
@@ -115,6 +120,9 @@ impl AdversarialCritic {
             config.baseline_hidden.as_deref(),
             config.width,
             horizon,
+            config
+                .baseline_head
+                .unwrap_or_else(|| BaselineHead::default_for(shape)),
         )?;
         let critic_opt = config.optimizer.build(&critic_vs);
         let baseline_opt = config.baseline_optimizer.build(&baseline_vs);

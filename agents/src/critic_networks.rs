@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Path};
 use tch::{Kind, Tensor};
 
-use crate::networks::{ConditionalBaseline, ConditionalLinear, MlpCritic, ValueModel};
+use crate::networks::{BaselineHead, ConditionalBaseline, Head, MlpCritic, ValueModel};
 use crate::unet::conv;
 use crate::AgentError;
 
@@ -65,16 +65,64 @@ fn check_halvings(shape: &[i64], channels: &[i64], min: i64, who: &str) -> Resul
     Ok(())
 }
 
+/// How the weights of a convolution are initialised (biases always take
+/// PyTorch's default, uniform in +-1/sqrt(fan_in)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvInit {
+    /// PyTorch's default: uniform in +-1/sqrt(fan_in).
+    Default,
+    /// `nn.init.kaiming_normal_` with its defaults (fan_in, gain sqrt(2)):
+    /// N(0, 2 / fan_in), as the authors' critic.py initialises every
+    /// convolution of their image critic.
+    KaimingNormal,
+}
+
+/// A square convolution under `path` initialised by `init`.
+fn init_conv(
+    path: Path,
+    c_in: i64,
+    c_out: i64,
+    (k, stride, padding): (i64, i64, i64),
+    init: ConvInit,
+) -> nn::Conv2D {
+    match init {
+        ConvInit::Default => conv(path, c_in, c_out, k, stride, padding),
+        ConvInit::KaimingNormal => {
+            let fan_in = (c_in * k * k) as f64;
+            let bound = 1.0 / fan_in.sqrt();
+            let config = nn::ConvConfig {
+                stride,
+                padding,
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: (2.0 / fan_in).sqrt(),
+                },
+                bs_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                ..Default::default()
+            };
+            nn::conv2d(path, c_in, c_out, k, config)
+        }
+    }
+}
+
 /// 4x4 convolutions of stride 2 and padding 1 from `in_channels` to each of
 /// `channels` in turn (layers `conv0`, `conv1`, ...); returns them and the
 /// last channel count.
-fn halving_convs(path: &Path, in_channels: i64, channels: &[i64]) -> (Vec<nn::Conv2D>, i64) {
+fn halving_convs(
+    path: &Path,
+    in_channels: i64,
+    channels: &[i64],
+    init: ConvInit,
+) -> (Vec<nn::Conv2D>, i64) {
     let mut c_in = in_channels;
     let layers = channels
         .iter()
         .enumerate()
         .map(|(i, &c_out)| {
-            let layer = conv(path / format!("conv{i}"), c_in, c_out, 4, 2, 1);
+            let layer = init_conv(path / format!("conv{i}"), c_in, c_out, (4, 2, 1), init);
             c_in = c_out;
             layer
         })
@@ -154,7 +202,7 @@ impl BaselineNetwork {
     }
 
     /// The baseline for states of `shape` over `horizon` sampler steps under
-    /// `path` (`hidden`: the MLP's widths).
+    /// `path` (`hidden`: the MLP's widths; `head`: its last layer).
     pub fn build(
         &self,
         path: &Path,
@@ -162,6 +210,7 @@ impl BaselineNetwork {
         hidden: Option<&[i64]>,
         width: i64,
         horizon: i64,
+        head: BaselineHead,
     ) -> Result<Box<dyn ValueModel>, AgentError> {
         self.check(shape, hidden)
             .map_err(|reason| AgentError::Invalid {
@@ -174,9 +223,10 @@ impl BaselineNetwork {
                 shape.iter().product(),
                 hidden.unwrap_or(&[width, width]),
                 horizon,
+                head,
             )),
             BaselineNetwork::Conv { channels } => {
-                Box::new(ConvBaseline::new(path, shape[0], channels, horizon))
+                Box::new(ConvBaseline::new(path, shape[0], channels, horizon, head))
             }
         })
     }
@@ -188,13 +238,20 @@ pub struct ConvBaseline {
     halving: Vec<nn::Conv2D>,
     /// Per-step channel gains of each halving layer, `[steps, channels]`.
     gains: Vec<Tensor>,
-    out: ConditionalLinear,
+    out: Head,
 }
 
 impl ConvBaseline {
-    /// A baseline for images of `in_channels` channels at `n_steps` sampler positions.
-    pub fn new(path: &Path, in_channels: i64, channels: &[i64], n_steps: i64) -> Self {
-        let (halving, last) = halving_convs(path, in_channels, channels);
+    /// A baseline for images of `in_channels` channels at `n_steps` sampler
+    /// positions, with `head` as its last layer.
+    pub fn new(
+        path: &Path,
+        in_channels: i64,
+        channels: &[i64],
+        n_steps: i64,
+        head: BaselineHead,
+    ) -> Self {
+        let (halving, last) = halving_convs(path, in_channels, channels, ConvInit::Default);
         let gains = channels
             .iter()
             .enumerate()
@@ -209,7 +266,7 @@ impl ConvBaseline {
         Self {
             halving,
             gains,
-            out: ConditionalLinear::new(&(path / "out"), last, 1, n_steps),
+            out: Head::new(head, &(path / "out"), last, 1, n_steps),
         }
     }
 }
@@ -236,12 +293,14 @@ pub struct ConvCritic {
 }
 
 impl ConvCritic {
-    /// A critic for images of `in_channels` channels.
+    /// A critic for images of `in_channels` channels, every convolution
+    /// Kaiming-normal initialised as in the authors' critic.py.
     pub fn new(path: &Path, in_channels: i64, channels: &[i64]) -> Self {
-        let (halving, last) = halving_convs(path, in_channels, channels);
+        let init = ConvInit::KaimingNormal;
+        let (halving, last) = halving_convs(path, in_channels, channels, init);
         Self {
             halving,
-            out: conv(path / "out", last, 1, 4, 1, 0),
+            out: init_conv(path / "out", last, 1, (4, 1, 0), init),
         }
     }
 }
@@ -319,6 +378,38 @@ mod tests {
     }
 
     #[test]
+    fn the_image_critic_is_kaiming_normal_initialised_as_the_authors() {
+        let _rng = envs::testing::seeded(5);
+        let vs = VarStore::new(Device::Cpu);
+        let _critic = ConvCritic::new(&vs.root(), 3, &image_critic_channels());
+        // kaiming_normal_: N(0, 2 / fan_in); biases PyTorch's default.
+        for (name, fan_in) in [
+            ("conv0", 3 * 16),
+            ("conv1", 128 * 16),
+            ("conv2", 256 * 16),
+            ("out", 512 * 16),
+        ] {
+            let w = &vs.variables()[&format!("{name}.weight")];
+            let want = (2.0 / fan_in as f64).sqrt();
+            let std = w.std(true).double_value(&[]);
+            let tolerance = if w.numel() > 10_000 { 0.02 } else { 0.1 };
+            assert!(
+                (std / want - 1.0).abs() < tolerance,
+                "{name}: {std} vs {want}"
+            );
+            assert!(
+                w.mean(Kind::Float).double_value(&[]).abs()
+                    < 3.0 * want / (w.numel() as f64).sqrt() + 1e-9
+            );
+            let bias = vs.variables()[&format!("{name}.bias")]
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(bias <= 1.0 / (fan_in as f64).sqrt(), "{name}: bias {bias}");
+        }
+    }
+
+    #[test]
     fn the_conv_baseline_is_of_the_mlp_baselines_size_class_and_step_conditioned() {
         let _rng = envs::testing::seeded(4);
         let shape = [3i64, 32, 32];
@@ -326,12 +417,26 @@ mod tests {
         let conv = BaselineNetwork::Conv {
             channels: image_critic_channels(),
         }
-        .build(&conv_vs.root(), &shape, None, 256, 10)
+        .build(
+            &conv_vs.root(),
+            &shape,
+            None,
+            256,
+            10,
+            BaselineHead::Conditional,
+        )
         .unwrap();
         let mlp_vs = VarStore::new(Device::Cpu);
         let hidden = [1024i64, 1024, 256];
         let _mlp = BaselineNetwork::Mlp
-            .build(&mlp_vs.root(), &shape, Some(&hidden), 256, 10)
+            .build(
+                &mlp_vs.root(),
+                &shape,
+                Some(&hidden),
+                256,
+                10,
+                BaselineHead::default_for(&shape),
+            )
             .unwrap();
         let convs = |i: i64, o: i64| i * o * 16 + o;
         let gains = 10 * (128 + 256 + 512);
@@ -341,10 +446,12 @@ mod tests {
             convs(3, 128) + convs(128, 256) + convs(256, 512) + gains + head
         );
         let lin = |i: i64, o: i64| i * o + o + 10 * o;
+        // The authors' image baseline ends in a plain linear layer.
         assert_eq!(
             parameters(&mlp_vs),
-            lin(3072, 1024) + lin(1024, 1024) + lin(1024, 256) + lin(256, 1)
+            lin(3072, 1024) + lin(1024, 1024) + lin(1024, 256) + 256 + 1
         );
+        assert!(mlp_vs.variables().contains_key("lin4.weight"));
         // Millions both: 2.6M against 4.5M.
         let ratio = parameters(&conv_vs) as f64 / parameters(&mlp_vs) as f64;
         assert!((0.5..1.0).contains(&ratio), "{ratio}");

@@ -11,7 +11,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::ensure_finite;
 use crate::optim::{Optimizer, OptimizerConfig};
-use crate::policy::DiffusionPolicy;
+use crate::policy::{DiffusionPolicy, RolloutStd};
 use crate::{AgentError, UpdateStats};
 
 /// The step variance of the fine-tuned policy.
@@ -31,6 +31,35 @@ pub enum VarianceConfig {
         #[serde(default)]
         lr: Option<f64>,
     },
+}
+
+/// How a step that the sampler takes without noise (a fixed sigma of 0:
+/// the last step of FastDPM and DDIM-type samplers, betatilde_1 of a DDPM
+/// sub-sequence, every step of DDIM eta 0) enters fine-tuning. Its
+/// log-density uses the std [`envs::schedule::DETERMINISTIC_STEP_STD`]
+/// (1e-3); evaluation and `rl-run sample` draw it without noise whatever
+/// the setting (docs/conventions.md, section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DeterministicStep {
+    /// Rollouts draw it from the Gaussian of its log-density, N(mean,
+    /// 1e-3^2), like every other step: the authors' finetune.py (the paper's
+    /// runs). Its score term is z / 1e-3 per dimension.
+    #[default]
+    Noisy,
+    /// Rollouts draw it without noise; its log-density keeps std 1e-3. The
+    /// action is then the rollout's own mean, so the step's score term is 0
+    /// on a round's first minibatch and afterwards only pulls the mean back
+    /// to the rollout's. shortcut before schema 3; kept for comparison.
+    Noiseless,
+    /// Part of the environment: drawn without noise and left out of the
+    /// agent's transitions, so no loss term trains the network there.
+    Excluded,
+    /// Drawn without noise; its term is the pathwise gradient of f through
+    /// the step, f(mu_theta(x_1)) (divided by the data dimensions under
+    /// `log_prob: Mean`), which is the limit of the noisy step's expected
+    /// score-function term as its std goes to 0, without its variance
+    /// (REINFORCE only, and only for the sampler's last step).
+    Pathwise,
 }
 
 /// Settings of the generator update that every agent honours.
@@ -53,6 +82,8 @@ pub struct GeneratorConfig {
     pub kl_weight: f64,
     /// Fixed or learned step variance.
     pub variance: VarianceConfig,
+    /// How a step the sampler takes without noise is drawn and trained.
+    pub deterministic_step: DeterministicStep,
 }
 
 impl Default for GeneratorConfig {
@@ -64,8 +95,35 @@ impl Default for GeneratorConfig {
             log_prob: LogProbReduction::Sum,
             kl_weight: 0.0,
             variance: VarianceConfig::Fixed,
+            deterministic_step: DeterministicStep::Noisy,
         }
     }
+}
+
+/// Why `setting` cannot train `policy`'s sampler, if it cannot: `Pathwise`
+/// takes only a noiseless last step (a noiseless step before it would need
+/// the gradient through the rest of the chain), `Excluded` must leave some
+/// step to train.
+fn check_deterministic_steps(
+    setting: DeterministicStep,
+    policy: &DiffusionPolicy,
+) -> Result<(), AgentError> {
+    let noiseless: Vec<usize> = (1..=policy.horizon())
+        .filter(|&t| policy.is_deterministic_step(t))
+        .collect();
+    let reason = match setting {
+        DeterministicStep::Pathwise if noiseless.iter().any(|&t| t > 1) => format!(
+            "Pathwise differentiates f through a noiseless last step only; this sampler has noiseless steps {noiseless:?} (1 is the last): use Noisy or Noiseless"
+        ),
+        DeterministicStep::Excluded if noiseless.len() == policy.horizon() => {
+            "Excluded leaves out every step of this sampler (all are noiseless): use Noisy".into()
+        }
+        _ => return Ok(()),
+    };
+    Err(AgentError::Invalid {
+        field: "task.generator.deterministic_step",
+        reason,
+    })
 }
 
 /// The policy being fine-tuned, its optimiser and the shared update rules.
@@ -83,6 +141,11 @@ impl Generator {
         if let VarianceConfig::Learned { floor, .. } = config.variance {
             policy.learn_variance(floor);
         }
+        check_deterministic_steps(config.deterministic_step, &policy)?;
+        policy.set_rollout_std(match config.deterministic_step {
+            DeterministicStep::Noisy => RolloutStd::Density,
+            _ => RolloutStd::Sampler,
+        });
         let reference = if config.kl_weight > 0.0 {
             Some(policy.frozen_copy().ok_or(AgentError::Unsupported(
                 "a KL penalty needs a policy that can be copied (the toy network)",
@@ -100,6 +163,13 @@ impl Generator {
             optimizer,
             reference,
         })
+    }
+
+    /// Whether the transitions of sampler step `t` are left out of the
+    /// update (`deterministic_step: Excluded` and a noiseless step).
+    pub fn excludes_step(&self, t: usize) -> bool {
+        self.config.deterministic_step == DeterministicStep::Excluded
+            && self.policy.is_deterministic_step(t)
     }
 
     /// The settings.

@@ -4,6 +4,7 @@
 //! the critic's shape (docs/conventions.md, section 5). Initialisation follows
 //! PyTorch's defaults as the reference code uses them.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::{Init, Path};
 use tch::Tensor;
 
@@ -178,29 +179,90 @@ impl envs::RewardModel for MlpCritic {
     }
 }
 
-/// The baseline V: conditional linear layers `dim -> hidden... -> 1`, ReLU
-/// between (the toy's hidden widths are `[256, 256]`).
+/// The last layer of a baseline, the one that outputs V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BaselineHead {
+    /// A conditional linear layer, indexed by the step like the hidden ones
+    /// (the authors' toy baseline, `value` in toy_exp/models.py).
+    Conditional,
+    /// A plain linear layer with Xavier-normal weights and PyTorch's default
+    /// bias (the authors' image baseline, `Value.lin4` in critic.py).
+    Linear,
+}
+
+impl BaselineHead {
+    /// The authors' head for samples of `shape`: `Linear` for images
+    /// (`[C, H, W]`), `Conditional` for vectors.
+    pub fn default_for(shape: &[i64]) -> Self {
+        if shape.len() > 1 {
+            BaselineHead::Linear
+        } else {
+            BaselineHead::Conditional
+        }
+    }
+}
+
+/// A built [`BaselineHead`].
+#[derive(Debug)]
+pub(crate) enum Head {
+    Conditional(ConditionalLinear),
+    Linear(Dense),
+}
+
+impl Head {
+    /// A `fan_in -> fan_out` head under `path` for `n_steps` sampler positions.
+    pub(crate) fn new(
+        kind: BaselineHead,
+        path: &Path,
+        fan_in: i64,
+        fan_out: i64,
+        n_steps: i64,
+    ) -> Self {
+        match kind {
+            BaselineHead::Conditional => {
+                Head::Conditional(ConditionalLinear::new(path, fan_in, fan_out, n_steps))
+            }
+            BaselineHead::Linear => Head::Linear(Dense::new(path, fan_in, fan_out, true)),
+        }
+    }
+
+    /// The head at the `[B]` int64 step indices.
+    pub(crate) fn forward(&self, x: &Tensor, steps: &Tensor) -> Tensor {
+        match self {
+            Head::Conditional(layer) => layer.forward(x, steps),
+            Head::Linear(layer) => layer.forward(x),
+        }
+    }
+}
+
+/// The baseline V: conditional linear layers `dim -> hidden...`, ReLU
+/// after each, then the head to 1 (the toy's hidden widths are `[256, 256]`).
 #[derive(Debug)]
 pub struct ConditionalBaseline {
-    layers: Vec<ConditionalLinear>,
+    hidden: Vec<ConditionalLinear>,
+    head: Head,
 }
 
 impl ConditionalBaseline {
     /// A baseline for `dim`-dimensional states at `n_steps` sampler
-    /// positions, with the given hidden widths (layers `lin1`, `lin2`, ...).
-    pub fn new(path: &Path, dim: i64, hidden: &[i64], n_steps: i64) -> Self {
-        let widths: Vec<i64> = std::iter::once(dim)
-            .chain(hidden.iter().copied())
-            .chain(std::iter::once(1))
-            .collect();
+    /// positions, with the given hidden widths (layers `lin1`, `lin2`, ...,
+    /// the head last).
+    pub fn new(path: &Path, dim: i64, hidden: &[i64], n_steps: i64, head: BaselineHead) -> Self {
+        let widths: Vec<i64> = std::iter::once(dim).chain(hidden.iter().copied()).collect();
+        let layer = |i: usize| path / format!("lin{}", i + 1);
         Self {
-            layers: widths
+            hidden: widths
                 .windows(2)
                 .enumerate()
-                .map(|(i, w)| {
-                    ConditionalLinear::new(&(path / format!("lin{}", i + 1)), w[0], w[1], n_steps)
-                })
+                .map(|(i, w)| ConditionalLinear::new(&layer(i), w[0], w[1], n_steps))
                 .collect(),
+            head: Head::new(
+                head,
+                &layer(hidden.len()),
+                *widths.last().expect("the input width"),
+                1,
+                n_steps,
+            ),
         }
     }
 }
@@ -208,11 +270,11 @@ impl ConditionalBaseline {
 impl ValueModel for ConditionalBaseline {
     /// V of each state of `x` (`[B, ...]`, flattened to vectors).
     fn value(&self, x: &Tensor, index: &Tensor) -> Tensor {
-        let (last, hidden) = self.layers.split_last().expect("at least one layer");
-        let h = hidden
+        let h = self
+            .hidden
             .iter()
             .fold(flat(x), |h, layer| layer.forward(&h, index).relu());
-        last.forward(&h, index).squeeze_dim(-1)
+        self.head.forward(&h, index).squeeze_dim(-1)
     }
 }
 
@@ -244,7 +306,8 @@ mod tests {
         let critic = MlpCritic::new(&cvs.root(), 2, 256);
         assert_eq!(critic.value(&x).size(), vec![5]);
         let bvs = VarStore::new(Device::Cpu);
-        let baseline = ConditionalBaseline::new(&bvs.root(), 2, &[256, 256], 10);
+        let baseline =
+            ConditionalBaseline::new(&bvs.root(), 2, &[256, 256], 10, BaselineHead::Conditional);
         assert_eq!(baseline.value(&x, &t).size(), vec![5]);
     }
 

@@ -44,6 +44,17 @@ impl Architecture {
     }
 }
 
+/// Which standard deviation the chains of a fine-tuning rollout are drawn with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RolloutStd {
+    /// The sampler's own (0 at a deterministic step), as evaluation draws them.
+    #[default]
+    Sampler,
+    /// The std of the step's log-density: a deterministic step is drawn with
+    /// [`envs::schedule::DETERMINISTIC_STEP_STD`] (the authors' finetune.py).
+    Density,
+}
+
 /// The learned standard deviation: sigma_t = max(exp(log_std_t), floor).
 struct LearnedStd {
     log_std: Tensor,
@@ -56,7 +67,9 @@ struct LearnedStd {
 pub struct DiffusionPolicy {
     vs: VarStore,
     net: Box<dyn EpsModel>,
+    schedule: Schedule,
     coefficients: StepCoefficients,
+    rollout_std: RolloutStd,
     architecture: Architecture,
     learned_std: Option<LearnedStd>,
     /// Chains whose noise prediction is computed at once when acting
@@ -78,6 +91,8 @@ impl DiffusionPolicy {
         let net = ToyEpsNet::new(&vs.root(), dim, width, network_steps);
         Self {
             coefficients: schedule.coefficients(device),
+            schedule: schedule.clone(),
+            rollout_std: RolloutStd::Sampler,
             net: Box::new(net),
             vs,
             architecture: Architecture::Toy {
@@ -97,6 +112,8 @@ impl DiffusionPolicy {
         let net = UNet::new(&vs.root(), config);
         Self {
             coefficients: schedule.coefficients(device),
+            schedule: schedule.clone(),
+            rollout_std: RolloutStd::Sampler,
             net: Box::new(net),
             vs,
             architecture: Architecture::UNet(config.clone()),
@@ -109,6 +126,8 @@ impl DiffusionPolicy {
     pub fn with_model(schedule: &Schedule, vs: VarStore, net: Box<dyn EpsModel>) -> Self {
         Self {
             coefficients: schedule.coefficients(vs.device()),
+            schedule: schedule.clone(),
+            rollout_std: RolloutStd::Sampler,
             net,
             vs,
             architecture: Architecture::Custom,
@@ -131,7 +150,37 @@ impl DiffusionPolicy {
             schedule.len(),
             self.horizon()
         );
-        self.coefficients = schedule.coefficients(self.vs.device());
+        self.coefficients = schedule.coefficients_as(self.vs.device(), self.coefficients.kind());
+        self.schedule = schedule.clone();
+    }
+
+    /// Converts the network's variables and the sampler's coefficients to
+    /// `kind` (`Kind::Double` for float64 sampling and gradients; the
+    /// coefficients are computed in float64 and rounded once to `kind`).
+    pub fn set_kind(&mut self, kind: Kind) {
+        match kind {
+            Kind::Double => self.vs.double(),
+            Kind::Half => self.vs.half(),
+            Kind::BFloat16 => self.vs.bfloat16(),
+            _ => self.vs.float(),
+        }
+        self.coefficients = self.schedule.coefficients_as(self.vs.device(), kind);
+    }
+
+    /// The sampler's schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// Which standard deviation [`DiffusionPolicy::act_in_rollout`] draws with.
+    pub fn set_rollout_std(&mut self, rollout_std: RolloutStd) {
+        self.rollout_std = rollout_std;
+    }
+
+    /// Whether sampler step `t` (1-based) draws no noise: a fixed variance
+    /// of 0 (FastDPM's and DDIM's last step, betatilde_1, DDIM eta 0).
+    pub fn is_deterministic_step(&self, t: usize) -> bool {
+        self.learned_std.is_none() && self.schedule.sigma(t) == 0.0
     }
 
     /// Makes the standard deviation of every step a trainable variable
@@ -158,6 +207,8 @@ impl DiffusionPolicy {
         let net = self.architecture.build(&vs)?;
         let mut copy = Self {
             coefficients: self.coefficients.shallow_clone(),
+            schedule: self.schedule.clone(),
+            rollout_std: self.rollout_std,
             net,
             vs,
             architecture: self.architecture.clone(),
@@ -268,7 +319,8 @@ impl DiffusionPolicy {
         })
     }
 
-    /// Draws the next samples of the chains, without tracking gradients.
+    /// Draws the next samples of the chains as the sampler does (evaluation,
+    /// `rl-run sample`), without tracking gradients.
     pub fn act(&self, state: &ChainState) -> Tensor {
         tch::no_grad(|| {
             let steps = state.steps();
@@ -277,8 +329,28 @@ impl DiffusionPolicy {
         })
     }
 
-    /// Draws the next samples without gradients, with their log-density under
-    /// this policy (reduced by `reduction`): what ratio-based agents store.
+    /// The standard deviation a fine-tuning rollout draws each row with
+    /// (see [`RolloutStd`]), broadcastable against `like`.
+    pub fn rollout_std(&self, steps: &Tensor, like: &Tensor) -> Tensor {
+        match self.rollout_std {
+            RolloutStd::Sampler => self.sampling_std(steps, like),
+            RolloutStd::Density => self.density_std(steps, like),
+        }
+    }
+
+    /// Draws the next samples of the chains of a fine-tuning rollout (with
+    /// [`DiffusionPolicy::rollout_std`]), without tracking gradients.
+    pub fn act_in_rollout(&self, state: &ChainState) -> Tensor {
+        tch::no_grad(|| {
+            let steps = state.steps();
+            let mean = self.mean_without_grad(&state.x, &steps);
+            gaussian::sample_with_std(&mean, &self.rollout_std(&steps, &mean))
+        })
+    }
+
+    /// Draws the next samples of a fine-tuning rollout without gradients,
+    /// with their log-density under this policy (reduced by `reduction`):
+    /// what ratio-based agents store.
     pub fn act_with_log_prob(
         &self,
         state: &ChainState,
@@ -287,7 +359,7 @@ impl DiffusionPolicy {
         tch::no_grad(|| {
             let steps = state.steps();
             let mean = self.mean_without_grad(&state.x, &steps);
-            let action = gaussian::sample_with_std(&mean, &self.sampling_std(&steps, &mean));
+            let action = gaussian::sample_with_std(&mean, &self.rollout_std(&steps, &mean));
             let std = self.density_std(&steps, &mean);
             let log_prob = gaussian::log_prob_with_std(&action, &mean, &std, reduction);
             (action, log_prob)

@@ -142,7 +142,9 @@ impl Agent<DiffusionEnv> for Ppo {
     fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
         let reduction = self.generator.config().log_prob;
         let (action, log_prob) = self.generator.policy().act_with_log_prob(obs, reduction);
-        self.episodes.step(&obs.x, &action, obs.t, Some(log_prob));
+        if !self.generator.excludes_step(obs.t) {
+            self.episodes.step(&obs.x, &action, obs.t, Some(log_prob));
+        }
         Ok(action)
     }
 

@@ -15,13 +15,14 @@
 //! drawn with the same law; memory flat in T').
 
 use envs::diffusion::{ChainState, DiffusionEnv};
+use envs::gaussian::{self, LogProbReduction};
 use envs::Step;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::{EpisodeCollector, TransitionBatch};
-use crate::generator::Generator;
+use crate::generator::{DeterministicStep, Generator};
 use crate::reservoir::Reservoir;
 use crate::{Agent, AgentError, UpdateStats};
 
@@ -91,6 +92,31 @@ pub(crate) fn cost_advantage(
     }
 }
 
+/// The pathwise term of noiseless last steps whose means are `mean` (`[B,
+/// ...]`, tracking the generator's gradients): per row, g . mean with g the
+/// critic's gradient at the detached mean, divided by the data dimensions
+/// under `LogProbReduction::Mean`. Its gradient is that of f(mu_theta(x_1)),
+/// the limit of the score-function term of a step drawn with std s as s goes
+/// to 0 (Stein: E[f(mu + s z) z / s] -> grad f(mu)), and no gradient reaches
+/// the critic's weights.
+pub fn pathwise_last_step(
+    critic: &dyn envs::RewardModel,
+    mean: &Tensor,
+    reduction: LogProbReduction,
+) -> Tensor {
+    let at = mean.detach().set_requires_grad(true);
+    let value = critic.value(&at).sum(at.kind());
+    let grad = Tensor::run_backward(&[value], &[&at], false, false)
+        .pop()
+        .expect("one input, one gradient");
+    let dims: Vec<i64> = (1..mean.dim() as i64).collect();
+    let term = (grad * mean).sum_dim_intlist(dims.as_slice(), false, mean.kind());
+    match reduction {
+        LogProbReduction::Sum => term,
+        LogProbReduction::Mean => term / mean.size()[1..].iter().product::<i64>() as f64,
+    }
+}
+
 /// Logs the mean and spread of a minibatch's advantages.
 pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
     stats.accumulate(
@@ -149,7 +175,9 @@ impl Reinforce {
     }
 
     /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
-    /// is the policy-gradient estimate.
+    /// is the policy-gradient estimate. With `deterministic_step: Pathwise`
+    /// the rows of the sampler's noiseless last step contribute the pathwise
+    /// term of [`pathwise_last_step`] instead.
     pub fn surrogate_loss(
         &self,
         batch: &TransitionBatch,
@@ -163,39 +191,70 @@ impl Reinforce {
             self.config.normalize_advantage,
         );
         let policy = self.generator.policy();
-        let log_prob = policy.log_prob(
-            &batch.state,
-            &batch.action,
-            &batch.step,
-            self.generator.config().log_prob,
-        );
+        let reduction = self.generator.config().log_prob;
+        let mean = policy.mean(&batch.state, &batch.step);
+        let std = policy.density_std(&batch.step, &mean);
+        let log_prob = gaussian::log_prob_with_std(&batch.action, &mean, &std, reduction);
         record_advantage(&advantage, stats);
         stats.accumulate(
             "generator/log_prob",
             log_prob.mean(Kind::Float).double_value(&[]),
         );
-        let loss = (&advantage * &log_prob).mean(Kind::Float);
+        let score_terms = &advantage * &log_prob;
+        let loss = match self.pathwise_rows(batch) {
+            None => score_terms.mean(score_terms.kind()),
+            Some(rows) => {
+                let rows_kept = score_terms.ones_like().index_fill(0, &rows, 0.0);
+                let pathwise =
+                    pathwise_last_step(critics.reward, &mean.index_select(0, &rows), reduction);
+                let kind = score_terms.kind();
+                ((score_terms * rows_kept).sum(kind) + pathwise.sum(kind))
+                    / batch.step.size()[0] as f64
+            }
+        };
         self.generator
             .penalised(loss, &batch.state, &batch.step, stats)
+    }
+
+    /// The rows of `batch` whose step takes the pathwise term (`None`
+    /// unless `deterministic_step: Pathwise` and some row is such a step).
+    fn pathwise_rows(&self, batch: &TransitionBatch) -> Option<Tensor> {
+        if self.generator.config().deterministic_step != DeterministicStep::Pathwise {
+            return None;
+        }
+        let policy = self.generator.policy();
+        let steps = Vec::<i64>::try_from(&batch.step.to_device(tch::Device::Cpu)).ok()?;
+        let rows: Vec<i64> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| policy.is_deterministic_step(t as usize))
+            .map(|(row, _)| row as i64)
+            .collect();
+        (!rows.is_empty()).then(|| Tensor::from_slice(&rows).to_device(batch.step.device()))
     }
 }
 
 impl Agent<DiffusionEnv> for Reinforce {
     fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
-        Ok(self.generator.policy().act(obs))
+        Ok(self.generator.policy().act_in_rollout(obs))
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
         let done = step.terminated || step.truncated;
+        let keep = !self.generator.excludes_step(obs.t);
         match &mut self.transitions {
             Transitions::Full(episodes) => {
-                episodes.step(&obs.x, action, obs.t, None);
+                if keep {
+                    episodes.step(&obs.x, action, obs.t, None);
+                }
                 if done {
                     episodes.finish(&step.obs.x);
                 }
             }
             Transitions::Reservoir(reservoir) => {
-                reservoir.step(&obs.x, action, obs.t);
+                if keep {
+                    reservoir.step(&obs.x, action, obs.t);
+                }
                 if done {
                     reservoir.finish(&step.obs.x);
                 }

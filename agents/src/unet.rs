@@ -588,8 +588,10 @@ impl UNet {
     /// numeric kind; real values are fine).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let train = self.train.get();
+        // In float32, then in the network's kind, as diffusers does.
         let temb = self
             .time_features(t)
+            .to_kind(x.kind())
             .apply(&self.time_linear_1)
             .silu()
             .apply(&self.time_linear_2);

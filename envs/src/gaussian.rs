@@ -3,7 +3,7 @@
 //! section 2).
 
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::schedule::StepCoefficients;
 
@@ -108,8 +108,10 @@ pub fn kl_divergence(
 fn reduce(elementwise: &Tensor, reduction: LogProbReduction) -> Tensor {
     let dims: Vec<i64> = (1..elementwise.dim() as i64).collect();
     match reduction {
-        LogProbReduction::Sum => elementwise.sum_dim_intlist(dims.as_slice(), false, Kind::Float),
-        LogProbReduction::Mean => elementwise.mean_dim(dims.as_slice(), false, Kind::Float),
+        LogProbReduction::Sum => {
+            elementwise.sum_dim_intlist(dims.as_slice(), false, elementwise.kind())
+        }
+        LogProbReduction::Mean => elementwise.mean_dim(dims.as_slice(), false, elementwise.kind()),
     }
 }
 
@@ -117,7 +119,7 @@ fn reduce(elementwise: &Tensor, reduction: LogProbReduction) -> Tensor {
 mod tests {
     use super::*;
     use crate::schedule::{BetaSchedule, Schedule, Variance};
-    use tch::Device;
+    use tch::{Device, Kind};
 
     fn coefs() -> (Schedule, StepCoefficients) {
         let s = Schedule::new(

@@ -390,13 +390,17 @@ impl Schedule {
         }
     }
 
-    /// The per-step coefficients as tensors on `device`, for batched use.
+    /// The per-step coefficients as float32 tensors on `device`, for batched use.
     pub fn coefficients(&self, device: Device) -> StepCoefficients {
+        self.coefficients_as(device, Kind::Float)
+    }
+
+    /// The per-step coefficients as `kind` tensors on `device` (computed in
+    /// float64, rounded once to `kind`).
+    pub fn coefficients_as(&self, device: Device, kind: Kind) -> StepCoefficients {
         let per_step = |f: &dyn Fn(usize) -> f64| {
             let v: Vec<f64> = (1..=self.len()).map(f).collect();
-            Tensor::from_slice(&v)
-                .to_kind(Kind::Float)
-                .to_device(device)
+            Tensor::from_slice(&v).to_kind(kind).to_device(device)
         };
         StepCoefficients {
             eps_scale: per_step(&|t| self.affine(t).1),
@@ -471,6 +475,11 @@ pub struct StepCoefficients {
 }
 
 impl StepCoefficients {
+    /// The element kind of the coefficient tensors.
+    pub fn kind(&self) -> Kind {
+        self.eps_scale.kind()
+    }
+
     /// Handles on the same tensors.
     pub fn shallow_clone(&self) -> Self {
         Self {

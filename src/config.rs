@@ -15,7 +15,7 @@ use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
 use agents::unet::UNetConfig;
 use envs::datasets::DataSet;
-use envs::sampler::SamplerConfig;
+use envs::sampler::{DdpmDefaults, SamplerConfig};
 use envs::schedule::{BetaSchedule, Variance};
 use serde::{Deserialize, Serialize};
 
@@ -164,10 +164,29 @@ pub struct EnvConfig {
     /// The step variance of the full chain and of DDPM sub-sequences.
     #[serde(default)]
     pub variance: Variance,
+    /// Clamp the predicted x_0 to [-1, 1] in the steps of the full chain and
+    /// of DDPM sub-sequences, as the DDPM samplers of Ho et al. and of the
+    /// DDIM code do for images. Default: on for images, off for toy sets
+    /// (the authors' toy code does not clip); a loaded experiment always
+    /// holds the resolved value. FastDPM, DDIM and so the SFT-PG samplers
+    /// never clip (neither does the authors' code).
+    #[serde(default)]
+    pub clip_x0: Option<bool>,
     /// How the model is sampled: its full chain (the default) or a
     /// T'-step sampler built on its training schedule.
     #[serde(default)]
     pub sampler: SamplerConfig,
+}
+
+impl EnvConfig {
+    /// The variance and clipping that `Full` and `Ddpm` samplers take from
+    /// the environment.
+    pub fn ddpm_defaults(&self) -> DdpmDefaults {
+        DdpmDefaults {
+            variance: self.variance,
+            clip_x0: self.clip_x0.unwrap_or(false),
+        }
+    }
 }
 
 /// The generator network: `Toy(width: 128)` or `UNet(...)`.
@@ -420,9 +439,11 @@ impl Experiment {
     }
 
     /// Writes out the settings whose default depends on the data (image
-    /// flips, the baseline's head), so that a stored experiment holds them.
+    /// flips, x_0 clipping, the baseline's head), so that a stored
+    /// experiment holds them.
     fn resolve_defaults(&mut self) {
         self.data.flip = Some(self.data.flips());
+        self.env.clip_x0 = Some(self.env.clip_x0.unwrap_or(self.data.set.is_images()));
         let shape = self.data.set.element_shape();
         if let Task::FineTune(task) = &mut self.task {
             let head = &mut task.critic.baseline_head;
@@ -472,9 +493,11 @@ impl Experiment {
     }
 
     /// A stored experiment of schema 1 or 2 in today's terms: its rollouts
-    /// drew deterministic steps without noise and its baseline had a
-    /// conditional last layer (neither was a setting then).
+    /// drew deterministic steps without noise, its baseline had a
+    /// conditional last layer and its DDPM samplers did not clip x_0 (none
+    /// was a setting then).
     fn migrate_rollouts_from_schema_2(&mut self) {
+        self.env.clip_x0 = Some(false);
         if let Task::FineTune(task) = &mut self.task {
             task.generator.deterministic_step = DeterministicStep::Noiseless;
             task.critic.baseline_head = Some(BaselineHead::Conditional);
@@ -545,6 +568,11 @@ impl Experiment {
             !self.data.flips() || self.data.set.is_images(),
             "data.flip",
             "flips are for images; this data set is a toy distribution".into(),
+        );
+        check.that(
+            self.env.clip_x0 != Some(true) || self.data.set.is_images(),
+            "env.clip_x0",
+            "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution".into(),
         );
         check.at_least("env.steps", self.env.steps, 1);
         match self.env.schedule {
@@ -767,7 +795,13 @@ impl Experiment {
                 );
                 check.non_negative("env.sampler.clip_pixel", clip_pixel);
             }
-            SamplerConfig::Full | SamplerConfig::Ddpm { .. } => {}
+            SamplerConfig::Ddpm { clip_x0, .. } => check.that(
+                clip_x0 != Some(true) || self.data.set.is_images(),
+                "env.sampler.clip_x0",
+                "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution"
+                    .into(),
+            ),
+            SamplerConfig::Full => {}
         }
     }
 
@@ -1041,6 +1075,7 @@ mod tests {
     /// without noise at deterministic steps, a conditional baseline head.
     fn as_schema_2(user: &Experiment) -> Experiment {
         let mut old = user.clone();
+        old.env.clip_x0 = Some(false);
         if let Task::FineTune(task) = &mut old.task {
             task.generator.deterministic_step = DeterministicStep::Noiseless;
             task.critic.baseline_head = Some(BaselineHead::Conditional);
@@ -1066,7 +1101,8 @@ mod tests {
             .replace("schema: 3,", "")
             .replace("lambda: 0.1", "lambda: 1.0")
             .replace("deterministic_step: Noisy,", "")
-            .replace("baseline_head: Conditional,", "");
+            .replace("baseline_head: Conditional,", "")
+            .replace("clip_x0: false,", "");
         assert!(
             !old.contains("schema") && !old.contains("baseline_head"),
             "{old}"
@@ -1107,8 +1143,14 @@ mod tests {
         let old = stored
             .replace("schema: 3,", "schema: 2,")
             .replace("deterministic_step: Noisy,", "")
-            .replace("baseline_head: Linear,", "");
-        assert!(!old.contains("baseline_head") && !old.contains("deterministic_step"));
+            .replace("baseline_head: Linear,", "")
+            .replace("clip_x0: true,", "");
+        assert!(
+            !old.contains("baseline_head")
+                && !old.contains("deterministic_step")
+                && !old.contains("clip_x0"),
+            "{old}"
+        );
         let read = Experiment::parse_serialized(&old, &path).unwrap();
         assert_eq!(read, as_schema_2(&user));
         assert_eq!(read.schema, CURRENT_SCHEMA);
@@ -1118,6 +1160,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(task(&toy).1, Some(BaselineHead::Conditional));
+        // Images clip the DDPM samplers' x_0 by default, toy sets do not.
+        assert_eq!(user.env.clip_x0, Some(true));
+        assert_eq!(toy.env.clip_x0, Some(false));
     }
 
     #[test]

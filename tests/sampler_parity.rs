@@ -1,8 +1,10 @@
 //! The samplers against diffusers' schedulers, step by step: DDPM
 //! sub-sequences against `DDPMScheduler` (betatilde variance) and DDIM
 //! against `DDIMScheduler` (eta 0, 0.5 and 1), on fixed samples, eps and
-//! noise, clipping off. Each step of ours is
-//! x' = (x - eps_scale eps) x_scale + sigma z.
+//! noise, clipping off but for one DDPM case with the predicted x_0 clamped
+//! to [-1, 1] (diffusers' `clip_sample`). Each step of ours is
+//! x' = mean + sigma z, the mean (x - eps_scale eps) x_scale with eps
+//! replaced by the noise of the clamped x_0 where clipping is on.
 
 mod common;
 
@@ -37,6 +39,8 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
             SamplerConfig::Ddpm {
                 steps: 10,
                 spacing: Spacing::Leading,
+                variance: None,
+                clip_x0: None,
             },
         ),
         (
@@ -44,6 +48,17 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
             SamplerConfig::Ddpm {
                 steps: 8,
                 spacing: Spacing::Trailing,
+                variance: None,
+                clip_x0: None,
+            },
+        ),
+        (
+            "ddpm_leading_clipped",
+            SamplerConfig::Ddpm {
+                steps: 10,
+                spacing: Spacing::Leading,
+                variance: None,
+                clip_x0: Some(true),
             },
         ),
         (
@@ -89,11 +104,20 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
             read(&folder, "out"),
         );
         let mut x = read(&folder, "x");
+        let mut clamped = 0;
         for i in 0..horizon {
             let t = horizon - i - 1; // 0-based index of the step being taken
-            let at = |v: &Tensor| v.double_value(&[t]);
-            let next =
-                (&x - eps.get(i) * at(&c.eps_scale)) * at(&c.x_scale) + noise.get(i) * at(&c.sigma);
+            let steps = Tensor::from_slice(&[t + 1]);
+            let mean = envs::gaussian::mean_from_eps(&c, &x, &eps.get(i), &steps);
+            if c.clip_x0.is_some() {
+                let (a, b) = (
+                    c.sqrt_alpha_bar.double_value(&[t]),
+                    c.sqrt_one_minus_alpha_bar.double_value(&[t]),
+                );
+                let x0 = (&x - eps.get(i) * b) / a;
+                clamped += x0.abs().gt(1.0).sum(Kind::Int64).int64_value(&[]);
+            }
+            let next = mean + noise.get(i) * c.sigma.double_value(&[t]);
             let expected = out.get(i);
             let diff = (&next - &expected).abs().max().double_value(&[]);
             let scale = expected.abs().max().double_value(&[]);
@@ -103,6 +127,9 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
             );
             // Continue from diffusers' sample, so that each step is compared alone.
             x = expected;
+        }
+        if c.clip_x0.is_some() {
+            assert!(clamped > 0, "{case}: the clamp was exercised");
         }
     }
 }

@@ -58,6 +58,29 @@ pub enum FastDpmKind {
     Step,
 }
 
+/// What the DDPM samplers (`Full`, `Ddpm`) take from the environment
+/// unless the sampler sets it: the step variance and whether the predicted
+/// x_0 is clamped to [-1, 1]. A bare [`Variance`] converts with clipping off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdpmDefaults {
+    /// `env.variance`.
+    pub variance: Variance,
+    /// `env.clip_x0`.
+    pub clip_x0: bool,
+}
+
+impl From<Variance> for DdpmDefaults {
+    fn from(variance: Variance) -> Self {
+        Self {
+            variance,
+            clip_x0: false,
+        }
+    }
+}
+
+/// The bound of a clamped x_0: data in [-1, 1].
+const X0_BOUND: f64 = 1.0;
+
 /// The sampler of an experiment (`env.sampler`).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +96,14 @@ pub enum SamplerConfig {
         /// Which training steps.
         #[serde(default)]
         spacing: Spacing,
+        /// The step variance (default: `env.variance`).
+        #[serde(default)]
+        variance: Option<Variance>,
+        /// Clamp the predicted x_0 to [-1, 1] in each step's mean, as Ho et
+        /// al.'s and the DDIM code's DDPM samplers do for images (default:
+        /// `env.clip_x0`).
+        #[serde(default)]
+        clip_x0: Option<bool>,
     },
     /// DDIM (Song et al.) on a sub-sequence: eta = 0 is deterministic, 1 is
     /// DDPM with the betatilde variance.
@@ -150,7 +181,26 @@ impl SamplerConfig {
     pub fn describe(&self) -> String {
         match *self {
             SamplerConfig::Full => "full chain".into(),
-            SamplerConfig::Ddpm { spacing, .. } => format!("DDPM, {spacing:?} steps"),
+            SamplerConfig::Ddpm {
+                spacing,
+                variance,
+                clip_x0,
+                ..
+            } => {
+                let mut text = format!("DDPM, {spacing:?} steps");
+                if let Some(variance) = variance {
+                    text.push_str(match variance {
+                        Variance::Beta => ", beta",
+                        Variance::PosteriorBetaTilde => ", betatilde",
+                    });
+                }
+                match clip_x0 {
+                    Some(true) => text.push_str(", x_0 clipped"),
+                    Some(false) => text.push_str(", x_0 not clipped"),
+                    None => {}
+                }
+                text
+            }
             SamplerConfig::Ddim { eta, spacing, .. } => {
                 format!("DDIM eta {eta}, {spacing:?} steps")
             }
@@ -185,15 +235,36 @@ impl SamplerConfig {
     }
 
     /// The sampler's schedule on a model trained with `training_betas`
-    /// (`variance` is that of the full chain and of DDPM sub-sequences).
-    pub fn build(&self, training_betas: &[f64], variance: Variance) -> Result<Schedule, EnvError> {
+    /// (`defaults`: the variance and x_0 clipping of the full chain and of
+    /// DDPM sub-sequences that do not set their own).
+    pub fn build(
+        &self,
+        training_betas: &[f64],
+        defaults: impl Into<DdpmDefaults>,
+    ) -> Result<Schedule, EnvError> {
+        let defaults = defaults.into();
+        let clipped = |schedule: Schedule, clip: bool| match clip {
+            true => schedule.with_clipped_x0(X0_BOUND),
+            false => Ok(schedule),
+        };
         let t = training_betas.len();
         match *self {
-            SamplerConfig::Full => Schedule::new(training_betas.to_vec(), variance),
-            SamplerConfig::Ddpm { steps, spacing } => Schedule::subsample(
-                training_betas,
-                &one_based(&spaced(spacing, t, steps)?),
+            SamplerConfig::Full => clipped(
+                Schedule::new(training_betas.to_vec(), defaults.variance)?,
+                defaults.clip_x0,
+            ),
+            SamplerConfig::Ddpm {
+                steps,
+                spacing,
                 variance,
+                clip_x0,
+            } => clipped(
+                Schedule::subsample(
+                    training_betas,
+                    &one_based(&spaced(spacing, t, steps)?),
+                    variance.unwrap_or(defaults.variance),
+                )?,
+                clip_x0.unwrap_or(defaults.clip_x0),
             ),
             SamplerConfig::Ddim {
                 steps,
@@ -504,6 +575,8 @@ mod tests {
         let ddpm = SamplerConfig::Ddpm {
             steps: 10,
             spacing: Spacing::Quadratic,
+            variance: None,
+            clip_x0: None,
         }
         .build(&betas, Variance::PosteriorBetaTilde)
         .unwrap();

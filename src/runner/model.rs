@@ -17,7 +17,7 @@ use agents::unet::UNetConfig;
 /// The schedule of the experiment's sampler (`env.sampler` on the training schedule).
 pub fn schedule(exp: &Experiment) -> Result<Schedule, RunError> {
     let betas = exp.env.schedule.betas(exp.env.steps)?;
-    Ok(exp.env.sampler.build(&betas, exp.env.variance)?)
+    Ok(exp.env.sampler.build(&betas, exp.env.ddpm_defaults())?)
 }
 
 /// The model's training schedule: all `env.steps` steps of `env.schedule`.
@@ -203,7 +203,12 @@ pub fn policy_with_sampler(
         (&analytic, sampler)
     {
         // Loaded as the DDPM sub-sequence whose variances it then replaces.
-        exp.env.sampler = envs::sampler::SamplerConfig::Ddpm { steps, spacing };
+        exp.env.sampler = envs::sampler::SamplerConfig::Ddpm {
+            steps,
+            spacing,
+            variance: None,
+            clip_x0: Some(false),
+        };
         exp.env.variance = envs::schedule::Variance::PosteriorBetaTilde;
     }
     let policy = match weights {

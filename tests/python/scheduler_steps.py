@@ -6,8 +6,8 @@ usage: scheduler_steps.py OUT_DIR
 For each case, OUT_DIR/<case>/ gets timesteps.npy (the network times, first
 step first), x.npy (the starting sample), eps.npy and noise.npy (one per
 step: the eps fed to the step and the noise it draws) and out.npy (the sample
-after each step). Clipping of the predicted x_0 is off (it would break the
-affine form). T = 1000, linear betas 1e-4 .. 0.02.
+after each step). Clipping of the predicted x_0 to [-1, 1] is on in the
+`*_clipped` cases only. T = 1000, linear betas 1e-4 .. 0.02.
 """
 
 import os
@@ -23,6 +23,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 CASES = {
     "ddpm_leading": ("ddpm", dict(timestep_spacing="leading"), 10, None),
     "ddpm_trailing": ("ddpm", dict(timestep_spacing="trailing"), 8, None),
+    "ddpm_leading_clipped": ("ddpm", dict(timestep_spacing="leading"), 10, None),
     "ddim_leading_eta0": ("ddim", dict(timestep_spacing="leading"), 10, 0.0),
     "ddim_trailing_eta05": ("ddim", dict(timestep_spacing="trailing"), 10, 0.5),
     "ddim_leading_eta1": ("ddim", dict(timestep_spacing="leading"), 7, 1.0),
@@ -31,7 +32,8 @@ CASES = {
 def run(case, out):
     kind, spacing, steps, eta = CASES[case]
     common = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02,
-                  beta_schedule="linear", clip_sample=False, **spacing)
+                  beta_schedule="linear", clip_sample=case.endswith("_clipped"),
+                  clip_sample_range=1.0, **spacing)
     if kind == "ddpm":
         sched = DDPMScheduler(variance_type="fixed_small", **common)
     else:

@@ -806,8 +806,10 @@ impl Experiment {
     }
 
     /// Path of another experiment named relative to this one's file.
+    /// The path is cleaned lexically (`experiments/../models/x` is
+    /// `models/x`), so that messages name it as a user would.
     pub fn resolve_relative(own_path: &Path, other: &str) -> PathBuf {
-        own_path.parent().unwrap_or(Path::new(".")).join(other)
+        path_clean::clean(own_path.parent().unwrap_or(Path::new(".")).join(other))
     }
 }
 

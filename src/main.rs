@@ -407,8 +407,23 @@ fn run(cli: Cli) -> Result<()> {
             let Some(path) = cli.experiment else {
                 anyhow::bail!("name an experiment file, e.g. `rl-run experiments/sft_pg_swissroll.ron` (see --help)");
             };
-            if cli.fetch {
-                let catalog = Catalog::load(cli.catalog.as_deref())?;
+            let catalog = Catalog::load(cli.catalog.as_deref())?;
+            if !cli.fetch {
+                // Every missing input at once, each with its fetch command.
+                let missing = needs::missing_inputs(&path, &cli.set, &catalog)?;
+                if !missing.is_empty() {
+                    let lines: Vec<String> = missing.iter().map(|m| format!("  - {m}")).collect();
+                    anyhow::bail!(
+                        "{} cannot start: {} missing:\n{}\n(--fetch downloads those the catalog has)",
+                        path.display(),
+                        match missing.len() {
+                            1 => "an input is".to_string(),
+                            n => format!("{n} inputs are"),
+                        },
+                        lines.join("\n")
+                    );
+                }
+            } else {
                 for need in needs::needs(&path, &cli.set, &catalog)? {
                     eprintln!(
                         "rl-run: {} is missing; fetching {}",

@@ -120,6 +120,36 @@ pub fn hint(error: &(dyn Error + 'static), catalog: &Catalog) -> Option<String> 
     None
 }
 
+/// An input of a run that is not there: a data set's folder or a
+/// pretrained model's folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MissingInput {
+    /// The missing folder.
+    pub dir: PathBuf,
+    /// What it is (`data.set.dir of sft_pg_cifar.ron`, ...).
+    pub role: String,
+    /// The catalog resource that supplies it, if one does.
+    pub fetch: Option<Need>,
+}
+
+impl std::fmt::Display for MissingInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.dir.display(), self.role)?;
+        match &self.fetch {
+            Some(need) => write!(
+                f,
+                ": `{}` downloads {}",
+                need.command(),
+                need.resource.summary
+            ),
+            None => write!(
+                f,
+                ": not in the fetch catalog; point the setting at your copy"
+            ),
+        }
+    }
+}
+
 /// The missing folders of the catalog that the experiment or ablation in
 /// `path` (and the runs it starts from or compares with) needs: a data
 /// set's `dir`, a fine-tuning `init` that names a hub model's folder.
@@ -128,6 +158,22 @@ pub fn needs(
     overrides: &[Override],
     catalog: &Catalog,
 ) -> Result<Vec<Need>, RunError> {
+    Ok(missing_inputs(path, overrides, catalog)?
+        .into_iter()
+        .filter_map(|m| m.fetch)
+        .collect())
+}
+
+/// Every data set folder and pretrained model folder that the experiment,
+/// ablation or comparison in `path` (and the runs it starts from or
+/// compares with) needs and that is not there, each with the catalog
+/// resource that supplies it where there is one: what a run reports at once
+/// before it starts, rather than one missing input per attempt.
+pub fn missing_inputs(
+    path: &Path,
+    overrides: &[Override],
+    catalog: &Catalog,
+) -> Result<Vec<MissingInput>, RunError> {
     let mut found = Vec::new();
     let mut seen = HashSet::new();
     collect(path, overrides, catalog, &mut seen, &mut found)?;
@@ -139,7 +185,7 @@ fn collect(
     overrides: &[Override],
     catalog: &Catalog,
     seen: &mut HashSet<PathBuf>,
-    found: &mut Vec<Need>,
+    found: &mut Vec<MissingInput>,
 ) -> Result<(), RunError> {
     if !seen.insert(path.to_path_buf()) {
         return Ok(());
@@ -164,17 +210,24 @@ fn collect(
         return Ok(());
     }
     let exp = crate::overrides::apply(Experiment::parse(&text, path)?, overrides, path)?;
-    let mut add = |dir: &Path| {
-        if !dir.exists() {
-            if let Some(need) = for_path(catalog, dir) {
-                if !found.contains(&need) {
-                    found.push(need);
-                }
-            }
+    let file = path.display();
+    let mut add = |dir: &Path, role: String| {
+        if !dir.exists() && !found.iter().any(|m: &MissingInput| m.dir == dir) {
+            found.push(MissingInput {
+                dir: dir.to_path_buf(),
+                role,
+                fetch: for_path(catalog, dir),
+            });
         }
     };
-    if let DataSet::Mnist { dir, .. } | DataSet::Cifar10 { dir } = &exp.data.set {
-        add(dir);
+    match &exp.data.set {
+        DataSet::Mnist { dir, .. }
+        | DataSet::Cifar10 { dir }
+        | DataSet::Digits { dir }
+        | DataSet::ImageFolder { dir, .. } => {
+            add(dir, format!("data.set.dir of {file}"));
+        }
+        _ => {}
     }
     let mut others: Vec<PathBuf> = exp
         .compare
@@ -185,12 +238,19 @@ fn collect(
         let init = Experiment::resolve_relative(path, &task.init);
         if init.exists() {
             others.insert(0, init);
-        } else {
-            add(&init);
+        } else if init.extension().is_none_or(|e| e != "ron") {
+            // A missing experiment file is a configuration error of its own.
+            add(&init, format!("task.init of {file}, a pretrained model"));
         }
     }
     for other in others.into_iter().filter(|p| p.is_file()) {
-        collect(&other, &[], catalog, seen, found)?;
+        // A run that is trained already needs nothing more.
+        let trained = Experiment::load(&other).is_ok_and(|o| {
+            crate::checkpoint::Checkpoint::exists(&crate::runner::model::run_dir(&o).join("final"))
+        });
+        if !trained {
+            collect(&other, &[], catalog, seen, found)?;
+        }
     }
     Ok(())
 }

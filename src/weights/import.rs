@@ -43,7 +43,13 @@ pub fn read_tensors(path: &Path) -> Result<BTreeMap<String, Tensor>, WeightsErro
     }
     let tensors = Tensor::read_safetensors(path).map_err(|e| WeightsError::Format {
         path: path.to_path_buf(),
-        message: format!("not a readable safetensors file: {e}"),
+        // libtorch's message names the path, which the error already does.
+        message: format!(
+            "not a readable safetensors file ({})",
+            e.to_string()
+                .replace(&format!(" {}", path.display()), "")
+                .trim_end_matches(':')
+        ),
     })?;
     let mut named = BTreeMap::new();
     for (key, tensor) in tensors {

@@ -342,6 +342,18 @@ pub enum FeatureConfig {
     },
 }
 
+impl FeatureConfig {
+    /// A short name of the kind of network: `inception`, `torchscript`,
+    /// `classifier` (in the names of logged values).
+    pub fn name(&self) -> &'static str {
+        match self {
+            FeatureConfig::Inception => "inception",
+            FeatureConfig::TorchScript(_) => "torchscript",
+            FeatureConfig::Classifier { .. } => "classifier",
+        }
+    }
+}
+
 /// FID logged at every evaluation of an image run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -349,8 +361,15 @@ pub struct FidEvalConfig {
     /// Samples measured, against all training images (drawn apart from the
     /// W2's samples, from their own fixed noise).
     pub n: usize,
-    /// The feature network.
+    /// The feature network (`eval/fid`, or `eval/classifier_fid` for the
+    /// classifier; the `fid` column of eval.csv).
     pub features: FeatureConfig,
+    /// Further feature networks measured on the same samples and logged
+    /// beside (`eval/<name>_fid` and a `<name>_fid` column of eval.csv, name
+    /// `inception`, `classifier` or `torchscript`): e.g. the framework's
+    /// classifier beside Inception on MNIST.
+    #[serde(default)]
+    pub also: Vec<FeatureConfig>,
     /// Images per forward pass of the feature network.
     #[serde(default = "fid_batch")]
     pub batch: usize,
@@ -740,6 +759,20 @@ impl Experiment {
             check.at_least("eval.fid.batch", fid.batch, 1);
             if let FeatureConfig::Classifier { epochs } = fid.features {
                 check.at_least("eval.fid.features.epochs", epochs, 1);
+            }
+            for (i, also) in fid.also.iter().enumerate() {
+                if let FeatureConfig::Classifier { epochs } = also {
+                    check.at_least("eval.fid.also.epochs", *epochs, 1);
+                }
+                let earlier = std::iter::once(&fid.features).chain(&fid.also[..i]);
+                check.that(
+                    earlier.clone().all(|f| f.name() != also.name()),
+                    "eval.fid.also",
+                    format!(
+                        "{} is measured already; each feature network once",
+                        also.name()
+                    ),
+                );
             }
         }
         check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);

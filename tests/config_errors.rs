@@ -213,3 +213,51 @@ fn the_cli_refuses_a_bad_file_before_doing_anything() {
         )
     );
 }
+
+#[test]
+fn a_run_names_every_missing_input_at_once_with_its_fetch_command() {
+    let dir = temp_dir("missing_inputs");
+    std::fs::create_dir_all(dir.join("experiments")).unwrap();
+    let data = dir.join("data/cifar-10-batches-bin");
+    let file = dir.join("experiments/fine.ron");
+    // The init path goes up a folder: it is printed cleaned.
+    let text = format!(
+        r#"Experiment(
+    name: "fine",
+    data: (set: Cifar10(dir: "{data}")),
+    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
+          sampler: FastDpm(steps: 10, kind: Var, schedule: Quadratic, kappa: 1.0)),
+    model: UNet(in_channels: 3, resolution: 32, channels: 32, channel_mult: [1, 2],
+                res_blocks: 1, attention_resolutions: [], norm_groups: 8),
+    task: FineTune(init: "../models/ddpm-cifar10-32", epochs: 1, batch: 4,
+                   agent: Reinforce(use_baseline: true),
+                   critic: (network: Conv(channels: [8, 16, 32]))),
+    record: (dir: "{runs}"),
+)"#,
+        data = data.display(),
+        runs = dir.join("runs").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    let out = rl_run()
+        .arg(&file)
+        .args(["--quiet", "--no-table"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    let models = dir.join("models");
+    for part in [
+        "2 inputs are missing".to_string(),
+        format!("{} (data.set.dir of", data.display()),
+        format!("rl-run fetch cifar10 --into {}", dir.join("data").display()),
+        format!("{} (task.init of", models.join("ddpm-cifar10-32").display()),
+        format!(
+            "rl-run fetch google/ddpm-cifar10-32 --into {}",
+            models.display()
+        ),
+    ] {
+        assert!(message.contains(&part), "missing {part:?} in {message}");
+    }
+    assert!(!message.contains(".."), "{message}");
+    assert!(!dir.join("runs").exists(), "nothing started");
+}

@@ -100,7 +100,11 @@ pub const CRITIC_NETWORKS: &[Registered] = &[
     },
     Registered {
         ron: "baseline: Conv(channels: [128, 256, 512])",
-        summary: "a convolutional baseline: the critic's 4x4 stride-2 convs with per-step channel gains (LeakyReLU 0.2), mean over space, a conditional-linear layer to 1",
+        summary: "a convolutional baseline: the critic's 4x4 stride-2 convs with per-step channel gains (LeakyReLU 0.2), mean over space, then the head to 1",
+    },
+    Registered {
+        ron: "baseline_head: Linear",
+        summary: "the baseline's last layer: Linear (plain, the authors' image baseline; the default for images) or Conditional (indexed by step, their toy baseline; the default for vectors)",
     },
 ];
 
@@ -122,6 +126,10 @@ pub const GENERATOR_SETTINGS: &[Registered] = &[
         ron: "variance: Fixed",
         summary:
             "Fixed, or Learned(floor: 1e-3, lr: 1e-3): a trained per-step log-std, floored, own lr",
+    },
+    Registered {
+        ron: "deterministic_step: Noisy",
+        summary: "a noiseless sampler step (FastDPM's last) in fine-tuning: Noisy (drawn with the std 1e-3 of its log-density, the authors'), Noiseless, Excluded (left to the environment), Pathwise (grad f through the last step)",
     },
 ];
 

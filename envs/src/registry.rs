@@ -20,11 +20,11 @@ pub const ENVIRONMENTS: &[Registered] = &[Registered {
 pub const SAMPLERS: &[Registered] = &[
     Registered {
         ron: "Full",
-        summary: "every training step, DDPM with env.variance (the toy experiments)",
+        summary: "every training step, DDPM with env.variance, x_0 clipped to [-1, 1] where env.clip_x0 (default: images)",
     },
     Registered {
         ron: "Ddpm(steps: 10, spacing: Uniform)",
-        summary: "DDPM on a sub-sequence: sub-sampled betas, env.variance; spacing Uniform | Quadratic | Leading | Trailing | Linspace",
+        summary: "DDPM on a sub-sequence: sub-sampled betas; spacing Uniform | Quadratic | Leading | Trailing | Linspace; variance and clip_x0 default to env.variance and env.clip_x0",
     },
     Registered {
         ron: "Ddim(steps: 10, eta: 0.0, spacing: Uniform)",

@@ -121,8 +121,12 @@ pub enum Variance {
     PosteriorBetaTilde,
 }
 
-/// The standard deviation used in log-densities where the sampling step
-/// itself is deterministic (betatilde_1 = 0, an eta = 0 step), as FastDPM does.
+/// The standard deviation of a step the sampler takes without noise
+/// (betatilde_1 = 0, FastDPM's and DDIM's last step, an eta = 0 step) in
+/// fine-tuning: its log-density uses it and, by default, rollouts draw the
+/// step with it, as the authors' SFT-PG finetune.py does (`0.001`, in its
+/// sampling loop and log-probability). FastDPM itself samples such a step
+/// without noise, as evaluation here does.
 pub const DETERMINISTIC_STEP_STD: f64 = 1e-3;
 
 /// How each step's mean and standard deviation follow from the cumulative
@@ -344,9 +348,12 @@ impl Schedule {
 
     /// The same steps with the x_0 that eps predicts, (x - sqrt(1 - abar) eps)
     /// / sqrt(abar), clamped to [-limit, limit] before the mean is taken (the
-    /// noise consistent with the clamped x_0 replaces eps), as the DDPM and
-    /// Analytic-DPM samplers of the original code do for data in [-1, 1].
-    /// The step is then affine in x and eps only where nothing is clamped.
+    /// noise consistent with the clamped x_0 replaces eps), as Ho et al.'s and
+    /// the DDIM code's DDPM sampling and Bao et al.'s Analytic-DPM do for
+    /// images in [-1, 1]. The samplers use it where `env.clip_x0` (or a
+    /// sampler's own `clip_x0`) asks and for Analytic-DPM; FastDPM and DDIM
+    /// steps never clip. The step is then affine in x and eps only where
+    /// nothing is clamped.
     ///
     /// # Errors
     /// [`EnvError::Invalid`] for a bound that is not positive and finite.

@@ -30,17 +30,19 @@ pub struct Session {
     progress: ProgressBar,
     epoch_started: Instant,
     steps_at_epoch_start: u64,
-    /// The FID's feature network and training-set statistics, made at the
-    /// first evaluation that needs them.
-    fid: Option<FidProbe>,
+    /// The FID's feature networks (`eval.fid.features`, then `eval.fid.also`)
+    /// and their training-set statistics, made at the first evaluation that
+    /// needs them.
+    fid: Vec<FidProbe>,
 }
 
 /// What FID evaluations compare against.
 struct FidProbe {
     featurizer: std::rc::Rc<dyn crate::metrics::features::Featurizer>,
     reference: crate::metrics::frechet::GaussianStats,
-    /// The TensorBoard tag: `eval/fid`, or `eval/classifier_fid`.
-    tag: &'static str,
+    /// The TensorBoard tag: `eval/fid` (`eval/classifier_fid` for the
+    /// classifier) for the first, `eval/<name>_fid` for the others.
+    tag: String,
 }
 
 /// Seed (xor the run's seed) of the noise of the FID's samples.
@@ -89,7 +91,7 @@ impl Session {
             progress,
             epoch_started: Instant::now(),
             steps_at_epoch_start: state.global_step,
-            fid: None,
+            fid: Vec::new(),
         })
     }
 
@@ -208,52 +210,60 @@ impl Session {
                 step,
             )?;
         }
-        let fid = self.fid(policy)?;
-        if let (Some(fid), Some(probe)) = (fid, &self.fid) {
-            self.recorder.scalar(probe.tag, fid, step)?;
+        let fids = self.fid(policy)?;
+        for (probe, fid) in self.fid.iter().zip(&fids) {
+            self.recorder.scalar(&probe.tag, *fid, step)?;
         }
-        append_eval_row(&self.run_dir, epoch, step, &q, fid)?;
+        let columns = eval_log_columns(self.exp.eval.fid.as_ref());
+        append_eval_row(&self.run_dir, &columns, epoch, step, &q, &fids)?;
         Ok(format!(
             " W2 {:.2}e-2{}",
             q.sliced_w2 * 100.0,
-            fid.map_or(String::new(), |f| format!(" FID {f:.2}"))
+            fids.first()
+                .map_or(String::new(), |f| format!(" FID {f:.2}"))
         ))
     }
 
-    /// The FID of `eval.fid.n` samples of `policy` against the training
-    /// images, where `eval.fid` asks for it (image runs only).
-    fn fid(&mut self, policy: &DiffusionPolicy) -> Result<Option<f64>, RunError> {
+    /// The FIDs of `eval.fid.n` samples of `policy` against the training
+    /// images on each feature network `eval.fid` names (image runs only;
+    /// empty without `eval.fid`).
+    fn fid(&mut self, policy: &DiffusionPolicy) -> Result<Vec<f64>, RunError> {
         let Some(config) = self.exp.eval.fid.clone() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
         if !self.exp.data.set.is_images() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        if self.fid.is_none() {
+        if self.fid.is_empty() {
             let device = policy.var_store().device();
-            let featurizer = super::fid::featurizer(&config.features, &self.exp, device, false)?;
             let data = super::data::Data::load(&self.exp, tch::Device::Cpu)?;
-            let reference = super::fid::cached_reference(
-                &self.exp.record.dir.join(super::fid::FID_STATS_DIR),
-                &format!("{} training", self.exp.data.set.name()),
-                &super::fid::data_identity(&self.exp, "training", data.len()),
-                || Ok(envs::images::to_pixels(&data.first(data.len()))),
-                &*featurizer,
-                config.batch,
-                false,
-            )?
-            .stats;
-            let tag = match config.features {
-                crate::config::FeatureConfig::Classifier { .. } => "eval/classifier_fid",
-                _ => "eval/fid",
-            };
-            self.fid = Some(FidProbe {
-                featurizer,
-                reference,
-                tag,
-            });
+            let networks = std::iter::once(&config.features).chain(&config.also);
+            for (i, features) in networks.enumerate() {
+                let featurizer = super::fid::featurizer(features, &self.exp, device, false)?;
+                let reference = super::fid::cached_reference(
+                    &self.exp.record.dir.join(super::fid::FID_STATS_DIR),
+                    &format!("{} training", self.exp.data.set.name()),
+                    &super::fid::data_identity(&self.exp, "training", data.len()),
+                    || Ok(envs::images::to_pixels(&data.first(data.len()))),
+                    &*featurizer,
+                    config.batch,
+                    false,
+                )?
+                .stats;
+                let tag = match (i, features) {
+                    (0, crate::config::FeatureConfig::Classifier { .. }) => {
+                        "eval/classifier_fid".to_string()
+                    }
+                    (0, _) => "eval/fid".to_string(),
+                    (_, f) => format!("eval/{}_fid", f.name()),
+                };
+                self.fid.push(FidProbe {
+                    featurizer,
+                    reference,
+                    tag,
+                });
+            }
         }
-        let probe = self.fid.as_ref().expect("made above");
         let samples = sample(
             policy,
             config.n,
@@ -263,11 +273,17 @@ impl Session {
             "eval.chunk",
         )?;
         let pixels = envs::images::to_pixels(&samples);
-        let measured = super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
-        Ok(Some(crate::metrics::frechet::frechet_distance(
-            &measured.stats,
-            &probe.reference,
-        )?))
+        self.fid
+            .iter()
+            .map(|probe| {
+                let measured =
+                    super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
+                Ok(crate::metrics::frechet::frechet_distance(
+                    &measured.stats,
+                    &probe.reference,
+                )?)
+            })
+            .collect()
     }
 
     /// A few chains of `policy` through its sampler steps, from the same
@@ -313,16 +329,29 @@ const PATHS_SEED: i64 = 0x9A7_5EED;
 pub const SAMPLES_DIR: &str = "samples";
 
 /// The file beside the event files where every evaluation is appended as
-/// `epoch,step,sliced_w2,exact_w2,fid` (read by ablations to draw their
-/// curves; a value not measured is left empty).
+/// `epoch,step,sliced_w2,exact_w2,fid`, then a `<name>_fid` column for each
+/// network of `eval.fid.also` (read by ablations to draw their curves; a
+/// value not measured is left empty).
 pub const EVAL_LOG: &str = "eval.csv";
+
+/// The columns of `eval.csv` for the FID settings `fid`.
+fn eval_log_columns(fid: Option<&crate::config::FidEvalConfig>) -> Vec<String> {
+    let mut columns: Vec<String> = ["epoch", "step", "sliced_w2", "exact_w2", "fid"]
+        .map(String::from)
+        .into();
+    if let Some(fid) = fid {
+        columns.extend(fid.also.iter().map(|f| format!("{}_fid", f.name())));
+    }
+    columns
+}
 
 fn append_eval_row(
     run_dir: &Path,
+    columns: &[String],
     epoch: usize,
     step: u64,
     q: &super::evaluate::Quality,
-    fid: Option<f64>,
+    fids: &[f64],
 ) -> Result<(), RunError> {
     use std::io::Write;
     let path = run_dir.join(EVAL_LOG);
@@ -330,9 +359,10 @@ fn append_eval_row(
         path: path.clone(),
         source,
     };
+    let header = columns.join(",");
     let new = !path.exists();
     if !new {
-        upgrade_eval_log_header(&path)?;
+        widen_eval_log(&path, &header)?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -340,36 +370,42 @@ fn append_eval_row(
         .open(&path)
         .map_err(io)?;
     if new {
-        writeln!(file, "epoch,step,sliced_w2,exact_w2,fid").map_err(io)?;
+        writeln!(file, "{header}").map_err(io)?;
     }
     let exact = q.exact_w2.map_or(String::new(), |e| e.to_string());
-    let fid = fid.map_or(String::new(), |f| f.to_string());
-    writeln!(file, "{epoch},{step},{},{exact},{fid}", q.sliced_w2).map_err(io)
+    let fid_fields: Vec<String> = (0..columns.len() - 4)
+        .map(|i| fids.get(i).map_or(String::new(), |f| f.to_string()))
+        .collect();
+    writeln!(
+        file,
+        "{epoch},{step},{},{exact},{}",
+        q.sliced_w2,
+        fid_fields.join(",")
+    )
+    .map_err(io)
 }
 
-/// The header of `eval.csv` files written before the FID column.
-const EVAL_LOG_HEADER_V1: &str = "epoch,step,sliced_w2,exact_w2";
-
-/// Gives an `eval.csv` of a run started before the FID column that column
-/// (empty in its old rows), so that a resumed run's rows fit its header.
-fn upgrade_eval_log_header(path: &Path) -> Result<(), RunError> {
+/// Gives an `eval.csv` whose header is a beginning of `header` (a run
+/// started before the FID column, or before more feature networks) the
+/// missing columns, empty in its old rows, so that a resumed run's rows fit
+/// its header. Other headers are left alone.
+fn widen_eval_log(path: &Path, header: &str) -> Result<(), RunError> {
     let io = |source| RunError::Io {
         path: path.to_path_buf(),
         source,
     };
     let text = std::fs::read_to_string(path).map_err(io)?;
-    let Some(rest) = text.strip_prefix(EVAL_LOG_HEADER_V1) else {
+    let old = text.lines().next().unwrap_or("");
+    let Some(added) = header.strip_prefix(old).filter(|a| a.starts_with(',')) else {
         return Ok(());
     };
-    if !rest.starts_with('\n') {
-        return Ok(());
-    }
-    let upgraded: String = std::iter::once(format!("{EVAL_LOG_HEADER_V1},fid"))
-        .chain(rest.lines().skip(1).map(|l| format!("{l},")))
+    let padding = ",".repeat(added.matches(',').count());
+    let widened: String = std::iter::once(header.to_string())
+        .chain(text.lines().skip(1).map(|l| format!("{l}{padding}")))
         .map(|l| l + "\n")
         .collect();
     let part = path.with_extension("csv.partial");
-    std::fs::write(&part, upgraded).map_err(io)?;
+    std::fs::write(&part, widened).map_err(io)?;
     std::fs::rename(&part, path).map_err(io)
 }
 
@@ -427,7 +463,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_old_eval_log_gains_the_fid_column() {
+    fn an_old_eval_log_gains_the_fid_columns() {
         let dir = std::env::temp_dir().join(format!("shortcut-eval-log-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(EVAL_LOG);
@@ -437,14 +473,29 @@ mod tests {
         )
         .unwrap();
         let q = super::super::evaluate::Quality::over(&[0.125], None);
-        append_eval_row(&dir, 2, 20, &q, Some(3.5)).unwrap();
+        let columns = eval_log_columns(None);
+        append_eval_row(&dir, &columns, 2, 20, &q, &[3.5]).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             "epoch,step,sliced_w2,exact_w2,fid\n0,0,0.5,,\n1,10,0.25,0.7,\n2,20,0.125,,3.5\n"
         );
+        // A further feature network adds its column, empty in earlier rows.
+        let fid: crate::config::FidEvalConfig =
+            ron::from_str("(n: 10, features: Inception, also: [Classifier(epochs: 1)])").unwrap();
+        let columns = eval_log_columns(Some(&fid));
+        append_eval_row(&dir, &columns, 3, 30, &q, &[2.5, 0.75]).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("epoch,step,sliced_w2,exact_w2,fid,classifier_fid\n0,0,0.5,,,\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("2,20,0.125,,3.5,\n3,30,0.125,,2.5,0.75\n"),
+            "{text}"
+        );
         assert_eq!(
             read_eval_log(&dir).unwrap(),
-            [(0, 0.5), (1, 0.25), (2, 0.125)]
+            [(0, 0.5), (1, 0.25), (2, 0.125), (3, 0.125)]
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

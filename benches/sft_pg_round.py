@@ -122,7 +122,9 @@ class Round:
         states[0] = x
         for t in range(self.a.steps, 0, -1):
             steps = torch.full((n,), t, dtype=torch.long, device=self.device)
-            x = self.mean(x, steps) + self.per_row("sigma", steps) * torch.randn_like(x)
+            # Every step drawn with the std of its log-density, the noiseless
+            # last one with 1e-3, as finetune.py does (and shortcut by default).
+            x = self.mean(x, steps) + self.per_row("log_prob_sigma", steps) * torch.randn_like(x)
             states[self.a.steps - t + 1] = x
         _reward = -self.critic(x)  # the terminal reward -f(x_0), as the environment gives it
 

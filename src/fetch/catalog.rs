@@ -3,11 +3,15 @@
 //!
 //! Built in: `cifar10` (the binary batches, Toronto's archive and its
 //! published MD5), `mnist` (the four IDX files, torchvision's mirrors and
-//! MD5s) and `google/ddpm-cifar10-32` (Ho et al.'s CIFAR-10 model on the
-//! Hugging Face hub, checked against the hub's own hashes). Any other
-//! `owner/name` is fetched from the hub as a diffusers `UNet2DModel` too.
-//! The DDIM authors' CelebA 64 x 64 model is not on the hub: download their
-//! checkpoint and convert it with `scripts/convert_weights.py`.
+//! MD5s), `google/ddpm-cifar10-32` (Ho et al.'s CIFAR-10 model on the
+//! Hugging Face hub, its non-EMA weights, checked against the hub's own
+//! hashes), `ddim-ema-cifar10` and `ddim-cifar10` (the same model's EMA and
+//! non-EMA weights as the DDIM code downloads them, checked against that
+//! code's MD5s and converted to diffusers folders) and `fid-inception`. Any
+//! other `owner/name` is fetched from the hub as a diffusers `UNet2DModel`
+//! too. The DDIM authors' CelebA 64 x 64 model has no direct download:
+//! convert their checkpoint with `scripts/convert_weights.py`, or declare
+//! a [`Source::DdimCheckpoint`] for a copy of it in a catalog file.
 //!
 //! A catalog file (`--catalog FILE`, RON: a list of [`Resource`]s) adds
 //! resources or replaces built-in ones of the same name, e.g. to fetch
@@ -65,6 +69,28 @@ pub enum Source {
         /// The members to keep.
         members: Vec<ZipMember>,
     },
+    /// A PyTorch checkpoint in the state-dict layout of the original
+    /// DDPM/DDIM code (`temb.dense.0`, `down.0.block.0.norm1`, ...): the
+    /// file is downloaded and checked, then converted to a diffusers
+    /// `UNet2DModel` folder (`config.json`,
+    /// `diffusion_pytorch_model.safetensors`) by `scripts/convert_weights.py
+    /// ddim` with the project's Python; the checkpoint is not kept.
+    DdimCheckpoint {
+        /// Where to download it, tried in order.
+        urls: Vec<String>,
+        /// Its file name while it is kept (`model-790000.ckpt`).
+        file: String,
+        /// Its published checksum.
+        checksum: Checksum,
+        /// The images' height and width (not in the tensors): 32 for CIFAR-10.
+        resolution: u32,
+        /// Take the EMA weights of a checkpoint saved as `[model, ...,
+        /// ema]` (the DDIM training code's `ckpt.pth`); `false` (the
+        /// default) for a plain state dict such as the DDIM code's
+        /// downloads.
+        #[serde(default)]
+        ema: bool,
+    },
     /// A diffusers `UNet2DModel` repository on the Hugging Face hub.
     Hub {
         /// `owner/name`.
@@ -109,7 +135,9 @@ impl Resource {
     /// Where the resource goes by default.
     pub fn place(&self) -> Place {
         match self.source {
-            Source::Hub { .. } | Source::ZipMembers { .. } => Place::Models,
+            Source::Hub { .. } | Source::ZipMembers { .. } | Source::DdimCheckpoint { .. } => {
+                Place::Models
+            }
             Source::Archive { .. } | Source::Files(_) => Place::Data,
         }
     }
@@ -132,6 +160,7 @@ impl Resource {
                 names.push(file.as_str());
                 names.extend(members.iter().map(|m| m.name.as_str()));
             }
+            Source::DdimCheckpoint { file, .. } => names.push(file.as_str()),
             Source::Hub { .. } => {}
         }
         names
@@ -202,12 +231,38 @@ pub const FID_INCEPTION: &str = "fid-inception";
 /// The network's file in its folder.
 pub const FID_INCEPTION_FILE: &str = "inception-2015-12-05.pt";
 
+/// Ho et al.'s CIFAR-10 DDPM, its EMA weights (`ema_cifar10`), where the
+/// DDIM code (`functions/ckpt_util.py`) downloads them.
+pub const DDIM_EMA_CIFAR10_URL: &str =
+    "https://heibox.uni-heidelberg.de/f/2e4f01e2d9ee49bab1d5/?dl=1";
+/// Its MD5, from the DDIM code.
+pub const DDIM_EMA_CIFAR10_MD5: &str = "1fa350b952534ae442b1d5235cce5cd3";
+/// The same model's non-EMA weights (`cifar10`), where the DDIM code
+/// downloads them.
+pub const DDIM_CIFAR10_URL: &str = "https://heibox.uni-heidelberg.de/f/869980b53bf5416c8a28/?dl=1";
+/// Its MD5, from the DDIM code.
+pub const DDIM_CIFAR10_MD5: &str = "82ed3067fd1002f5cf4c339fb80c4669";
+/// The name `rl-run fetch` knows the EMA weights by.
+pub const DDIM_EMA_CIFAR10: &str = "ddim-ema-cifar10";
+/// The diffusers folder they become.
+pub const DDIM_EMA_CIFAR10_FOLDER: &str = "ddpm-ema-cifar10-32";
+/// The name `rl-run fetch` knows the non-EMA weights by.
+pub const DDIM_CIFAR10: &str = "ddim-cifar10";
+/// The diffusers folder they become.
+pub const DDIM_CIFAR10_FOLDER: &str = "ddpm-noema-cifar10-32";
+
+/// The names the conversion of a [`Source::DdimCheckpoint`] writes beside
+/// the checkpoint in the staging folder: the converter and its output.
+pub const DDIM_STAGING_NAMES: [&str; 2] = ["convert_weights.py", "converted"];
+
 /// The built-in resources.
 pub fn builtin() -> Vec<Resource> {
     let mut contents: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
     contents.extend(["test_batch.bin".into(), "batches.meta.txt".into()]);
     let mut hub = Resource::hub("google/ddpm-cifar10-32").expect("a valid repository id");
-    hub.summary = "Ho et al.'s CIFAR-10 DDPM (35.7M parameters) from the Hugging Face hub".into();
+    hub.summary =
+        "Ho et al.'s CIFAR-10 DDPM (35.7M parameters), non-EMA weights, from the Hugging Face hub"
+            .into();
     vec![
         Resource {
             name: "cifar10".into(),
@@ -251,6 +306,30 @@ pub fn builtin() -> Vec<Resource> {
                 }],
             },
         },
+        Resource {
+            name: DDIM_EMA_CIFAR10.into(),
+            summary: "Ho et al.'s CIFAR-10 DDPM, EMA weights (FID 3.17, the paper's start): the DDIM code's checkpoint (143 MB), converted with the project's Python".into(),
+            folder: DDIM_EMA_CIFAR10_FOLDER.into(),
+            source: Source::DdimCheckpoint {
+                urls: vec![DDIM_EMA_CIFAR10_URL.into()],
+                file: "model-790000.ckpt".into(),
+                checksum: Checksum::Md5(DDIM_EMA_CIFAR10_MD5.into()),
+                resolution: 32,
+                ema: false,
+            },
+        },
+        Resource {
+            name: DDIM_CIFAR10.into(),
+            summary: "Ho et al.'s CIFAR-10 DDPM, non-EMA weights (FID about 12, as google/ddpm-cifar10-32): the DDIM code's checkpoint (143 MB), converted with the project's Python".into(),
+            folder: DDIM_CIFAR10_FOLDER.into(),
+            source: Source::DdimCheckpoint {
+                urls: vec![DDIM_CIFAR10_URL.into()],
+                file: "model-790000.ckpt".into(),
+                checksum: Checksum::Md5(DDIM_CIFAR10_MD5.into()),
+                resolution: 32,
+                ema: false,
+            },
+        },
     ]
 }
 
@@ -283,6 +362,23 @@ impl Catalog {
                         "{}: {bad:?} must be one plain file or folder name",
                         resource.name
                     )));
+                }
+                if let Source::DdimCheckpoint {
+                    resolution, file, ..
+                } = &resource.source
+                {
+                    if *resolution == 0 {
+                        return Err(error(format!(
+                            "{}: resolution must be the images' height and width (at least 1), got 0",
+                            resource.name
+                        )));
+                    }
+                    if DDIM_STAGING_NAMES.contains(&file.as_str()) {
+                        return Err(error(format!(
+                            "{}: file {file:?} is a name the conversion uses beside the checkpoint; expected another (such as model.ckpt)",
+                            resource.name
+                        )));
+                    }
                 }
                 match resources.iter_mut().find(|r| r.name == resource.name) {
                     Some(old) => *old = resource,
@@ -438,7 +534,76 @@ mod tests {
             c.by_folder("ddpm-cifar10-32").unwrap().name,
             "google/ddpm-cifar10-32"
         );
+        assert_eq!(
+            c.by_folder("ddpm-ema-cifar10-32").unwrap().name,
+            "ddim-ema-cifar10"
+        );
+        assert_eq!(
+            c.by_folder("ddpm-noema-cifar10-32").unwrap().name,
+            "ddim-cifar10"
+        );
+        assert_eq!(c.get("ddim-ema-cifar10").unwrap().place(), Place::Models);
         assert!(c.by_folder("mnist5000").is_none());
         assert!(matches!(c.get("nope"), Err(FetchError::Unknown { .. })));
+    }
+
+    #[test]
+    fn catalog_files_declare_ddim_checkpoints() {
+        let dir =
+            std::env::temp_dir().join(format!("shortcut-catalog-ddim-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.ron");
+        let entry = |ckpt: &str, extra: &str| {
+            format!(
+                r#"[(name: "ddim-ema-cifar10", folder: "ddpm-ema-cifar10-32",
+                    source: DdimCheckpoint(urls: ["http://m/a?dl=1"], file: "{ckpt}",
+                                           checksum: Md5("00"), resolution: 32{extra}))]"#
+            )
+        };
+        std::fs::write(&file, entry("model.ckpt", "")).unwrap();
+        let c = Catalog::load(Some(&file)).unwrap();
+        assert_eq!(c.resources.len(), builtin().len());
+        let Source::DdimCheckpoint {
+            urls,
+            file: ckpt,
+            resolution,
+            ema,
+            ..
+        } = &c.get("ddim-ema-cifar10").unwrap().source
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (urls.as_slice(), ckpt.as_str(), *resolution, *ema),
+            (
+                ["http://m/a?dl=1".to_string()].as_slice(),
+                "model.ckpt",
+                32,
+                false
+            )
+        );
+        std::fs::write(&file, entry("model.ckpt", ", ema: true")).unwrap();
+        let c = Catalog::load(Some(&file)).unwrap();
+        assert!(matches!(
+            c.get("ddim-ema-cifar10").unwrap().source,
+            Source::DdimCheckpoint { ema: true, .. }
+        ));
+        std::fs::write(&file, entry("../model.ckpt", "")).unwrap();
+        let err = Catalog::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("plain file or folder name"), "{err}");
+        std::fs::write(
+            &file,
+            entry("model.ckpt", "").replace("resolution: 32", "resolution: 0"),
+        )
+        .unwrap();
+        let err = Catalog::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("resolution") && err.contains("got 0"), "{err}");
+        std::fs::write(&file, entry("converted", "")).unwrap();
+        let err = Catalog::load(Some(&file)).unwrap_err().to_string();
+        assert!(
+            err.contains("\"converted\" is a name the conversion uses"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

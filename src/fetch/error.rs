@@ -98,6 +98,31 @@ pub enum FetchError {
         /// The missing files, comma-separated.
         missing: String,
     },
+    /// The Python that converts a DDPM/DDIM checkpoint is not there.
+    #[error("{resource}: converting its DDPM/DDIM checkpoint needs the project's Python (with torch and safetensors), and {python} ({origin}) is not there; run scripts/setup.sh in the project's folder, or set SHORTCUT_PYTHON to such an interpreter, and fetch again; or by hand: {by_hand}")]
+    Python {
+        /// The resource's name.
+        resource: String,
+        /// The interpreter looked for.
+        python: PathBuf,
+        /// Where that name came from (`SHORTCUT_PYTHON`, or the default
+        /// relative to the current folder).
+        origin: String,
+        /// The steps that fetch and convert it without rl-run.
+        by_hand: String,
+    },
+    /// The converter failed on a downloaded, checked checkpoint, or did not
+    /// write a diffusers folder this project reads.
+    #[error("{checkpoint}: the conversion `{command}` failed: {message}; the checked download is kept, and the next fetch converts it again without downloading it")]
+    Convert {
+        /// The downloaded checkpoint.
+        checkpoint: PathBuf,
+        /// The command that was run.
+        command: String,
+        /// What went wrong (the converter's own last words, or what the
+        /// written folder lacks).
+        message: String,
+    },
     /// Another process is fetching the same resource.
     #[error("{dir}: another rl-run is fetching into this folder; wait for it to finish")]
     Busy {

@@ -5,8 +5,10 @@
 //! It is assembled in `<parent>/<folder>.part/` (each file downloaded to
 //! `<file>.part`, resumed with an HTTP range request when a download was cut
 //! off, checked against its published checksum, then given its name; an
-//! archive unpacked there) and renamed to its final name only when
-//! complete: the final folder is either complete or absent. A complete
+//! archive unpacked there, a DDPM/DDIM checkpoint converted there to a
+//! diffusers folder with the project's Python) and renamed to its final
+//! name only when complete: the final folder is either complete or absent.
+//! A complete
 //! folder already there is not fetched again; an incomplete one is an error
 //! (fetch never writes into an existing folder).
 
@@ -18,6 +20,7 @@ pub mod error;
 pub mod hub;
 pub mod needs;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 pub use catalog::{Catalog, Place, Resource, Source};
@@ -47,10 +50,24 @@ pub struct Settings {
     pub display: Display,
     /// Print a line per file fetched.
     pub verbose: bool,
+    /// `$SHORTCUT_PYTHON`: the interpreter that converts DDPM/DDIM
+    /// checkpoints; `None` for [`DEFAULT_PYTHON`] in the current folder.
+    pub python: Option<PathBuf>,
 }
 
+/// The interpreter that converts DDPM/DDIM checkpoints unless
+/// `$SHORTCUT_PYTHON` names another: the project's virtual environment,
+/// relative to the current folder (where `scripts/setup.sh` makes it).
+pub const DEFAULT_PYTHON: &str = ".venv/bin/python";
+
+/// `scripts/convert_weights.py` as it was when rl-run was built: written
+/// beside the checkpoint and run from there, so that a fetch converts the
+/// same way from any folder.
+const CONVERTER: &str = include_str!("../../scripts/convert_weights.py");
+
 impl Settings {
-    /// The settings of the environment (`HF_ENDPOINT`, `SHORTCUT_MIRROR`).
+    /// The settings of the environment (`HF_ENDPOINT`, `SHORTCUT_MIRROR`,
+    /// `SHORTCUT_PYTHON`).
     pub fn from_env(bar: bool, verbose: bool) -> Self {
         Self {
             endpoint: hub::endpoint(),
@@ -59,6 +76,27 @@ impl Settings {
                 .filter(|m| !m.is_empty()),
             display: Display { bar },
             verbose,
+            python: std::env::var_os("SHORTCUT_PYTHON")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// The interpreter that converts checkpoints, and where its name came
+    /// from (for messages).
+    pub fn python(&self) -> (PathBuf, String) {
+        match &self.python {
+            Some(p) => (p.clone(), "from SHORTCUT_PYTHON".to_string()),
+            None => (
+                PathBuf::from(DEFAULT_PYTHON),
+                match std::env::current_dir() {
+                    Ok(dir) => format!(
+                        "the default, relative to the current folder {}",
+                        dir.display()
+                    ),
+                    Err(_) => "the default, relative to the current folder".to_string(),
+                },
+            ),
         }
     }
 
@@ -77,6 +115,10 @@ fn required_files(resource: &Resource) -> Vec<String> {
         Source::Archive { contents, .. } => contents.clone(),
         Source::Files(files) => files.iter().map(|f| f.name.clone()).collect(),
         Source::ZipMembers { members, .. } => members.iter().map(|m| m.name.clone()).collect(),
+        Source::DdimCheckpoint { .. } => {
+            use crate::weights::diffusers::{CONFIG_FILE, WEIGHTS_FILE};
+            vec![CONFIG_FILE.to_string(), WEIGHTS_FILE.to_string()]
+        }
         Source::Hub { .. } => vec![crate::weights::diffusers::CONFIG_FILE.to_string()],
     }
 }
@@ -203,6 +245,57 @@ fn assemble(
             std::fs::remove_file(&archive).map_err(io(&archive))?;
             std::fs::rename(staging, target).map_err(io(target))?;
         }
+        Source::DdimCheckpoint {
+            urls,
+            file,
+            checksum,
+            resolution,
+            ema,
+        } => {
+            let urls = settings.urls(urls);
+            let (python, origin) = settings.python();
+            // Before downloading: without the converter the download is no use.
+            if !interpreter_exists(&python) {
+                let mut by_hand = vec![
+                    "scripts/convert_weights.py".to_string(),
+                    "ddim".to_string(),
+                    file.clone(),
+                    target.display().to_string(),
+                    "--resolution".to_string(),
+                    resolution.to_string(),
+                ];
+                if *ema {
+                    by_hand.push("--ema".into());
+                }
+                return Err(FetchError::Python {
+                    resource: resource.name.clone(),
+                    python,
+                    origin,
+                    by_hand: format!(
+                        "download {} as {file}, check that its {} is {}, and run `{DEFAULT_PYTHON} {}` in the project's folder",
+                        urls.join(" or "),
+                        checksum.algorithm(),
+                        checksum.expected(),
+                        by_hand.join(" ")
+                    ),
+                });
+            }
+            let checkpoint = staging.join(file);
+            get_any(&agent, &urls, &checkpoint, checksum, settings)?;
+            let converted = staging.join(catalog::DDIM_STAGING_NAMES[1]);
+            convert_ddim(
+                &python,
+                &checkpoint,
+                &converted,
+                *resolution,
+                *ema,
+                settings,
+            )?;
+            std::fs::rename(&converted, target).map_err(io(target))?;
+            // The checkpoint goes: the folder holds the same tensors, and
+            // the published file is fetched again (and checked) if needed.
+            std::fs::remove_dir_all(staging).map_err(io(staging))?;
+        }
         Source::Hub { repo, revision } => {
             let listing = hub::tree_url(&settings.endpoint, repo, revision);
             let files = hub::model_files(
@@ -221,6 +314,107 @@ fn assemble(
         }
     }
     Ok(())
+}
+
+/// Whether `python` names an interpreter that is there: a path to a file,
+/// or a bare name found on `PATH`.
+fn interpreter_exists(python: &Path) -> bool {
+    if python.components().count() > 1 {
+        return python.is_file();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(python).is_file()))
+}
+
+/// Converts the DDPM/DDIM-layout `checkpoint` into the diffusers folder
+/// `out` with `scripts/convert_weights.py ddim` (written beside the
+/// checkpoint) run by `python`, and checks that this project reads the
+/// folder. On failure nothing is left at `out`; the checkpoint is kept.
+fn convert_ddim(
+    python: &Path,
+    checkpoint: &Path,
+    out: &Path,
+    resolution: u32,
+    ema: bool,
+    settings: &Settings,
+) -> Result<(), FetchError> {
+    use crate::weights::diffusers::DiffusersFolder;
+    if out.exists() {
+        std::fs::remove_dir_all(out).map_err(io(out))?;
+    }
+    let script = checkpoint.with_file_name(catalog::DDIM_STAGING_NAMES[0]);
+    std::fs::write(&script, CONVERTER).map_err(io(&script))?;
+    let mut args: Vec<OsString> = vec![
+        script.into(),
+        "ddim".into(),
+        checkpoint.into(),
+        out.into(),
+        "--resolution".into(),
+        resolution.to_string().into(),
+    ];
+    if ema {
+        args.push("--ema".into());
+    }
+    let command = std::iter::once(python.as_os_str())
+        .chain(args.iter().map(OsString::as_os_str))
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let fail = |message: String| {
+        let _ = std::fs::remove_dir_all(out);
+        FetchError::Convert {
+            checkpoint: checkpoint.to_path_buf(),
+            command: command.clone(),
+            message,
+        }
+    };
+    if settings.verbose {
+        eprintln!("rl-run: converting {} with {command}", checkpoint.display());
+    }
+    let output = std::process::Command::new(python)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| fail(format!("cannot start {}: {e}", python.display())))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(fail(format!(
+            "{}: {}",
+            output.status,
+            converter_message(&stderr)
+        )));
+    }
+    // What the fetch promises: a diffusers folder this project reads.
+    DiffusersFolder::open(out)
+        .and_then(|folder| folder.weights())
+        .map_err(|e| {
+            fail(format!(
+                "the folder it wrote is not one rl-run reads: {}",
+                crate::error::report(&e).trim_end()
+            ))
+        })?;
+    Ok(())
+}
+
+/// The gist of the converter's stderr: from its last `error:` line (its
+/// own messages) or else its last line (a traceback's exception), on one
+/// line and at most about 600 characters.
+fn converter_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let from = lines
+        .iter()
+        .rposition(|l| l.starts_with("error:"))
+        .unwrap_or(lines.len().saturating_sub(1));
+    let text = lines[from.min(lines.len())..].join(" ");
+    match text.char_indices().nth(600) {
+        None if text.is_empty() => "nothing on stderr".to_string(),
+        None => text,
+        Some((end, _)) => format!("{} ...", &text[..end]),
+    }
 }
 
 /// Downloads `file` from the first of `urls` that serves it, unless an
@@ -299,10 +493,29 @@ mod tests {
             mirror: None,
             display: Display { bar: false },
             verbose: false,
+            python: None,
         };
         let err = fetch(&resource, &parent, &settings).unwrap_err();
         assert!(matches!(err, FetchError::Busy { .. }), "{err}");
         drop(held);
         std::fs::remove_dir_all(&parent).unwrap();
+    }
+
+    #[test]
+    fn the_converters_own_error_or_last_line_is_reported() {
+        let traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1\nModuleNotFoundError: No module named 'torch'\n";
+        assert_eq!(
+            converter_message(traceback),
+            "ModuleNotFoundError: No module named 'torch'"
+        );
+        let own = "warning: w\nerror: a.ckpt: not a readable PyTorch pickle: bad\n\n  details\n";
+        assert_eq!(
+            converter_message(own),
+            "error: a.ckpt: not a readable PyTorch pickle: bad details"
+        );
+        assert_eq!(converter_message(""), "nothing on stderr");
+        let long = format!("error: {}", "x".repeat(1000));
+        assert!(converter_message(&long).ends_with("x ..."));
+        assert_eq!(converter_message(&long).chars().count(), 604);
     }
 }

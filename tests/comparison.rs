@@ -4,7 +4,9 @@
 //! classifier is trained for the features; the table has FID and KID
 //! against the training and test images with each sampler's NFE, and its
 //! numbers are those `rl-run fid` gives for the samples and statistics it
-//! wrote. A second run reuses the samples and prints the same table.
+//! wrote. A second run reuses the samples and prints the same table; under
+//! the paper's JPEG protocol the same samples give the numbers of
+//! `rl-run fid --jpeg-quality 75`.
 
 mod common;
 
@@ -78,14 +80,15 @@ Comparison(
 )
 "#;
 
-/// The `FID` a `rl-run fid` run prints.
-fn fid_of(a: &Path, b: &Path, features: &Path) -> f64 {
+/// The `FID` a `rl-run fid` run prints (with `extra` arguments).
+fn fid_of(a: &Path, b: &Path, features: &Path, extra: &[&str]) -> f64 {
     let out = run_ok(
         rl_run()
             .args(["fid", "--quiet", "--cpu", "--features"])
             .arg(features)
             .arg(a)
-            .arg(b),
+            .arg(b)
+            .args(extra),
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.lines()
@@ -133,13 +136,22 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     );
     // The table's FID of the DDPM sub-sequence is what `rl-run fid` finds
     // for the samples and statistics the comparison wrote.
-    let samples = out_dir.join("samples/tiny_ddpm_ddpm_steps_4_spacing_uniform.npy");
+    // (Named after the sampler's settings: `tiny_ddpm_ddpm_steps_4_...npy`.)
+    let samples = std::fs::read_dir(out_dir.join("samples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("tiny_ddpm_ddpm_steps_4_spacing_uniform") && name.ends_with(".npy")
+        })
+        .expect("the DDPM sub-sequence's samples");
     assert!(samples.is_file() && samples.with_extension("png").is_file());
     let classifier = runs.join("classifier_digits_1x8x8_digits_2ep");
     let fid = fid_of(
         &samples,
         &out_dir.join("stats_training_set.npz"),
         &classifier,
+        &[],
     );
     let row = table
         .lines()
@@ -227,6 +239,72 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
         !out.status.success() && message.contains("not a comparison file"),
         "{message}"
     );
+
+    // The paper's JPEG protocol: the same samples (reused), through JPEG
+    // before their features, named in the caption and the columns.
+    std::fs::write(
+        dir.join("table3_jpeg.ron"),
+        COMPARISON.replace("batch: 20,", "batch: 20,\n    protocol: Jpeg(quality: 75),"),
+    )
+    .unwrap();
+    let jpeg = run_ok(
+        rl_run()
+            .arg(dir.join("table3_jpeg.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    let jpeg = String::from_utf8_lossy(&jpeg.stdout).into_owned();
+    assert_eq!(
+        std::fs::metadata(&samples).unwrap().modified().unwrap(),
+        modified,
+        "the samples are reused"
+    );
+    for expected in [
+        "| sampler | NFE | classifier FID (JPEG q75), training set | KID, training set (x1e3) | classifier FID (JPEG q75), test set | KID, test set (x1e3) |",
+        "Protocol: the paper's JPEG one",
+        "quality 75",
+        "| test images (floor) | - |",
+    ] {
+        assert!(jpeg.contains(expected), "missing {expected:?} in\n{jpeg}");
+    }
+    assert!(table.contains("Protocol: lossless"), "{table}");
+    let cell_of = |table: &str, prefix: &str| -> f64 {
+        let row = table.lines().find(|l| l.starts_with(prefix)).unwrap();
+        row.split('|').nth(3).unwrap().trim().parse().unwrap()
+    };
+    let ddpm_row = "| DDPM, Uniform steps (tiny_ddpm) | 4 |";
+    let jpeg_fid = fid_of(
+        &samples,
+        &out_dir.join("stats_training_set.npz"),
+        &classifier,
+        &["--jpeg-quality", "75"],
+    );
+    let jpeg_cell = cell_of(&jpeg, ddpm_row);
+    assert!(
+        (jpeg_cell - jpeg_fid).abs() <= 0.005 + 1e-9 * jpeg_fid,
+        "{jpeg_cell} vs {jpeg_fid}"
+    );
+    assert!(
+        (jpeg_fid - fid).abs() > 1e-6 * fid,
+        "JPEG must change the FID: {jpeg_fid} vs {fid}"
+    );
+    // The floor's test images go through JPEG too, once, kept beside the
+    // lossless references; the references themselves are unchanged.
+    let floor = "| test images (floor) | - |";
+    assert!(cell_of(&jpeg, floor) != cell_of(&table, floor), "{jpeg}");
+    let names: Vec<String> = std::fs::read_dir(runs.join("fid_stats"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 6, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("digits_test_jpeg75_") && n.ends_with(".npz")),
+        "{names:?}"
+    );
+    for (path, time) in cached.iter().zip(&cache_times) {
+        assert_eq!(&std::fs::metadata(path).unwrap().modified().unwrap(), time);
+    }
 }
 
 /// Every number in a text.

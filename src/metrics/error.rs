@@ -69,6 +69,17 @@ pub enum MetricError {
         /// What is wrong, and what was expected.
         message: String,
     },
+    /// A JPEG could not be written or read (libjpeg-turbo's message), or
+    /// the pixels handed to the encoder do not describe an image.
+    #[error("JPEG {action} of {what}: {message}")]
+    Jpeg {
+        /// `"encoding"` or `"decoding"`.
+        action: &'static str,
+        /// The image or file: its size, or its index in a batch.
+        what: String,
+        /// What went wrong, and what was expected.
+        message: String,
+    },
     /// The optimal transport solver did not return an optimal plan.
     #[error("optimal transport solver failed: {0}")]
     Solver(String),

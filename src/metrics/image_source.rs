@@ -8,7 +8,9 @@
 //!   of them would hold them (clamped, `round((x + 1) * 127.5)`);
 //! - a folder of PNG or JPEG files, all of one size, decoded as RGB (as
 //!   pytorch-fid's `convert('RGB')`: grayscale repeated, alpha dropped),
-//!   in the order of their sorted names.
+//!   in the order of their sorted names; JPEGs by libjpeg-turbo with PIL's
+//!   settings ([`super::jpeg`]), so that a folder of JPEG files gives the
+//!   pixels pytorch-fid sees.
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use super::error::MetricError;
+use super::jpeg;
 
 /// The largest magnitude accepted in a float `.npy` of images (in [-1, 1],
 /// with room for samples that overshoot).
@@ -202,6 +205,15 @@ impl ImageSource {
         &self.path
     }
 
+    /// Whether some of the images are JPEG files (already through the
+    /// protocol's compression, for one).
+    pub fn holds_jpeg_files(&self) -> bool {
+        match &self.origin {
+            Origin::Folder(files) => files.iter().any(|f| is_image_file(f, &["jpg", "jpeg"])),
+            Origin::Npy { .. } => false,
+        }
+    }
+
     /// Calls `each` with the images in order, `batch` at a time, as uint8
     /// `[B, C, H, W]`.
     ///
@@ -303,14 +315,26 @@ fn open_npy_file(path: &Path) -> Result<npyz::NpyFile<BufReader<std::fs::File>>,
         .map_err(|e| images_error(path, format!("not a .npy array: {e}")))
 }
 
-/// One image file as uint8 RGB `[3, H, W]`.
+/// One image file as uint8 RGB `[3, H, W]`: a JPEG by libjpeg-turbo as PIL
+/// decodes it ([`jpeg::Decoder`]), a PNG by the `png` decoder (lossless, so
+/// any decoder gives PIL's pixels).
 fn decode(path: &Path) -> Result<Tensor, MetricError> {
-    let image = image::open(path)
-        .map_err(|e| images_error(path, format!("cannot decode: {e}")))?
-        .to_rgb8();
-    let (w, h) = image.dimensions();
-    Ok(Tensor::from_slice(image.as_raw())
-        .view([h as i64, w as i64, 3])
+    let (data, w, h) = if is_image_file(path, &["jpg", "jpeg"]) {
+        let bytes =
+            std::fs::read(path).map_err(|e| images_error(path, format!("cannot read: {e}")))?;
+        let image = jpeg::Decoder::new()?
+            .decode(&bytes)
+            .map_err(|e| images_error(path, format!("cannot decode: {e}")))?;
+        (image.data, image.width as i64, image.height as i64)
+    } else {
+        let image = image::open(path)
+            .map_err(|e| images_error(path, format!("cannot decode: {e}")))?
+            .to_rgb8();
+        let (w, h) = image.dimensions();
+        (image.into_raw(), i64::from(w), i64::from(h))
+    };
+    Ok(Tensor::from_slice(&data)
+        .view([h, w, 3])
         .permute([2, 0, 1])
         .contiguous()
         .to_kind(Kind::Uint8))
@@ -353,6 +377,40 @@ mod tests {
         for p in [nhwc, nchw, unit] {
             std::fs::remove_file(p).unwrap();
         }
+    }
+
+    #[test]
+    fn jpeg_files_are_read_with_the_pil_decoder() {
+        let dir = std::env::temp_dir().join(format!("shortcut-{}-jpegs", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (h, w) = (7usize, 12usize);
+        let mut encoder = jpeg::Encoder::new(75).unwrap();
+        let mut decoder = jpeg::Decoder::new().unwrap();
+        let mut want = Vec::new();
+        for i in 0..3u8 {
+            let data: Vec<u8> = (0..h * w * 3)
+                .map(|k| (k as u8).wrapping_mul(29).wrapping_add(i * 50))
+                .collect();
+            let bytes = encoder
+                .encode(jpeg::Pixels {
+                    data: &data,
+                    width: w,
+                    height: h,
+                    channels: 3,
+                })
+                .unwrap();
+            std::fs::write(dir.join(format!("{i}.jpg")), &bytes).unwrap();
+            want.extend(decoder.decode(&bytes).unwrap().data);
+        }
+        let source = ImageSource::open(&dir).unwrap();
+        assert!(source.holds_jpeg_files());
+        let got = read_all(&dir, 2).unwrap();
+        assert_eq!(got.size(), [3, 3, h as i64, w as i64]);
+        let want = Tensor::from_slice(&want)
+            .view([3, h as i64, w as i64, 3])
+            .permute([0, 3, 1, 2]);
+        assert!(got.equal(&want));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -11,5 +11,6 @@ pub mod features;
 pub mod fid_stats;
 pub mod frechet;
 pub mod image_source;
+pub mod jpeg;
 pub mod kid;
 pub mod sliced;

@@ -1,6 +1,8 @@
 //! Running a comparison file ([`crate::comparison`]): trains what it needs,
 //! samples every sampler, and tabulates FID and KID against the training
-//! and test images with the number of network evaluations.
+//! and test images with the number of network evaluations. Under the
+//! paper's JPEG protocol the sampled images (and the floor's test images)
+//! go through JPEG and back before their features; the references do not.
 
 use std::path::{Path, PathBuf};
 
@@ -18,12 +20,13 @@ use super::model::{
     init_source, load_policy, policy_with_sampler, sampler_steps, InitSource, WeightsSource,
 };
 use super::{configure_threads, ensure_trained, RunOptions};
-use crate::comparison::{Comparison, FeatureConfig};
+use crate::comparison::{Comparison, FeatureConfig, FidProtocol};
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
 use crate::metrics::features::Featurizer;
 use crate::metrics::fid_stats::save_npz;
 use crate::metrics::frechet::frechet_distance;
+use crate::metrics::jpeg::RoundTrip;
 use crate::metrics::kid::{kid, KidEstimate, KidSettings};
 use crate::weights::diffusers::DiffusersFolder;
 
@@ -201,6 +204,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // is one, measured once per network and kept in `<record.dir>/fid_stats`.
     let cache = model.record.dir.join(FID_STATS_DIR);
     let train = Data::load(&model, Device::Cpu)?;
+    let test = held_out_data(&model)?;
     let mut references = vec![(
         "training set",
         cached_reference(
@@ -213,14 +217,14 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
             true,
         )?,
     )];
-    if let Some(test) = held_out_data(&model)? {
+    if let Some(test) = &test {
         references.push((
             "test set",
             cached_reference(
                 &cache,
                 &format!("{} test", model.data.set.name()),
                 &data_identity(&model, "test", test.size()[0]),
-                || Ok(to_pixels(&test)),
+                || Ok(to_pixels(test)),
                 &*featurizer,
                 cmp.batch,
                 true,
@@ -232,6 +236,12 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         save_npz(&file, &measured.stats)?;
     }
 
+    // The protocol: what a sampled set goes through before its features.
+    let mut jpeg = cmp
+        .protocol
+        .jpeg_quality()
+        .map(RoundTrip::new)
+        .transpose()?;
     let mut rows = Vec::new();
     let mut measure_row = |label: String,
                            nfe: usize,
@@ -241,6 +251,10 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
                            request: String| {
         let file = dir.join("samples").join(format!("{stem}.npy"));
         let pixels = samples(make, exp, &cmp, &file, &request)?;
+        let pixels = match jpeg.as_mut() {
+            Some(jpeg) => jpeg.batch(&pixels)?,
+            None => pixels,
+        };
         let measured = measure(&*featurizer, &pixels, cmp.batch)?;
         let mut against = Vec::new();
         for (_, reference) in &references {
@@ -284,15 +298,33 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
             request,
         )?;
     }
-    // The floor: the test images themselves against the training images.
-    if references.len() > 1 {
+    // The floor: the test images themselves against the training images,
+    // measured as a sampler's images are (through JPEG under the paper's
+    // protocol: they stand for a sampler that draws the data's law).
+    if let (Some(test), true) = (&test, references.len() > 1) {
         let (train_ref, test_ref) = (&references[0].1, &references[1].1);
+        let compressed = match cmp.protocol {
+            FidProtocol::Lossless => None,
+            FidProtocol::Jpeg { quality } => Some(cached_reference(
+                &cache,
+                &format!("{} test jpeg{quality}", model.data.set.name()),
+                &format!(
+                    "{}\nthrough JPEG quality {quality}, 4:2:0 (libjpeg-turbo as PIL)",
+                    data_identity(&model, "test", test.size()[0])
+                ),
+                || Ok(RoundTrip::new(quality)?.batch(&to_pixels(test))?),
+                &*featurizer,
+                cmp.batch,
+                true,
+            )?),
+        };
+        let floor = compressed.as_ref().unwrap_or(test_ref);
         rows.push(Row {
             label: "test images (floor)".into(),
             nfe: None,
             against: vec![(
-                frechet_distance(&test_ref.stats, &train_ref.stats)?,
-                kid(&test_ref.features, &train_ref.features, &kid_settings)?,
+                frechet_distance(&floor.stats, &train_ref.stats)?,
+                kid(&floor.features, &train_ref.features, &kid_settings)?,
             )],
         });
     }
@@ -317,9 +349,24 @@ fn markdown(
         FeatureConfig::Classifier { .. } => "classifier FID",
         _ => "FID",
     };
+    let (fid_name, protocol) = match cmp.protocol {
+        FidProtocol::Lossless => (
+            fid_name.to_string(),
+            "Protocol: lossless (the samples' uint8 pixels, as a PNG holds them).".to_string(),
+        ),
+        FidProtocol::Jpeg { quality } => (
+            format!("{fid_name} (JPEG q{quality})"),
+            format!(
+                "Protocol: the paper's JPEG one: every sample, and the floor's test images, \
+                 written as a JPEG file at quality {quality} (4:2:0, as PIL's save and \
+                 torchvision's save_image write it) and read back before the features; \
+                 the reference images are measured losslessly."
+            ),
+        ),
+    };
     let mut out = format!(
         "{} on {}: {} samples per sampler (seed {}), against {}.\n\n\
-         Features: {}. KID x 1e3: mean ± standard deviation over {} subsets of up to {} images.\n\n",
+         Features: {}. {protocol} KID x 1e3: mean ± standard deviation over {} subsets of up to {} images.\n\n",
         cmp.name,
         model.data.set.name(),
         cmp.n,

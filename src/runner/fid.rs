@@ -1,7 +1,9 @@
 //! `rl-run fid A B`: FID (and KID where both sides are images) between two
 //! sets, each a statistics file (pytorch-fid's `.npz`), a `.npy` of images
 //! or a folder of image files; `rl-run fid --save-stats IMAGES OUT.npz`
-//! caches the statistics of a set.
+//! caches the statistics of a set. `--jpeg-quality Q` measures the first
+//! set as the paper's protocol does: its images written as JPEG files by
+//! PIL and read back ([`crate::metrics::jpeg`]), the second set as it is.
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -17,6 +19,7 @@ use crate::metrics::features::{FeatureNetwork, Featurizer};
 use crate::metrics::fid_stats;
 use crate::metrics::frechet::{frechet_distance, GaussianStats, RunningStats};
 use crate::metrics::image_source::ImageSource;
+use crate::metrics::jpeg::RoundTrip;
 use crate::metrics::kid::{kid, KidEstimate, KidSettings};
 use envs::images::Split;
 
@@ -96,24 +99,43 @@ pub struct Measured {
 
 /// Measures the set at `path`: a statistics `.npz` is read as it is;
 /// images go through `network` (loaded by `network` on first need) in
-/// batches of `batch`.
+/// batches of `batch`, through JPEG and back first where `jpeg` is given.
 ///
 /// # Errors
-/// [`RunError::Metric`] for unreadable statistics or images and for a
-/// failing network.
+/// [`RunError::Metric`] for unreadable statistics or images, for a
+/// statistics file where `jpeg` asks for images, and for a failing network
+/// or JPEG codec.
 pub fn measure(
     path: &Path,
     network: &mut dyn FnMut() -> Result<Rc<dyn Featurizer>, RunError>,
     batch: usize,
     show_progress: bool,
+    mut jpeg: Option<&mut RoundTrip>,
 ) -> Result<Measured, RunError> {
     if path.extension().is_some_and(|e| e == "npz") {
+        if let Some(jpeg) = jpeg {
+            return Err(crate::metrics::error::MetricError::Images {
+                path: path.to_path_buf(),
+                message: format!(
+                    "is a statistics file; the JPEG protocol (quality {}) needs the images",
+                    jpeg.quality()
+                ),
+            }
+            .into());
+        }
         return Ok(Measured {
             stats: fid_stats::load_npz(path)?,
             features: None,
         });
     }
     let images = ImageSource::open(path)?;
+    if let (Some(jpeg), true) = (&jpeg, images.holds_jpeg_files()) {
+        eprintln!(
+            "rl-run: {} holds JPEG files; the JPEG protocol compresses them a second time (quality {})",
+            path.display(),
+            jpeg.quality()
+        );
+    }
     let network = network()?;
     let progress = if show_progress {
         let bar = ProgressBar::new(images.len() as u64);
@@ -129,6 +151,10 @@ pub fn measure(
     let mut stats = RunningStats::new(network.dim());
     let mut rows = Vec::new();
     images.for_each_batch(batch, |pixels| {
+        let pixels = match jpeg.as_deref_mut() {
+            Some(jpeg) => jpeg.batch(&pixels)?,
+            None => pixels,
+        };
         let features = network.features(&pixels)?;
         stats.add(&features)?;
         progress.inc(features.size()[0] as u64);
@@ -155,6 +181,18 @@ pub struct FidOptions {
     pub device: Device,
     /// Draw progress bars.
     pub show_progress: bool,
+    /// The paper's protocol: the first set's images written as JPEG files
+    /// at this quality (4:2:0, as PIL's `save` and torchvision's
+    /// `save_image` write them; the paper: 75) and read back before their
+    /// features. The second set (the reference) is measured as it is.
+    pub jpeg_quality: Option<u8>,
+}
+
+impl FidOptions {
+    /// The round trip of the first set's images, where asked for.
+    fn round_trip(&self) -> Result<Option<RoundTrip>, RunError> {
+        Ok(self.jpeg_quality.map(RoundTrip::new).transpose()?)
+    }
 }
 
 /// What `rl-run fid` found.
@@ -191,8 +229,15 @@ fn lazy_network(options: &FidOptions) -> impl FnMut() -> Result<Rc<dyn Featurize
 /// differ (statistics made with another network).
 pub fn fid_between(a: &Path, b: &Path, options: &FidOptions) -> Result<FidReport, RunError> {
     let mut network = lazy_network(options);
-    let first = measure(a, &mut network, options.batch, options.show_progress)?;
-    let second = measure(b, &mut network, options.batch, options.show_progress)?;
+    let mut jpeg = options.round_trip()?;
+    let first = measure(
+        a,
+        &mut network,
+        options.batch,
+        options.show_progress,
+        jpeg.as_mut(),
+    )?;
+    let second = measure(b, &mut network, options.batch, options.show_progress, None)?;
     let used = network_path(&first, &second, options)?;
     let fid = frechet_distance(&first.stats, &second.stats)?;
     let kid = match (&first.features, &second.features) {
@@ -220,7 +265,8 @@ fn network_path(
 }
 
 /// Writes the statistics of the images at `images` to `out` (pytorch-fid's
-/// `.npz` layout); returns the number of images.
+/// `.npz` layout), through JPEG first where `options` asks; returns the
+/// number of images.
 ///
 /// # Errors
 /// Those of [`measure`], and [`RunError::Metric`] when `images` is itself a
@@ -234,7 +280,14 @@ pub fn save_stats(images: &Path, out: &Path, options: &FidOptions) -> Result<usi
         .into());
     }
     let mut network = lazy_network(options);
-    let measured = measure(images, &mut network, options.batch, options.show_progress)?;
+    let mut jpeg = options.round_trip()?;
+    let measured = measure(
+        images,
+        &mut network,
+        options.batch,
+        options.show_progress,
+        jpeg.as_mut(),
+    )?;
     fid_stats::save_npz(out, &measured.stats)?;
     Ok(measured.features.map_or(0, |f| f.size()[0] as usize))
 }

@@ -10,6 +10,7 @@
 //!     fine_tuned: ["sft_pg_digits.ron"],
 //!     n: 1000,
 //!     features: Classifier(epochs: 30),
+//!     also: [Inception],             // further tables on the same samples
 //!     protocol: Jpeg(quality: 75),   // the paper's; Lossless by default
 //! )
 //! ```
@@ -46,6 +47,11 @@ pub struct Comparison {
     pub n: usize,
     /// The feature network.
     pub features: FeatureConfig,
+    /// Further feature networks: each gives a table of its own, on the
+    /// same samples, after the first (e.g. Inception, the paper's, beside
+    /// the framework's classifier on MNIST).
+    #[serde(default)]
+    pub also: Vec<FeatureConfig>,
     /// How samples become the images that are measured: [`FidProtocol`].
     #[serde(default)]
     pub protocol: FidProtocol,
@@ -154,6 +160,18 @@ impl Comparison {
         if let FeatureConfig::Classifier { epochs } = self.features {
             check.at_least("features.epochs", epochs, 1);
         }
+        for (i, also) in self.also.iter().enumerate() {
+            if let FeatureConfig::Classifier { epochs } = also {
+                check.at_least("also.epochs", *epochs, 1);
+            }
+            check.that(
+                !std::iter::once(&self.features)
+                    .chain(&self.also[..i])
+                    .any(|f| f == also),
+                "also",
+                format!("{also:?} is measured already; each feature network once"),
+            );
+        }
         if let FidProtocol::Jpeg { quality } = self.protocol {
             check.that(
                 (1..=100).contains(&quality),
@@ -216,5 +234,29 @@ mod tests {
         );
         assert!(load("protocol: Jpeg(quality: 300),").is_err());
         assert!(load("protocol: Png,").is_err());
+    }
+
+    #[test]
+    fn further_feature_networks_are_each_measured_once() {
+        let also = load("also: [Classifier(epochs: 3), TorchScript(\"f.pt\")],").unwrap();
+        assert_eq!(
+            also.also,
+            vec![
+                FeatureConfig::Classifier { epochs: 3 },
+                FeatureConfig::TorchScript("f.pt".into())
+            ]
+        );
+        assert!(load("").unwrap().also.is_empty());
+        for (text, want) in [
+            ("also: [Inception],", "Inception is measured already"),
+            (
+                "also: [Classifier(epochs: 2), Classifier(epochs: 2)],",
+                "measured already",
+            ),
+            ("also: [Classifier(epochs: 0)],", "also.epochs"),
+        ] {
+            let message = load(text).unwrap_err().to_string();
+            assert!(message.contains(want), "{text}: {message}");
+        }
     }
 }

@@ -352,6 +352,25 @@ impl FeatureConfig {
             FeatureConfig::Classifier { .. } => "classifier",
         }
     }
+
+    /// A name for files that tells this network from others of its kind:
+    /// `inception`, `torchscript_<file stem>`, `classifier_<epochs>ep`.
+    pub fn file_stem(&self) -> String {
+        match self {
+            FeatureConfig::Inception => "inception".into(),
+            FeatureConfig::TorchScript(file) => {
+                let stem = std::path::Path::new(file)
+                    .file_stem()
+                    .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+                let stem: String = stem
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                format!("torchscript_{stem}")
+            }
+            FeatureConfig::Classifier { epochs } => format!("classifier_{epochs}ep"),
+        }
+    }
 }
 
 /// FID logged at every evaluation of an image run.

@@ -305,6 +305,60 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     for (path, time) in cached.iter().zip(&cache_times) {
         assert_eq!(&std::fs::metadata(path).unwrap().modified().unwrap(), time);
     }
+
+    // A further feature network (`also`): a second table on the same
+    // (reused) samples, whose numbers are `rl-run fid`'s with that network;
+    // the first table stays as it was.
+    std::fs::write(
+        dir.join("table3_also.ron"),
+        COMPARISON.replace(
+            "batch: 20,",
+            "batch: 20,\n    also: [Classifier(epochs: 3)],",
+        ),
+    )
+    .unwrap();
+    let also = run_ok(
+        rl_run()
+            .arg(dir.join("table3_also.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    let also = String::from_utf8_lossy(&also.stdout).into_owned();
+    assert_eq!(
+        std::fs::metadata(&samples).unwrap().modified().unwrap(),
+        modified,
+        "the samples are reused"
+    );
+    let second_caption = also
+        .match_indices("tiny_table3 on ")
+        .nth(1)
+        .map(|(i, _)| i)
+        .unwrap_or_else(|| panic!("a second table in\n{also}"));
+    let (first_table, second_table) = also.split_at(second_caption);
+    let (want, got) = (numbers(&table), numbers(first_table));
+    assert_eq!(want.len(), got.len(), "{table}\n{first_table}");
+    for (a, b) in want.iter().zip(&got) {
+        assert!((a - b).abs() <= 0.011 + 1e-5 * a.abs(), "{a} vs {b}");
+    }
+    assert!(
+        second_table.contains("the Digits classifier's 128 features")
+            && second_table.contains("| test images (floor) | - |"),
+        "{second_table}"
+    );
+    let also_fid = fid_of(
+        &samples,
+        &out_dir.join("stats_classifier_3ep_training_set.npz"),
+        &runs.join("classifier_digits_1x8x8_digits_3ep"),
+        &[],
+    );
+    let also_cell = cell_of(second_table, ddpm_row);
+    assert!(
+        (also_cell - also_fid).abs() <= 0.005 + 1e-9 * also_fid,
+        "{also_cell} vs {also_fid}"
+    );
+    assert!(
+        (also_fid - fid).abs() > 1e-6 * fid,
+        "another network, another FID: {also_fid} vs {fid}"
+    );
 }
 
 /// Every number in a text.

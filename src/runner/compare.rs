@@ -3,8 +3,11 @@
 //! and test images with the number of network evaluations. Under the
 //! paper's JPEG protocol the sampled images (and the floor's test images)
 //! go through JPEG and back before their features; the references do not.
+//! Every feature network (`features`, then each of `also`) measures the same
+//! samples and gives a table of its own.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use agents::policy::DiffusionPolicy;
 use envs::images::to_pixels;
@@ -33,10 +36,18 @@ use crate::weights::diffusers::DiffusersFolder;
 /// What a comparison produced.
 #[derive(Debug, Clone)]
 pub struct ComparisonReport {
-    /// The markdown table (also in `<dir>/table.md`).
+    /// The markdown tables, one per feature network (also in `<dir>/table.md`).
     pub table: String,
     /// Where samples, statistics and the table are.
     pub dir: PathBuf,
+}
+
+/// A feature network of the comparison, its references and its table's rows.
+struct Network<'a> {
+    config: &'a FeatureConfig,
+    featurizer: Rc<dyn Featurizer>,
+    references: Vec<(&'static str, Measured)>,
+    rows: Vec<Row>,
 }
 
 /// One row: FID and KID against each reference.
@@ -193,48 +204,62 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         tuned.push((exp, final_dir));
     }
 
-    let featurizer = featurizer(&cmp.features, &model, device, options.show_progress)?;
+    // The feature networks: the first table's, then `also`'s, each with
+    // its references (all training images, and the test split where there
+    // is one), measured once per network and kept in `<record.dir>/fid_stats`.
+    let cache = model.record.dir.join(FID_STATS_DIR);
+    let train = Data::load(&model, Device::Cpu)?;
+    let test = held_out_data(&model)?;
+    let mut networks = Vec::new();
+    for (i, config) in std::iter::once(&cmp.features).chain(&cmp.also).enumerate() {
+        let featurizer = featurizer(config, &model, device, options.show_progress)?;
+        let mut references = vec![(
+            "training set",
+            cached_reference(
+                &cache,
+                &format!("{} training", model.data.set.name()),
+                &data_identity(&model, "training", train.len()),
+                || Ok(to_pixels(&train.first(train.len()))),
+                &*featurizer,
+                cmp.batch,
+                true,
+            )?,
+        )];
+        if let Some(test) = &test {
+            references.push((
+                "test set",
+                cached_reference(
+                    &cache,
+                    &format!("{} test", model.data.set.name()),
+                    &data_identity(&model, "test", test.size()[0]),
+                    || Ok(to_pixels(test)),
+                    &*featurizer,
+                    cmp.batch,
+                    true,
+                )?,
+            ));
+        }
+        // The first network's files keep their plain names.
+        let prefix = match i {
+            0 => String::new(),
+            _ => format!("{}_", config.file_stem()),
+        };
+        for (name, measured) in &references {
+            let file = dir.join(format!("stats_{prefix}{}.npz", slug(name)));
+            save_npz(&file, &measured.stats)?;
+        }
+        networks.push(Network {
+            config,
+            featurizer,
+            references,
+            rows: Vec::new(),
+        });
+    }
     let kid_settings = KidSettings {
         subsets: cmp.kid_subsets,
         subset_size: cmp.kid_subset_size,
         seed: cmp.seed,
     };
-
-    // The references: all training images, and the test split where there
-    // is one, measured once per network and kept in `<record.dir>/fid_stats`.
-    let cache = model.record.dir.join(FID_STATS_DIR);
-    let train = Data::load(&model, Device::Cpu)?;
-    let test = held_out_data(&model)?;
-    let mut references = vec![(
-        "training set",
-        cached_reference(
-            &cache,
-            &format!("{} training", model.data.set.name()),
-            &data_identity(&model, "training", train.len()),
-            || Ok(to_pixels(&train.first(train.len()))),
-            &*featurizer,
-            cmp.batch,
-            true,
-        )?,
-    )];
-    if let Some(test) = &test {
-        references.push((
-            "test set",
-            cached_reference(
-                &cache,
-                &format!("{} test", model.data.set.name()),
-                &data_identity(&model, "test", test.size()[0]),
-                || Ok(to_pixels(test)),
-                &*featurizer,
-                cmp.batch,
-                true,
-            )?,
-        ));
-    }
-    for (name, measured) in &references {
-        let file = dir.join(format!("stats_{}.npz", slug(name)));
-        save_npz(&file, &measured.stats)?;
-    }
 
     // The protocol: what a sampled set goes through before its features.
     let mut jpeg = cmp
@@ -242,7 +267,6 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         .jpeg_quality()
         .map(RoundTrip::new)
         .transpose()?;
-    let mut rows = Vec::new();
     let mut measure_row = |label: String,
                            nfe: usize,
                            stem: String,
@@ -255,23 +279,26 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
             Some(jpeg) => jpeg.batch(&pixels)?,
             None => pixels,
         };
-        let measured = measure(&*featurizer, &pixels, cmp.batch)?;
-        let mut against = Vec::new();
-        for (_, reference) in &references {
-            against.push((
-                frechet_distance(&measured.stats, &reference.stats)?,
-                kid(&measured.features, &reference.features, &kid_settings)?,
-            ));
+        for network in networks.iter_mut() {
+            let measured = measure(&*network.featurizer, &pixels, cmp.batch)?;
+            let mut against = Vec::new();
+            for (_, reference) in &network.references {
+                against.push((
+                    frechet_distance(&measured.stats, &reference.stats)?,
+                    kid(&measured.features, &reference.features, &kid_settings)?,
+                ));
+            }
+            eprintln!(
+                "rl-run: {label}: FID {:.3} against the training set ({})",
+                against[0].0,
+                network.config.file_stem()
+            );
+            network.rows.push(Row {
+                label: label.clone(),
+                nfe: Some(nfe),
+                against,
+            });
         }
-        eprintln!(
-            "rl-run: {label}: FID {:.3} against the training set",
-            against[0].0
-        );
-        rows.push(Row {
-            label,
-            nfe: Some(nfe),
-            against,
-        });
         Ok::<(), RunError>(())
     };
     for sampler in &cmp.samplers {
@@ -301,8 +328,10 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // The floor: the test images themselves against the training images,
     // measured as a sampler's images are (through JPEG under the paper's
     // protocol: they stand for a sampler that draws the data's law).
-    if let (Some(test), true) = (&test, references.len() > 1) {
-        let (train_ref, test_ref) = (&references[0].1, &references[1].1);
+    for network in networks.iter_mut() {
+        let (Some(test), [(_, train_ref), (_, test_ref)]) = (&test, &network.references[..]) else {
+            continue;
+        };
         let compressed = match cmp.protocol {
             FidProtocol::Lossless => None,
             FidProtocol::Jpeg { quality } => Some(cached_reference(
@@ -313,39 +342,45 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
                     data_identity(&model, "test", test.size()[0])
                 ),
                 || Ok(RoundTrip::new(quality)?.batch(&to_pixels(test))?),
-                &*featurizer,
+                &*network.featurizer,
                 cmp.batch,
                 true,
             )?),
         };
         let floor = compressed.as_ref().unwrap_or(test_ref);
-        rows.push(Row {
+        let against = vec![(
+            frechet_distance(&floor.stats, &train_ref.stats)?,
+            kid(&floor.features, &train_ref.features, &kid_settings)?,
+        )];
+        network.rows.push(Row {
             label: "test images (floor)".into(),
             nfe: None,
-            against: vec![(
-                frechet_distance(&floor.stats, &train_ref.stats)?,
-                kid(&floor.features, &train_ref.features, &kid_settings)?,
-            )],
+            against,
         });
     }
-    let table = markdown(&cmp, &model, &*featurizer, &references, &rows);
+    let table = networks
+        .iter()
+        .map(|network| markdown(&cmp, &model, network))
+        .collect::<Vec<_>>()
+        .join("\n");
     let file = dir.join("table.md");
     std::fs::write(&file, &table).map_err(io(&file))?;
     Ok(ComparisonReport { table, dir })
 }
 
-fn markdown(
-    cmp: &Comparison,
-    model: &Experiment,
-    featurizer: &dyn Featurizer,
-    references: &[(&str, Measured)],
-    rows: &[Row],
-) -> String {
+/// One network's table: its caption, then a row per sampler.
+fn markdown(cmp: &Comparison, model: &Experiment, network: &Network) -> String {
+    let Network {
+        config,
+        featurizer,
+        references,
+        rows,
+    } = network;
     let sizes: Vec<String> = references
         .iter()
         .map(|(name, m)| format!("{} {name} images", m.features.size()[0],))
         .collect();
-    let fid_name = match cmp.features {
+    let fid_name = match config {
         FeatureConfig::Classifier { .. } => "classifier FID",
         _ => "FID",
     };

@@ -145,8 +145,14 @@ fn zero_gradients(agent: &Reinforce) {
     }
 }
 
+/// libtorch's default generator is one per process: a test that seeds it
+/// and replays the authors' draws holds this lock, and so does every test
+/// here that draws from it, so that no other test's draws fall between.
+static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_generator_update_matches_the_authors_finetune_step_by_step() {
+    let _generator = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("authors_finetune_parity");
     run_ok(
         python()
@@ -292,6 +298,7 @@ impl RewardModel for Quadratic {
 
 #[test]
 fn the_last_step_has_a_policy_gradient_on_the_rounds_first_minibatch() {
+    let _generator = GLOBAL_GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
     let dir = temp_dir("last_step_gradient");
     run_ok(
         python()

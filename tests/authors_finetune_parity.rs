@@ -141,7 +141,7 @@ fn zero_gradients(agent: &Reinforce) {
         .variables()
         .into_values()
     {
-        let _ = v.zero_grad();
+        v.zero_grad();
     }
 }
 

@@ -125,6 +125,11 @@ fn metric_errors() -> Vec<MetricError> {
             value: f32::NAN,
         },
         MetricError::Solver("not optimal".into()),
+        MetricError::Jpeg {
+            action: "encoding",
+            what: "a 28x28 grey image".into(),
+            message: "expected 784 bytes (height x width x channels), got 783".into(),
+        },
     ]
 }
 
@@ -175,6 +180,17 @@ fn fetch_errors() -> Vec<FetchError> {
         FetchError::Incomplete {
             dir: PathBuf::from("data/mnist"),
             missing: "t10k-images-idx3-ubyte.gz".into(),
+        },
+        FetchError::Python {
+            resource: "ddim-ema-cifar10".into(),
+            python: PathBuf::from(".venv/bin/python"),
+            origin: "the project's .venv, relative to the current folder".into(),
+            by_hand: "download the checkpoint, then run scripts/convert_weights.py ddim".into(),
+        },
+        FetchError::Convert {
+            checkpoint: PathBuf::from("models/ddpm-ema-cifar10-32.part/ckpt.pth"),
+            command: ".venv/bin/python scripts/convert_weights.py ddim ...".into(),
+            message: "KeyError: 'temb.dense.0.weight'".into(),
         },
         FetchError::Busy {
             dir: PathBuf::from("data/mnist.part"),
@@ -230,7 +246,7 @@ fn chain(error: &(dyn Error + 'static)) -> Vec<String> {
 fn every_error_says_each_cause_once_and_ends_its_line() {
     let errors = run_errors();
     // Every variant of RunError, with each inner type's variants behind it.
-    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 5 + 12 + 4);
+    assert_eq!(errors.len(), 5 + 10 + 4 + 1 + 3 + 1 + 6 + 14 + 4);
     for error in &errors {
         let line = report(error);
         assert!(line.ends_with('\n'), "{line:?}");

@@ -207,7 +207,8 @@ fn an_imported_unet_fine_tunes_on_digits() {
         "{names:?}"
     );
     // The conv baseline: its halving conv, per-step channel gains over the
-    // sampler's 4 steps, and the conditional-linear head.
+    // sampler's 4 steps, and the head `critic.baseline_head` names (for
+    // images a plain linear layer unless set, as the authors' baseline's).
     let conv_baseline = "network: Conv(channels: [16]), baseline: Conv(channels: [8])";
     std::fs::write(
         dir.join("convbase.ron"),
@@ -225,7 +226,8 @@ fn an_imported_unet_fine_tunes_on_digits() {
         baseline.into_iter().map(|(k, v)| (k, v.size())).collect();
     assert_eq!(shapes["conv0.weight"], vec![8, 1, 4, 4], "{shapes:?}");
     assert_eq!(shapes["gain0.weight"], vec![4, 8], "{shapes:?}");
-    assert_eq!(shapes["out.lin.weight"], vec![1, 8], "{shapes:?}");
+    assert_eq!(shapes["out.weight"], vec![1, 8], "{shapes:?}");
+    assert!(!shapes.contains_key("out.lin.weight"), "{shapes:?}");
     // Two halvings leave 2 x 2 at 8 x 8: refused before any work, by name.
     let too_deep = "network: Conv(channels: [16, 32])";
     std::fs::write(

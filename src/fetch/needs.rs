@@ -245,12 +245,18 @@ fn collect(
         }
     }
     for other in others.into_iter().filter(|p| p.is_file()) {
-        // A run that is trained already needs nothing more.
-        let trained = Experiment::load(&other).is_ok_and(|o| {
-            crate::checkpoint::Checkpoint::exists(&crate::runner::model::run_dir(&o).join("final"))
-        });
-        if !trained {
+        // A run that is trained already needs nothing more; one that is not
+        // reads its data where the run will point it (a data folder set on
+        // the command line reaches it, as the runner carries it).
+        let Ok(dep) = Experiment::load(&other) else {
             collect(&other, &[], catalog, seen, found)?;
+            continue;
+        };
+        if !crate::checkpoint::Checkpoint::exists(
+            &crate::runner::model::run_dir(&dep).join("final"),
+        ) {
+            let carried = crate::overrides::carried_to_dependency(overrides, &exp, &dep);
+            collect(&other, &carried, catalog, seen, found)?;
         }
     }
     Ok(())

@@ -12,11 +12,14 @@ run: setup
 	cargo build --release --locked
 	./target/release/rl-run $(EXPERIMENT)
 
-# The whole test suite (what CI runs).
+# The whole test suite (what CI runs): formatting and lints first, then
+# every test of every crate.
 test: setup
+	cargo fmt --all --check
+	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cargo test --release --locked --workspace
 
-# Speed and memory against the PyTorch baseline (see README, "Performance").
+# Speed and memory against the PyTorch baseline (docs/performance.md).
 bench: setup
 	cargo bench --locked --bench sft_pg_iteration
 	cargo bench --locked --bench pathwise_vs_pg

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The noiseless last step on the digits (issue 19, README "The noiseless last
+# The noiseless last step on the digits (issue 19, docs/results.md, "The noiseless last
 # step"): sft_pg_digits.ron fine-tuned with each treatment of FastDPM VAR's
 # noiseless last step (task.generator.deterministic_step: Noisy, the authors';
 # Noiseless, shortcut before schema 3; Excluded; Pathwise) and three seeds,

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use crate::report::report;
+
 /// A configuration file could not be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -155,26 +157,4 @@ pub fn read_text(path: &Path) -> Result<String, ConfigError> {
             byte: bytes[at],
         }
     })
-}
-
-/// The whole chain of `error` on one line for users: each level's message
-/// once, joined by ": ", trailing white space trimmed, ending in a newline.
-/// A cause whose text the message before it already ends with (an error that
-/// prints its source itself, as some outside our crate do) is not repeated.
-pub fn report(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = String::new();
-    let mut current = Some(error);
-    while let Some(e) = current {
-        let text = e.to_string();
-        let text = text.trim_end();
-        if !text.is_empty() && !out.ends_with(text) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(text);
-        }
-        current = e.source();
-    }
-    out.push('\n');
-    out
 }

@@ -5,7 +5,8 @@
 //! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
 //! [`checkpoint`]s, the Wasserstein [`metrics`], pretrained [`weights`]
 //! (diffusers and the original DDPM layout), [`fetch`]ing data sets and
-//! weights on first use, and the `rl-run` binary.
+//! weights on first use, the [`preflight`] check of an experiment's
+//! inputs, and the `rl-run` binary.
 
 pub mod ablation;
 pub mod checkpoint;
@@ -15,7 +16,9 @@ pub mod error;
 pub mod fetch;
 pub mod metrics;
 pub mod overrides;
+pub mod preflight;
 pub mod recording;
+pub mod report;
 pub mod runner;
 pub mod weights;
 

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use shortcut::fetch::{self, needs, Catalog};
+use shortcut::fetch::{self, Catalog};
+use shortcut::preflight;
 use shortcut::runner::data::{held_out_data, Data};
 use shortcut::runner::evaluate::policy_quality;
 use shortcut::runner::model::load_policy;
@@ -212,7 +213,7 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprint!("error: {}", shortcut::error::report(e.as_ref()));
             let catalog = Catalog::load(catalog.as_deref()).or_else(|_| Catalog::load(None));
-            if let Some(hint) = catalog.ok().and_then(|c| needs::hint(e.as_ref(), &c)) {
+            if let Some(hint) = catalog.ok().and_then(|c| preflight::hint(e.as_ref(), &c)) {
                 eprintln!("hint: {hint}");
             }
             std::process::ExitCode::FAILURE
@@ -433,7 +434,7 @@ fn run(cli: Cli) -> Result<()> {
             let catalog = Catalog::load(cli.catalog.as_deref())?;
             if !cli.fetch {
                 // Every missing input at once, each with its fetch command.
-                let missing = needs::missing_inputs(&path, &cli.set, &catalog)?;
+                let missing = preflight::missing_inputs(&path, &cli.set, &catalog)?;
                 if !missing.is_empty() {
                     let lines: Vec<String> = missing.iter().map(|m| format!("  - {m}")).collect();
                     anyhow::bail!(
@@ -447,7 +448,7 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
             } else {
-                for need in needs::needs(&path, &cli.set, &catalog)? {
+                for need in preflight::needs(&path, &cli.set, &catalog)? {
                     eprintln!(
                         "rl-run: {} is missing; fetching {}",
                         need.dir.display(),

@@ -34,7 +34,7 @@ pub(crate) fn f32_slice(t: &Tensor) -> Option<&mut [f32]> {
 /// place (tested); the kernel is branch-free, so it vectorises, and does
 /// about a third of the work of libtorch's `log1p(exp(x))`, which evaluates
 /// both functions to 1 ulp with general-purpose routines.
-pub fn softplus(x: Tensor) -> Tensor {
+pub(crate) fn softplus(x: Tensor) -> Tensor {
     if x.requires_grad() {
         return x.softplus();
     }

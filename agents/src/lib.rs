@@ -19,11 +19,10 @@
 //! - [`pretrain`]: DDPM pretraining by denoising score matching.
 //! - [`ema`]: an exponential moving average of a network's weights.
 //! - [`optim`]: Adam and RMSprop whose state can be saved and restored.
-//! - [`cpu`]: kernels on the memory of CPU tensors (softplus without gradients).
 
 pub mod agent;
 pub mod buffer;
-pub mod cpu;
+mod cpu;
 pub mod critic;
 pub mod critic_networks;
 pub mod ema;

@@ -18,7 +18,6 @@ pub mod checksum;
 pub mod download;
 pub mod error;
 pub mod hub;
-pub mod needs;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -390,7 +389,7 @@ fn convert_ddim(
         .map_err(|e| {
             fail(format!(
                 "the folder it wrote is not one rl-run reads: {}",
-                crate::error::report(&e).trim_end()
+                crate::report::report(&e).trim_end()
             ))
         })?;
     Ok(())
@@ -452,9 +451,9 @@ fn get_any(
             Err(e) if urls.len() == 1 => return Err(e),
             Err(e) => {
                 if settings.verbose {
-                    eprintln!("rl-run: {}", crate::error::report(&e).trim_end());
+                    eprintln!("rl-run: {}", crate::report::report(&e).trim_end());
                 }
-                failures.push(crate::error::report(&e).trim_end().to_string());
+                failures.push(crate::report::report(&e).trim_end().to_string());
             }
         }
     }

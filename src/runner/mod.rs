@@ -200,7 +200,7 @@ pub fn configure_threads(threads: usize) {
 /// what the run needs at its largest; it is just not returned in between.
 /// At image size it costs memory as well: one SFT-PG round of the CIFAR-10
 /// configuration at 128 chains ran 1.40x faster with it than with glibc's
-/// defaults, at 11.1 GiB peak RSS instead of 7.5 (README, "Performance").
+/// defaults, at 11.1 GiB peak RSS instead of 7.5 (docs/performance.md).
 /// Call it once, before the first tensor is made.
 pub fn retain_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

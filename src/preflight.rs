@@ -1,4 +1,5 @@
-//! Which catalog resource a missing path is: the hint `rl-run` adds to a
+//! Pre-flight: which inputs an experiment lacks, and which catalog
+//! resource a missing path is: the hint `rl-run` adds to a
 //! "missing" error, and what `rl-run EXPERIMENT --fetch` fetches first.
 //!
 //! A path is recognised by its own name or that of the folder holding it:
@@ -10,10 +11,10 @@ use std::collections::HashSet;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use super::catalog::{default_parent, Catalog, Resource};
-use super::is_complete;
 use crate::config::{Experiment, Task};
 use crate::error::{ConfigError, RunError};
+use crate::fetch::catalog::{default_parent, Catalog, Resource};
+use crate::fetch::is_complete;
 use crate::overrides::Override;
 use crate::weights::WeightsError;
 use envs::datasets::DataSet;

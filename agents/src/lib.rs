@@ -13,8 +13,10 @@
 //! - [`registry`]: the agents and regularisers by name; building an agent.
 //! - [`critic`]: the adversarial IPM critic and the baseline, with their
 //!   regularisers (baseline regularisation, Eq. 23; gradient penalty, Eq. 22).
+//! - [`store`]: the [`store::TransitionStore`] trait agents keep their
+//!   transitions in, and the setting that picks one of the two below.
 //! - [`buffer`]: the trajectory buffer of Algorithm 1.
-//! - [`reservoir`]: a uniform reservoir of the transitions one REINFORCE
+//! - [`reservoir`]: a uniform reservoir of the transitions one generator
 //!   update reads, in memory flat in T'.
 //! - [`pretrain`]: DDPM pretraining by denoising score matching.
 //! - [`ema`]: an exponential moving average of a network's weights.
@@ -37,6 +39,7 @@ pub mod pretrain;
 pub mod registry;
 pub mod reinforce;
 pub mod reservoir;
+pub mod store;
 #[cfg(test)]
 mod testing;
 pub mod unet;

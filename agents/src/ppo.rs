@@ -18,6 +18,12 @@
 //! per-pixel changes give ratios of 0 or infinity: every sample is clipped
 //! and the gradient vanishes. Set `log_prob: Mean` in the generator settings
 //! there; it is the geometric mean of the per-dimension ratios.
+//!
+//! The transitions wait in a [`TransitionStore`] chosen by `buffer`: every
+//! transition of the round (`Full`, the default), or a uniform reservoir of
+//! n_generator x minibatch of them (`Reservoir`, memory flat in T'), which
+//! every pass then permutes afresh: the passes revisit one uniform subset
+//! of the round instead of drawing new transitions from all of it.
 
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::Step;
@@ -25,9 +31,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
-use crate::buffer::{EpisodeCollector, TransitionBatch};
+use crate::buffer::TransitionBatch;
 use crate::generator::Generator;
 use crate::reinforce::{cost_advantage, record_advantage};
+use crate::store::{BufferKind, TransitionStore};
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Settings of PPO-clip.
@@ -46,6 +53,8 @@ pub struct PpoConfig {
     pub normalize_advantage: bool,
     /// Stop a round's passes once the approximate KL exceeds 1.5 x this.
     pub target_kl: Option<f64>,
+    /// Which transitions of a round are kept for the update.
+    pub buffer: BufferKind,
 }
 
 impl Default for PpoConfig {
@@ -56,6 +65,7 @@ impl Default for PpoConfig {
             use_baseline: true,
             normalize_advantage: true,
             target_kl: None,
+            buffer: BufferKind::Full,
         }
     }
 }
@@ -64,7 +74,7 @@ impl Default for PpoConfig {
 pub struct Ppo {
     config: PpoConfig,
     generator: Generator,
-    episodes: EpisodeCollector,
+    transitions: Box<dyn TransitionStore>,
     minibatch: i64,
 }
 
@@ -81,10 +91,11 @@ pub struct PpoLoss {
 impl Ppo {
     /// A PPO agent fine-tuning `generator` with minibatches of `minibatch` transitions.
     pub fn new(config: PpoConfig, generator: Generator, minibatch: i64) -> Self {
+        let n_generator = generator.config().n_generator.max(1) as i64;
         Self {
             config,
+            transitions: config.buffer.build(n_generator * minibatch.max(1)),
             generator,
-            episodes: EpisodeCollector::default(),
             minibatch,
         }
     }
@@ -143,19 +154,20 @@ impl Agent<DiffusionEnv> for Ppo {
         let reduction = self.generator.config().log_prob;
         let (action, log_prob) = self.generator.policy().act_with_log_prob(obs, reduction);
         if !self.generator.excludes_step(obs.t) {
-            self.episodes.step(&obs.x, &action, obs.t, Some(log_prob));
+            self.transitions
+                .record(&obs.x, &action, obs.t, Some(log_prob));
         }
         Ok(action)
     }
 
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, step: &Step<ChainState>) {
         if step.all_ended() {
-            self.episodes.finish(&step.obs.x);
+            self.transitions.finish(&step.obs.x);
         }
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
-        if self.episodes.buffer.is_empty() {
+        if self.transitions.is_empty() {
             return Err(AgentError::Empty(
                 "generator update with an empty trajectory buffer",
             ));
@@ -166,8 +178,7 @@ impl Agent<DiffusionEnv> for Ppo {
         let mut steps = 0;
         'passes: for _ in 0..self.config.epochs {
             let batches = self
-                .episodes
-                .buffer
+                .transitions
                 .minibatches(self.minibatch, n_generator, device);
             for batch in &batches {
                 let step = self.surrogate_loss(batch, critics, &mut stats)?;
@@ -184,7 +195,7 @@ impl Agent<DiffusionEnv> for Ppo {
                 }
             }
         }
-        self.episodes.buffer.clear();
+        self.transitions.clear();
         Ok(stats.average(steps))
     }
 }
@@ -218,6 +229,19 @@ mod tests {
     }
 
     #[test]
+    fn ppo_from_a_reservoir_lowers_the_critic_value() {
+        let _rng = envs::testing::seeded(12);
+        let config = PpoConfig {
+            use_baseline: false,
+            buffer: BufferKind::Reservoir,
+            ..PpoConfig::default()
+        };
+        let mut agent = Ppo::new(config, tiny_generator(3e-3), 64);
+        improves_on_a_tiny_problem(&mut agent, 150);
+        assert!(agent.transitions.is_empty(), "cleared after an update");
+    }
+
+    #[test]
     fn ratios_start_at_one_and_clipping_is_reported() {
         let _rng = envs::testing::seeded(13);
         let config = PpoConfig {
@@ -233,7 +257,7 @@ mod tests {
             reward: &DistanceToTarget,
             baseline: None,
         };
-        let batch = &agent.episodes.buffer.minibatches(64, 1, tch::Device::Cpu)[0];
+        let batch = &agent.transitions.minibatches(64, 1, tch::Device::Cpu)[0];
         let first = agent
             .surrogate_loss(batch, &critics, &mut UpdateStats::default())
             .unwrap();

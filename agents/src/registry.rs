@@ -63,6 +63,10 @@ pub const AGENTS: &[Registered] = &[
         summary: "PPO-clip over the buffer: epochs passes of n_generator fresh minibatches (epochs x n_generator steps per round); logs approx-KL and clip fraction",
     },
     Registered {
+        ron: "Ppo(clip: 0.2, epochs: 4, buffer: Reservoir)",
+        summary: "PPO-clip from a uniform reservoir of n_generator x minibatch transitions with their behaviour log-densities (memory flat in T'); every pass permutes the same subset",
+    },
+    Registered {
         ron: "Pathwise",
         summary: "SFT (Eq. 14): back-propagates mean f(x_0) through the reparameterised chain",
     },

@@ -9,10 +9,10 @@
 //! The loss averages over transitions, so its gradient is (1/T') times the
 //! gradient of E[f(x_0)] (Theorem 4.1 sums over the T' steps of a chain).
 //!
-//! The transitions are kept in a [`TrajectoryBuffer`](crate::buffer::TrajectoryBuffer)
-//! (`buffer: Full`, every transition of the round) or a
-//! [`Reservoir`] (`buffer: Reservoir`, only as many as the update reads,
-//! drawn with the same law; memory flat in T').
+//! The transitions are kept in a [`TransitionStore`]: every transition of
+//! the round (`buffer: Full`) or a [`Reservoir`](crate::reservoir::Reservoir)
+//! of only as many as the update reads, drawn with the same law (`buffer:
+//! Reservoir`; memory flat in T').
 
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::{self, LogProbReduction};
@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
-use crate::buffer::{EpisodeCollector, TransitionBatch};
+use crate::buffer::TransitionBatch;
 use crate::generator::{DeterministicStep, Generator};
-use crate::reservoir::Reservoir;
+pub use crate::store::BufferKind;
+use crate::store::TransitionStore;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Settings of the REINFORCE generator update (the shared ones are in
@@ -47,27 +48,6 @@ impl Default for ReinforceConfig {
             buffer: BufferKind::Full,
         }
     }
-}
-
-/// How the transitions of a round wait for the generator update. Both give
-/// minibatches of the same distribution (disjoint, uniform over the round's
-/// transitions); they differ in memory and in the random numbers drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub enum BufferKind {
-    /// Every transition (Algorithm 1 as written; the toy runs' numbers):
-    /// (T' + 1) states per chain, growing with T', n_critic and the batch.
-    #[default]
-    Full,
-    /// A uniform reservoir of n_generator x minibatch transitions, filled
-    /// while the chains are sampled: three such batches of images, whatever
-    /// T' and n_critic (the image runs).
-    Reservoir,
-}
-
-/// Where the agent keeps its transitions.
-enum Transitions {
-    Full(EpisodeCollector),
-    Reservoir(Reservoir),
 }
 
 /// The cost-to-go estimate of each transition, f(x_0) - V(x_{t+1}, t+1)
@@ -133,20 +113,15 @@ pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
 pub struct Reinforce {
     config: ReinforceConfig,
     generator: Generator,
-    transitions: Transitions,
+    transitions: Box<dyn TransitionStore>,
     minibatch: i64,
 }
 
 impl Reinforce {
     /// An agent fine-tuning `generator` with minibatches of `minibatch` transitions.
     pub fn new(config: ReinforceConfig, generator: Generator, minibatch: i64) -> Self {
-        let transitions = match config.buffer {
-            BufferKind::Full => Transitions::Full(EpisodeCollector::default()),
-            BufferKind::Reservoir => {
-                let n_generator = generator.config().n_generator.max(1) as i64;
-                Transitions::Reservoir(Reservoir::new(n_generator * minibatch.max(1)))
-            }
-        };
+        let n_generator = generator.config().n_generator.max(1) as i64;
+        let transitions = config.buffer.build(n_generator * minibatch.max(1));
         Self {
             config,
             generator,
@@ -158,20 +133,13 @@ impl Reinforce {
     /// Number of transitions waiting for the update (at most the
     /// reservoir's capacity with `buffer: Reservoir`).
     pub fn buffered(&self) -> i64 {
-        match &self.transitions {
-            Transitions::Full(episodes) => episodes.buffer.len(),
-            Transitions::Reservoir(reservoir) => reservoir.len(),
-        }
+        self.transitions.len()
     }
 
-    /// Bytes of tensor memory the transitions hold (see
-    /// [`crate::buffer::TrajectoryBuffer::bytes`] and
-    /// [`Reservoir::bytes`]); read by the round benchmark.
+    /// Bytes of tensor memory the transitions hold
+    /// ([`TransitionStore::bytes`]); read by the round benchmark.
     pub fn buffer_bytes(&self) -> usize {
-        match &self.transitions {
-            Transitions::Full(episodes) => episodes.buffer.bytes(),
-            Transitions::Reservoir(reservoir) => reservoir.bytes(),
-        }
+        self.transitions.bytes()
     }
 
     /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
@@ -240,25 +208,11 @@ impl Agent<DiffusionEnv> for Reinforce {
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        let done = step.all_ended();
-        let keep = !self.generator.excludes_step(obs.t);
-        match &mut self.transitions {
-            Transitions::Full(episodes) => {
-                if keep {
-                    episodes.step(&obs.x, action, obs.t, None);
-                }
-                if done {
-                    episodes.finish(&step.obs.x);
-                }
-            }
-            Transitions::Reservoir(reservoir) => {
-                if keep {
-                    reservoir.step(&obs.x, action, obs.t);
-                }
-                if done {
-                    reservoir.finish(&step.obs.x);
-                }
-            }
+        if !self.generator.excludes_step(obs.t) {
+            self.transitions.record(&obs.x, action, obs.t, None);
+        }
+        if step.all_ended() {
+            self.transitions.finish(&step.obs.x);
         }
     }
 
@@ -270,25 +224,15 @@ impl Agent<DiffusionEnv> for Reinforce {
         }
         let device = self.generator.policy().var_store().device();
         let n_generator = self.generator.config().n_generator;
-        let batches = match &self.transitions {
-            Transitions::Full(episodes) => {
-                episodes
-                    .buffer
-                    .minibatches(self.minibatch, n_generator, device)
-            }
-            Transitions::Reservoir(reservoir) => {
-                reservoir.minibatches(self.minibatch, n_generator, device)
-            }
-        };
+        let batches = self
+            .transitions
+            .minibatches(self.minibatch, n_generator, device);
         let mut stats = UpdateStats::default();
         for batch in &batches {
             let loss = self.surrogate_loss(batch, critics, &mut stats);
             self.generator.descend(&loss, &mut stats)?;
         }
-        match &mut self.transitions {
-            Transitions::Full(episodes) => episodes.buffer.clear(),
-            Transitions::Reservoir(reservoir) => reservoir.clear(),
-        }
+        self.transitions.clear();
         Ok(stats.average(batches.len()))
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! A slot remembers the episode and chain of its transition and receives
 //! that chain's x_0 when the episode ends. Memory: three `[capacity, ...]`
-//! tensors (x_{t+1}, x_t, x_0).
+//! tensors (x_{t+1}, x_t, x_0), and a `[capacity]` one of behaviour
+//! log-densities when the agent keeps them (PPO).
 
 use std::collections::BTreeMap;
 
@@ -33,6 +34,9 @@ pub struct Reservoir {
     seen: i64,
     /// `[capacity, ...]` x_{t+1}, x_t and x_0 of each slot, allocated at the first step.
     slots: Option<[Tensor; 3]>,
+    /// `[capacity]` behaviour log-density of each slot, allocated at the
+    /// first step that brings one.
+    log_probs: Option<Tensor>,
     /// The 1-based sampler step of each filled slot.
     steps: Vec<i64>,
     /// Episode number and chain of each filled slot's transition.
@@ -49,6 +53,7 @@ impl Reservoir {
             capacity,
             seen: 0,
             slots: None,
+            log_probs: None,
             steps: Vec::new(),
             origins: Vec::new(),
             episode: 0,
@@ -77,10 +82,15 @@ impl Reservoir {
 
     /// Offers the transitions of one sampler step of a batch of chains:
     /// `action` (x_t) taken in `state` (x_{t+1}) at 1-based step `t`, row i
-    /// being chain i of the episode in progress. The replacement draws come
-    /// from libtorch's CPU generator.
-    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize) {
+    /// being chain i of the episode in progress, with the behaviour
+    /// log-density of each row (`[rows]`) if the agent keeps them (then at
+    /// every step). The replacement draws come from libtorch's CPU generator.
+    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize, log_prob: Option<&Tensor>) {
         let rows = state.size()[0];
+        assert!(
+            self.seen == 0 || log_prob.is_some() == self.log_probs.is_some(),
+            "a reservoir keeps behaviour log-densities at every step or at none"
+        );
         let placed = self.placements(rows);
         self.seen += rows;
         if placed.is_empty() {
@@ -104,6 +114,13 @@ impl Reservoir {
         tch::no_grad(|| {
             for (buffer, source) in slots.iter_mut().zip([state, action]) {
                 let _ = buffer.index_copy_(0, &slot_tensor, &source.index_select(0, &row_tensor));
+            }
+            if let Some(log_prob) = log_prob {
+                let capacity = self.capacity;
+                let kept = self.log_probs.get_or_insert_with(|| {
+                    Tensor::zeros([capacity], (log_prob.kind(), log_prob.device()))
+                });
+                let _ = kept.index_copy_(0, &slot_tensor, &log_prob.index_select(0, &row_tensor));
             }
         });
         for (&slot, &row) in &placed {
@@ -193,7 +210,7 @@ impl Reservoir {
                     action: pick(&slots[1]),
                     final_sample: pick(&slots[2]),
                     step: pick(&steps),
-                    behaviour_log_prob: None,
+                    behaviour_log_prob: self.log_probs.as_ref().map(pick),
                 }
             })
             .collect()
@@ -202,20 +219,21 @@ impl Reservoir {
     /// Forgets every transition, keeping the capacity (and the slots' memory).
     pub fn clear(&mut self) {
         self.seen = 0;
+        self.log_probs = None;
         self.steps.clear();
         self.origins.clear();
         self.episode = 0;
     }
 
-    /// Bytes of tensor memory the reservoir holds: its three slot tensors,
-    /// whatever the number of transitions offered.
+    /// Bytes of tensor memory the reservoir holds: its three slot tensors
+    /// (and the log-densities), whatever the number of transitions offered.
     pub fn bytes(&self) -> usize {
-        self.slots.as_ref().map_or(0, |slots| {
-            slots
-                .iter()
-                .map(|t| t.numel() * t.kind().elt_size_in_bytes())
-                .sum()
-        })
+        self.slots
+            .iter()
+            .flatten()
+            .chain(&self.log_probs)
+            .map(|t| t.numel() * t.kind().elt_size_in_bytes())
+            .sum()
     }
 }
 
@@ -233,7 +251,7 @@ mod tests {
                 let ids = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
                     + (1000 * e + 10 * k) as f64;
                 let state = ids.expand([chains, dim], false).contiguous();
-                reservoir.step(&state, &(&state + 0.5), (steps - k) as usize);
+                reservoir.step(&state, &(&state + 0.5), (steps - k) as usize, None);
             }
             let finals = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
                 + (100000 + 1000 * e) as f64;
@@ -291,6 +309,32 @@ mod tests {
         assert_eq!(ids.len(), 12);
         r.clear();
         assert!(r.is_empty() && r.minibatches(4, 1, Device::Cpu).is_empty());
+    }
+
+    #[test]
+    fn behaviour_log_densities_stay_with_their_transitions() {
+        // Log-density of a transition = 3 x its state id; minibatches must
+        // carry each row's own, through replacements and permutations.
+        let _rng = envs::testing::seeded(8);
+        let mut r = Reservoir::new(7);
+        for k in 0..5i64 {
+            let state =
+                Tensor::arange(4, (Kind::Float, Device::Cpu)).view([4, 1]) + 10.0 * k as f64;
+            let log_prob = state.view([4]) * 3.0;
+            r.step(&state, &(&state + 0.5), (5 - k) as usize, Some(&log_prob));
+        }
+        r.finish(&Tensor::zeros([4, 1], (Kind::Float, Device::Cpu)));
+        assert_eq!(r.bytes(), 3 * 7 * 4 + 7 * 4);
+        for batch in r.minibatches(7, 2, Device::Cpu) {
+            let state = batch.state.view([-1]);
+            let kept = batch.behaviour_log_prob.expect("log-densities kept");
+            assert!(kept.equal(&(state * 3.0)));
+        }
+        r.clear();
+        let state = Tensor::ones([2, 1], (Kind::Float, Device::Cpu));
+        r.step(&state, &state, 1, None);
+        let batch = &r.minibatches(2, 1, Device::Cpu)[0];
+        assert!(batch.behaviour_log_prob.is_none(), "cleared with the rest");
     }
 
     #[test]

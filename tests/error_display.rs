@@ -28,7 +28,7 @@ fn file() -> PathBuf {
 
 fn env_errors() -> Vec<EnvError> {
     vec![
-        EnvError::NeedsReset("after the last step"),
+        EnvError::NeedsReset("after the last step".into()),
         EnvError::Shape {
             what: "action",
             expected: vec![4, 2],

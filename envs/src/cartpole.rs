@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tch::{Device, Kind, Tensor};
 
-use crate::EnvError;
+use crate::{Env, EnvError, Info, Space, Step};
 
 /// Gravitational acceleration, m/s².
 pub const GRAVITY: f64 = 9.8;
@@ -197,7 +197,9 @@ impl CartPole {
     /// episode ended on an earlier step and was not restarted.
     pub fn step(&mut self, actions: &Tensor) -> Result<CartPoleStep, EnvError> {
         if !self.started {
-            return Err(EnvError::NeedsReset("CartPole::step before any reset"));
+            return Err(EnvError::NeedsReset(
+                "CartPole::step before any reset".into(),
+            ));
         }
         if actions.kind() != Kind::Int64 {
             return Err(EnvError::Invalid {
@@ -221,13 +223,10 @@ impl CartPole {
         }
         let ended: Vec<usize> = (0..self.ended.len()).filter(|&i| self.ended[i]).collect();
         if !ended.is_empty() {
-            return Err(EnvError::Invalid {
-                field: "episodes",
-                reason: format!(
-                    "episodes {ended:?} already terminated or were truncated: \
-                     restart them with reset_where before stepping"
-                ),
-            });
+            return Err(EnvError::NeedsReset(format!(
+                "episodes {ended:?} already terminated or were truncated: \
+                 restart them with reset_where before stepping"
+            )));
         }
         let n = self.states.len();
         let mut terminated = vec![false; n];
@@ -263,6 +262,48 @@ impl CartPole {
         Tensor::from_slice(&flat)
             .view([self.num_envs, 4])
             .to_device(self.device)
+    }
+}
+
+/// CartPole through the generic [`Env`] trait: observations `[B, 4]` float32,
+/// actions `[B]` int64 in `{0, 1}`, reward 1 per step; `reset_ended`
+/// restarts the episodes that ended ([`CartPole::reset_where`]).
+impl Env for CartPole {
+    type Obs = Tensor;
+    type Action = Tensor;
+
+    fn observation_space(&self) -> Space {
+        // Gymnasium's bounds are per coordinate (2 x the thresholds for
+        // position and angle, unbounded velocities); a `Box` here has one
+        // bound for all, so the observation space is the unbounded box.
+        Space::real(&[4])
+    }
+
+    fn action_space(&self) -> Space {
+        Space::Discrete(2)
+    }
+
+    fn num_envs(&self) -> i64 {
+        self.num_envs
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> Result<(Tensor, Info), EnvError> {
+        Ok((CartPole::reset(self, seed), Info::new()))
+    }
+
+    fn step(&mut self, action: &Tensor) -> Result<Step<Tensor>, EnvError> {
+        let step = CartPole::step(self, action)?;
+        Ok(Step {
+            obs: step.obs,
+            reward: step.reward,
+            terminated: step.terminated,
+            truncated: step.truncated,
+            info: Info::new(),
+        })
+    }
+
+    fn reset_ended(&mut self, ended: &Tensor) -> Result<Tensor, EnvError> {
+        self.reset_where(ended)
     }
 }
 
@@ -558,5 +599,54 @@ mod tests {
         assert_eq!(s[2], TAU * 2.0);
         // Pushing right accelerates the cart right and tips the pole left.
         assert!(s[1] > 1.0 && s[3] < 2.0, "{s:?}");
+    }
+
+    #[test]
+    fn the_env_trait_runs_episodes_of_different_lengths_and_restarts_the_ended_ones() {
+        // Always pushing right, 8 episodes from different states end at
+        // different steps; through the trait, an ended episode must be
+        // restarted (NeedsReset names it) and reset_ended restarts only it.
+        let mut env = CartPole::new(8, Device::Cpu).unwrap();
+        assert_eq!(Env::action_space(&env), Space::Discrete(2));
+        assert_eq!(Env::observation_space(&env), Space::real(&[4]));
+        let (mut obs, _) = Env::reset(&mut env, Some(5)).unwrap();
+        let right = Tensor::full([8], PUSH_RIGHT, (Kind::Int64, Device::Cpu));
+        let mut lengths = [0i64; 8];
+        let mut finished: Vec<Option<i64>> = vec![None; 8];
+        while finished.iter().any(Option::is_none) {
+            let step = Env::step(&mut env, &right).unwrap();
+            let ended = Vec::<bool>::try_from(&step.ended()).unwrap();
+            for i in 0..8 {
+                lengths[i] += 1;
+                if ended[i] && finished[i].is_none() {
+                    finished[i] = Some(lengths[i]);
+                }
+            }
+            if step.any_ended() {
+                let err = Env::step(&mut env, &right).unwrap_err();
+                assert!(matches!(err, EnvError::NeedsReset(_)), "{err}");
+                let first = ended.iter().position(|&e| e).unwrap();
+                assert!(err.to_string().contains(&first.to_string()), "{err}");
+                let kept = step.obs.shallow_clone();
+                obs = Env::reset_ended(&mut env, &step.ended()).unwrap();
+                for i in 0..8 {
+                    if ended[i] {
+                        lengths[i] = 0;
+                        assert_eq!(env.elapsed_steps()[i], 0);
+                    } else {
+                        assert!(obs.get(i as i64).equal(&kept.get(i as i64)));
+                    }
+                }
+            } else {
+                obs = step.obs;
+            }
+        }
+        let finished: Vec<i64> = finished.into_iter().flatten().collect();
+        assert!(finished.iter().all(|&n| n > 1 && n < MAX_EPISODE_STEPS));
+        assert!(
+            finished.iter().min() != finished.iter().max(),
+            "lengths {finished:?}"
+        );
+        assert_eq!(obs.size(), [8, 4]);
     }
 }

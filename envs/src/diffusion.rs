@@ -151,10 +151,12 @@ impl Env for DiffusionEnv {
 
     fn step(&mut self, action: &Tensor) -> Result<Step<ChainState>, EnvError> {
         let Some(state) = self.state.as_ref() else {
-            return Err(EnvError::NeedsReset("no episode in progress"));
+            return Err(EnvError::NeedsReset("no episode in progress".into()));
         };
         if state.t == 0 {
-            return Err(EnvError::NeedsReset("the chains already reached x_0"));
+            return Err(EnvError::NeedsReset(
+                "the chains already reached x_0".into(),
+            ));
         }
         if action.size() != self.batch_shape() {
             return Err(EnvError::Shape {
@@ -249,6 +251,15 @@ mod tests {
             e.step(&Tensor::zeros([4, 2], (Kind::Float, Device::Cpu))),
             Err(EnvError::NeedsReset(_))
         ));
+        // The chains end together, so they restart together: a full mask
+        // starts new chains at t = T', a partial one is refused.
+        let all = Tensor::ones([4], (Kind::Bool, Device::Cpu));
+        let some = Tensor::from_slice(&[true, false, true, true]);
+        assert!(e.reset_ended(&some).is_err());
+        assert_eq!(e.reset_ended(&all).unwrap().t, 3);
+        assert!(e
+            .reset_ended(&Tensor::ones([3], (Kind::Bool, Device::Cpu)))
+            .is_err());
     }
 
     #[test]

@@ -55,6 +55,30 @@ pub trait Env {
     fn num_envs(&self) -> i64;
     /// Starts new episodes; a seed makes the initial states repeatable.
     fn reset(&mut self, seed: Option<u64>) -> Result<(Self::Obs, Info), EnvError>;
-    /// Applies one action to every episode.
+    /// Applies one action to every episode. Stepping an episode that ended
+    /// (and was not restarted) is an [`EnvError::NeedsReset`].
     fn step(&mut self, action: &Self::Action) -> Result<Step<Self::Obs>, EnvError>;
+    /// Restarts the episodes whose entry of the `[B]` bool mask `ended` is
+    /// true (as [`Step::ended`] gives it) and returns the observations of all
+    /// episodes, the others continuing where they were. The default serves
+    /// environments whose episodes end together: it restarts all of them
+    /// with [`Env::reset`] when all ended, and refuses a partial mask.
+    fn reset_ended(&mut self, ended: &tch::Tensor) -> Result<Self::Obs, EnvError> {
+        if ended.numel() as i64 != self.num_envs() {
+            return Err(EnvError::Shape {
+                what: "ended",
+                expected: vec![self.num_envs()],
+                got: ended.size(),
+            });
+        }
+        if ended.all().int64_value(&[]) == 0 {
+            return Err(EnvError::Invalid {
+                field: "ended",
+                reason: "the episodes of this environment end together and restart together; \
+                         got a mask with some episodes still running"
+                    .into(),
+            });
+        }
+        Ok(self.reset(None)?.0)
+    }
 }

@@ -5,9 +5,10 @@ use thiserror::Error;
 /// Everything that can go wrong inside an environment.
 #[derive(Debug, Error)]
 pub enum EnvError {
-    /// `step` was called before `reset`, or after the episode terminated.
+    /// `step` was called before `reset`, or after an episode ended (which
+    /// episodes, and how to restart them, in the message).
     #[error("step called on an environment that needs a reset ({0})")]
-    NeedsReset(&'static str),
+    NeedsReset(String),
     /// An action or observation had the wrong shape.
     #[error("{what}: expected shape {expected:?}, got {got:?}")]
     Shape {

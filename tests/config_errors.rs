@@ -154,6 +154,66 @@ fn impossible_values_are_refused_with_file_line_and_field() {
             "eval.exact_n",
             "exact_n: 5000",
         ),
+        // Each configuration type validates its own fields; the experiment
+        // names them from the root.
+        (
+            pre.replace("start: 1e-5", "start: 1.5"),
+            "env.schedule.start",
+            "start: 1.5",
+        ),
+        (
+            pre.replace("steps: 10,", "steps: 10, sampler: Ddim(steps: 12),"),
+            "env.sampler.steps",
+            "steps: 12",
+        ),
+        (
+            pre.replace(
+                "steps: 10,",
+                "steps: 10, sampler: Ddim(steps: 5, eta: 2.0),",
+            ),
+            "env.sampler.eta",
+            "eta: 2.0",
+        ),
+        (
+            pre.replace("Toy(width: 32)", "Toy(width: 0)"),
+            "model.width",
+            "width: 0",
+        ),
+        (
+            fine.replace("batch: 64", "batch: 0"),
+            "task.batch",
+            "batch: 0",
+        ),
+        (
+            fine.replace("critic: (width: 32,", "critic: (width: -1,"),
+            "task.critic.width",
+            "width: -1",
+        ),
+        (
+            fine.replace(
+                "critic: (width: 32,",
+                "critic: (baseline_optimizer: Adam(lr: -1.0), width: 32,",
+            ),
+            "task.critic.baseline_optimizer.lr",
+            "lr: -1.0",
+        ),
+        (
+            fine.replace("Reinforce(use_baseline: true)", "Ppo(epochs: 0)"),
+            "task.agent.epochs",
+            "epochs: 0",
+        ),
+        (
+            fine.replace(
+                "Reinforce(use_baseline: true)",
+                "Ppo(clip: 0.2), generator: (deterministic_step: Pathwise)",
+            )
+            .replace(
+                "generator: (optimizer: Adam(lr: 1e-3), kl_weight: 0.0, variance: Fixed),",
+                "",
+            ),
+            "task.generator.deterministic_step",
+            "deterministic_step: Pathwise",
+        ),
     ];
     for (text, field, needle) in cases {
         match parse(&text) {

@@ -70,6 +70,37 @@ pub struct CriticConfig {
     pub chunk_rows: i64,
 }
 
+impl CriticConfig {
+    /// Checks the optimisers, the width, that the critic and baseline
+    /// networks take samples of `shape`, and the regulariser's weight.
+    pub fn validate(&self, check: &mut envs::check::Checker, shape: &[i64]) {
+        check.within("optimizer", |c| self.optimizer.validate(c));
+        check.within("baseline_optimizer", |c| {
+            self.baseline_optimizer.validate(c)
+        });
+        check.that(
+            self.width >= 1,
+            "width",
+            format!("must be at least 1, got {}", self.width),
+        );
+        if let Err(reason) = self.network.check(shape) {
+            check.that(false, "network", reason);
+        }
+        if let Err(reason) = self.baseline.check(shape, self.baseline_hidden.as_deref()) {
+            check.that(false, "baseline", reason);
+        }
+        match self.regularizer {
+            CriticRegularizer::Baseline { lambda } => {
+                check.non_negative("regularizer.lambda", lambda)
+            }
+            CriticRegularizer::GradientPenalty { eta } => {
+                check.non_negative("regularizer.eta", eta)
+            }
+            CriticRegularizer::None => {}
+        }
+    }
+}
+
 impl Default for CriticConfig {
     fn default() -> Self {
         Self {

@@ -86,6 +86,34 @@ pub struct GeneratorConfig {
     pub deterministic_step: DeterministicStep,
 }
 
+impl GeneratorConfig {
+    /// Checks the settings every generator update shares (the optimiser,
+    /// n_generator, clipping, the KL weight, a learned variance's floor and
+    /// learning rate, and that a learned variance leaves no step of fixed
+    /// std 0 to special-case).
+    pub fn validate(&self, check: &mut envs::check::Checker) {
+        check.within("optimizer", |c| self.optimizer.validate(c));
+        check.at_least("n_generator", self.n_generator, 1);
+        check.positive_opt("grad_clip", self.grad_clip);
+        check.non_negative("kl_weight", self.kl_weight);
+        if let VarianceConfig::Learned { floor, lr } = self.variance {
+            check.positive_opt("variance.floor", Some(floor));
+            check.positive_opt("variance.lr", lr);
+            check.that(
+                matches!(
+                    self.deterministic_step,
+                    DeterministicStep::Noisy | DeterministicStep::Noiseless
+                ),
+                "deterministic_step",
+                format!(
+                    "{:?} concerns steps of fixed std 0; a learned variance has none (use Noisy)",
+                    self.deterministic_step
+                ),
+            );
+        }
+    }
+}
+
 impl Default for GeneratorConfig {
     fn default() -> Self {
         Self {

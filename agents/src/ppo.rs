@@ -57,6 +57,19 @@ pub struct PpoConfig {
     pub buffer: BufferKind,
 }
 
+impl PpoConfig {
+    /// Checks the clip range (0, 1), the number of passes and the KL target.
+    pub fn validate(&self, check: &mut envs::check::Checker) {
+        check.that(
+            self.clip > 0.0 && self.clip < 1.0,
+            "clip",
+            format!("must lie in (0, 1), got {}", self.clip),
+        );
+        check.at_least("epochs", self.epochs, 1);
+        check.positive_opt("target_kl", self.target_kl);
+    }
+}
+
 impl Default for PpoConfig {
     fn default() -> Self {
         Self {

@@ -33,6 +33,21 @@ impl AgentConfig {
         }
     }
 
+    /// Checks the agent's own settings (REINFORCE and the pathwise agent
+    /// have none that can be out of range).
+    pub fn validate(&self, check: &mut envs::check::Checker) {
+        match self {
+            AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}
+            AgentConfig::Ppo(p) => p.validate(check),
+        }
+    }
+
+    /// Whether the update has a REINFORCE loss the pathwise last-step term
+    /// (`deterministic_step: Pathwise`) can be part of.
+    pub fn takes_pathwise_term(&self) -> bool {
+        matches!(self, AgentConfig::Reinforce(_))
+    }
+
     /// The estimator's name as the paper writes it ("SFT-PG", "SFT", ...).
     pub fn label(&self) -> &'static str {
         match self {

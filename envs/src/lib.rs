@@ -8,9 +8,13 @@
 //! and the toy [`datasets`]. Nothing here knows an algorithm.
 //!
 //! [`cartpole`] is gymnasium's `CartPole-v1`, batch-first (`B` episodes that end at their own times).
+//!
+//! [`check`] is the [`check::Checker`] every configuration type validates
+//! its own fields with.
 
 pub mod analytic;
 pub mod cartpole;
+pub mod check;
 pub mod datasets;
 pub mod diffusion;
 pub mod env;

@@ -165,7 +165,80 @@ fn analytic_clip_pixel() -> f64 {
     2.0
 }
 
+/// What a sampler's settings are checked against: the experiment around it.
+#[derive(Debug, Clone, Copy)]
+pub struct SamplerContext {
+    /// The training steps T (`env.steps`).
+    pub training_steps: usize,
+    /// Whether the training schedule is linear (FastDPM VAR inverts it).
+    pub linear_schedule: bool,
+    /// Whether the network can be called at real-valued times (the toy
+    /// network embeds whole time indices).
+    pub real_times: bool,
+    /// Whether the samples are images (x_0 clipping is for images).
+    pub images: bool,
+}
+
 impl SamplerConfig {
+    /// Checks the sampler's settings against the experiment around it.
+    pub fn validate(&self, check: &mut crate::check::Checker, context: SamplerContext) {
+        let steps = self.steps(context.training_steps);
+        check.that(
+            steps >= 1 && steps <= context.training_steps,
+            "steps",
+            format!(
+                "must lie in 1..={} (the training steps env.steps), got {steps}",
+                context.training_steps
+            ),
+        );
+        match *self {
+            SamplerConfig::Ddim { eta, .. } => check.that(
+                (0.0..=1.0).contains(&eta),
+                "eta",
+                format!("must lie in [0, 1], got {eta}"),
+            ),
+            SamplerConfig::FastDpm { kind, kappa, .. } => {
+                check.that(
+                    (0.0..=1.0).contains(&kappa),
+                    "kappa",
+                    format!("must lie in [0, 1], got {kappa}"),
+                );
+                if kind == FastDpmKind::Var {
+                    check.that(
+                        context.linear_schedule,
+                        "kind",
+                        "Var inverts a linear training schedule; this one is not linear (use Step)"
+                            .into(),
+                    );
+                    check.that(
+                        context.real_times,
+                        "kind",
+                        "Var calls the network at real-valued times, which the toy network cannot take (use Step)".into(),
+                    );
+                }
+            }
+            SamplerConfig::AnalyticDpm {
+                mc_samples,
+                clip_pixel,
+                ..
+            } => {
+                check.that(
+                    mc_samples >= 1,
+                    "mc_samples",
+                    "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
+                );
+                check.non_negative("clip_pixel", clip_pixel);
+            }
+            SamplerConfig::Ddpm { clip_x0, .. } => check.that(
+                clip_x0 != Some(true) || context.images,
+                "clip_x0",
+                "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution"
+                    .into(),
+            ),
+            SamplerConfig::Full => {}
+        }
+    }
+
     /// Sampling steps T' on a model trained with `training_steps` steps.
     pub fn steps(&self, training_steps: usize) -> usize {
         match *self {

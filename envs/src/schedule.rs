@@ -49,6 +49,25 @@ fn cosine_max_beta() -> f64 {
 }
 
 impl BetaSchedule {
+    /// Checks the schedule's parameters (`start`, `end` in (0, 1); the
+    /// cosine's `s >= 0` and `max_beta` in (0, 1)).
+    pub fn validate(&self, check: &mut crate::check::Checker) {
+        match *self {
+            BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
+                check.in_unit("start", start);
+                check.in_unit("end", end);
+            }
+            BetaSchedule::Cosine { s, max_beta } => {
+                check.that(
+                    s >= 0.0 && s.is_finite(),
+                    "s",
+                    format!("must be at least 0, got {s}"),
+                );
+                check.in_unit("max_beta", max_beta);
+            }
+        }
+    }
+
     /// The betas beta_1..beta_T of a `steps`-step forward process.
     pub fn betas(&self, steps: usize) -> Result<Vec<f64>, EnvError> {
         if steps == 0 {

@@ -7,15 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use agents::critic::{CriticConfig, CriticRegularizer};
-use agents::generator::{DeterministicStep, GeneratorConfig, VarianceConfig};
+use agents::critic::CriticConfig;
+use agents::generator::{DeterministicStep, GeneratorConfig};
 use agents::networks::BaselineHead;
 use agents::optim::OptimizerConfig;
 use agents::pretrain::PretrainConfig;
 pub use agents::registry::AgentConfig;
 use agents::unet::UNetConfig;
+pub use envs::check::Checker;
 use envs::datasets::DataSet;
-use envs::sampler::{DdpmDefaults, SamplerConfig};
+use envs::sampler::{DdpmDefaults, SamplerConfig, SamplerContext};
 use envs::schedule::{BetaSchedule, Variance};
 use serde::{Deserialize, Serialize};
 
@@ -139,6 +140,18 @@ pub struct DataConfig {
 pub const DEFAULT_TOY_POINTS: usize = 10_000;
 
 impl DataConfig {
+    /// Checks the sample count and that flips are asked only of images.
+    pub fn validate(&self, check: &mut Checker) {
+        if let Some(n) = self.n {
+            check.at_least("n", n, 2);
+        }
+        check.that(
+            !self.flips() || self.set.is_images(),
+            "flip",
+            "flips are for images; this data set is a toy distribution".into(),
+        );
+    }
+
     /// Whether training images are flipped at random (the setting, or the
     /// data set's default).
     pub fn flips(&self) -> bool {
@@ -181,6 +194,25 @@ pub struct EnvConfig {
 }
 
 impl EnvConfig {
+    /// Checks the chain's settings for samples of `set` drawn by `model`:
+    /// x_0 clipping for images only, T >= 1, the beta schedule, the sampler.
+    pub fn validate(&self, check: &mut Checker, set: &DataSet, model: &ModelConfig) {
+        check.that(
+            self.clip_x0 != Some(true) || set.is_images(),
+            "clip_x0",
+            "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution".into(),
+        );
+        check.at_least("steps", self.steps, 1);
+        check.within("schedule", |c| self.schedule.validate(c));
+        let context = SamplerContext {
+            training_steps: self.steps,
+            linear_schedule: matches!(self.schedule, BetaSchedule::Linear { .. }),
+            real_times: !matches!(model, ModelConfig::Toy(_)),
+            images: set.is_images(),
+        };
+        check.within("sampler", |c| self.sampler.validate(c, context));
+    }
+
     /// The variance and clipping that `Full` and `Ddpm` samplers take from
     /// the environment.
     pub fn ddpm_defaults(&self) -> DdpmDefaults {
@@ -198,6 +230,43 @@ pub enum ModelConfig {
     Toy(ToyModelConfig),
     /// The DDPM U-Net of Ho et al. for images (diffusers' `UNet2DModel`).
     UNet(UNetConfig),
+}
+
+impl ModelConfig {
+    /// Checks the network's settings and that it takes samples of `set`.
+    pub fn validate(&self, check: &mut Checker, set: &DataSet) {
+        match self {
+            ModelConfig::Toy(toy) => {
+                check.that(
+                    toy.width >= 1,
+                    "width",
+                    format!("must be at least 1, got {}", toy.width),
+                );
+                check.that(
+                    set.element_shape().len() == 1,
+                    "",
+                    format!(
+                        "the toy network takes vectors; {set:?} has samples of shape {:?} (use UNet)",
+                        set.element_shape()
+                    ),
+                );
+            }
+            ModelConfig::UNet(unet) => {
+                if let Err((field, message)) = unet.validate() {
+                    check.that(false, field, message);
+                }
+                let wanted = vec![unet.in_channels, unet.resolution, unet.resolution];
+                check.that(
+                    set.element_shape() == wanted,
+                    "",
+                    format!(
+                        "the U-Net takes images of shape {wanted:?}; {set:?} has samples of shape {:?}",
+                        set.element_shape()
+                    ),
+                );
+            }
+        }
+    }
 }
 
 impl Default for ModelConfig {
@@ -269,6 +338,21 @@ fn default_pretrain_clip() -> Option<f64> {
 }
 
 impl PretrainTask {
+    /// Checks epochs, batch, the optimiser, clipping and the EMA decay.
+    pub fn validate(&self, check: &mut Checker) {
+        check.at_least("epochs", self.epochs, 1);
+        check.at_least("batch", self.batch, 1);
+        check.within("optimizer", |c| self.optimizer.validate(c));
+        check.positive_opt("grad_clip", self.grad_clip);
+        if let Some(decay) = self.ema {
+            check.that(
+                (0.0..1.0).contains(&decay),
+                "ema",
+                format!("the decay must lie in [0, 1) (0: no average), got {decay}"),
+            );
+        }
+    }
+
     /// The decay of the weight average for `model`, `None` when off.
     pub fn ema_decay(&self, model: &ModelConfig) -> Option<f64> {
         let decay = match (self.ema, model) {
@@ -318,6 +402,39 @@ pub struct FineTuneTask {
     /// The critic and baseline.
     #[serde(default)]
     pub critic: CriticConfig,
+}
+
+impl FineTuneTask {
+    /// Checks the round's sizes, then the generator, agent and critic
+    /// settings (each validating its own), and the one rule between them:
+    /// a pathwise last step is a term of the REINFORCE loss only.
+    pub fn validate(&self, check: &mut Checker, shape: &[i64]) {
+        check.that(
+            !self.init.trim().is_empty(),
+            "init",
+            "must name the pretraining experiment".into(),
+        );
+        check.at_least("epochs", self.epochs, 1);
+        check.at_least("batch", self.batch, 1);
+        check.at_least("n_critic", self.n_critic, 1);
+        if let Some(chunk) = self.rollout_chunk {
+            check.at_least("rollout_chunk", chunk, 1);
+        }
+        check.within("generator", |c| {
+            self.generator.validate(c);
+            c.that(
+                self.generator.deterministic_step != DeterministicStep::Pathwise
+                    || self.agent.takes_pathwise_term(),
+                "deterministic_step",
+                format!(
+                    "Pathwise is a term of the REINFORCE loss; {} does not take it (use Noisy, Noiseless or Excluded)",
+                    self.agent.label()
+                ),
+            );
+        });
+        check.within("agent", |c| self.agent.validate(c));
+        check.within("critic", |c| self.critic.validate(c, shape));
+    }
 }
 
 fn default_n_critic() -> usize {
@@ -422,6 +539,66 @@ pub struct EvalConfig {
     /// FID of image runs at every evaluation, to TensorBoard (`eval/fid`)
     /// and `eval.csv` (none by default).
     pub fid: Option<FidEvalConfig>,
+}
+
+impl EvalConfig {
+    /// Checks the evaluation's sizes against the data (`exact_n` at most
+    /// `n` and `data.n`) and the FID settings (images only, each feature
+    /// network once).
+    pub fn validate(&self, check: &mut Checker, data: &DataConfig) {
+        check.at_least("every", self.every, 1);
+        check.at_least("n", self.n, 2);
+        check.at_least("exact_n", self.exact_n, 2);
+        let most = self.n.min(data.n.unwrap_or(usize::MAX));
+        check.that(
+            self.exact_n <= most,
+            "exact_n",
+            format!(
+                "must not exceed eval.n and data.n ({most}), got {}",
+                self.exact_n
+            ),
+        );
+        check.at_least("projections", self.projections, 1);
+        check.at_least("repeats", self.repeats, 1);
+        check.at_least("chunk", self.chunk, 1);
+        if let Some(fid) = &self.fid {
+            check.within("fid", |c| fid.validate(c, &data.set));
+        }
+    }
+}
+
+impl FidEvalConfig {
+    /// Checks that `set` holds images, the sizes, and that each feature
+    /// network is measured once.
+    pub fn validate(&self, check: &mut Checker, set: &DataSet) {
+        check.that(
+            set.is_images(),
+            "",
+            format!(
+                "FID measures images; {} is a toy data set (its runs report W2)",
+                set.name()
+            ),
+        );
+        check.at_least("n", self.n, 2);
+        check.at_least("batch", self.batch, 1);
+        if let FeatureConfig::Classifier { epochs } = self.features {
+            check.at_least("features.epochs", epochs, 1);
+        }
+        for (i, also) in self.also.iter().enumerate() {
+            if let FeatureConfig::Classifier { epochs } = also {
+                check.at_least("also.epochs", *epochs, 1);
+            }
+            let earlier = std::iter::once(&self.features).chain(&self.also[..i]);
+            check.that(
+                earlier.clone().all(|f| f.name() != also.name()),
+                "also",
+                format!(
+                    "{} is measured already; each feature network once",
+                    also.name()
+                ),
+            );
+        }
+    }
 }
 
 impl Default for EvalConfig {
@@ -545,7 +722,7 @@ impl Experiment {
 
     /// Checks every value against its domain; returns the dotted field path and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        let mut check = Checker::default();
+        let mut check = Checker::new();
         check.that(
             (1..=CURRENT_SCHEMA).contains(&self.schema),
             "schema",
@@ -570,262 +747,19 @@ impl Experiment {
             ),
         );
         check.at_least("threads", self.threads, 1);
-        if let Some(n) = self.data.n {
-            check.at_least("data.n", n, 2);
-        }
-        check.that(
-            !self.data.flips() || self.data.set.is_images(),
-            "data.flip",
-            "flips are for images; this data set is a toy distribution".into(),
-        );
-        check.that(
-            self.env.clip_x0 != Some(true) || self.data.set.is_images(),
-            "env.clip_x0",
-            "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution".into(),
-        );
-        check.at_least("env.steps", self.env.steps, 1);
-        match self.env.schedule {
-            BetaSchedule::Sigmoid { start, end } | BetaSchedule::Linear { start, end } => {
-                check.in_unit("env.schedule.start", start);
-                check.in_unit("env.schedule.end", end);
-            }
-            BetaSchedule::Cosine { s, max_beta } => {
-                check.that(
-                    s >= 0.0 && s.is_finite(),
-                    "env.schedule.s",
-                    format!("must be at least 0, got {s}"),
-                );
-                check.in_unit("env.schedule.max_beta", max_beta);
-            }
-        }
-        match &self.model {
-            ModelConfig::Toy(toy) => {
-                check.at_least("model.width", toy.width as usize, 1);
-                check.that(
-                    self.data.set.element_shape().len() == 1,
-                    "model",
-                    format!(
-                        "the toy network takes vectors; {:?} has samples of shape {:?} (use UNet)",
-                        self.data.set,
-                        self.data.set.element_shape()
-                    ),
-                );
-            }
-            ModelConfig::UNet(unet) => {
-                if let Err((field, message)) = unet.validate() {
-                    check.that(false, &format!("model.{field}"), message);
-                }
-                let wanted = vec![unet.in_channels, unet.resolution, unet.resolution];
-                check.that(
-                    self.data.set.element_shape() == wanted,
-                    "model",
-                    format!(
-                        "the U-Net takes images of shape {wanted:?}; {:?} has samples of shape {:?}",
-                        self.data.set,
-                        self.data.set.element_shape()
-                    ),
-                );
-            }
-        }
-        self.check_sampler(&mut check);
-        match &self.task {
-            Task::Pretrain(p) => {
-                check.at_least("task.epochs", p.epochs, 1);
-                check.at_least("task.batch", p.batch, 1);
-                check.optimizer("task.optimizer", &p.optimizer);
-                check.positive_opt("task.grad_clip", p.grad_clip);
-                if let Some(decay) = p.ema {
-                    check.that(
-                        (0.0..1.0).contains(&decay),
-                        "task.ema",
-                        format!("the decay must lie in [0, 1) (0: no average), got {decay}"),
-                    );
-                }
-            }
-            Task::FineTune(f) => {
-                check.that(
-                    !f.init.trim().is_empty(),
-                    "task.init",
-                    "must name the pretraining experiment".into(),
-                );
-                check.at_least("task.epochs", f.epochs, 1);
-                check.at_least("task.batch", f.batch, 1);
-                check.at_least("task.n_critic", f.n_critic, 1);
-                if let Some(chunk) = f.rollout_chunk {
-                    check.at_least("task.rollout_chunk", chunk, 1);
-                }
-                let g = &f.generator;
-                check.optimizer("task.generator.optimizer", &g.optimizer);
-                check.at_least("task.generator.n_generator", g.n_generator, 1);
-                check.positive_opt("task.generator.grad_clip", g.grad_clip);
-                check.non_negative("task.generator.kl_weight", g.kl_weight);
-                if let VarianceConfig::Learned { floor, lr } = g.variance {
-                    check.positive_opt("task.generator.variance.floor", Some(floor));
-                    check.positive_opt("task.generator.variance.lr", lr);
-                    check.that(
-                        matches!(
-                            g.deterministic_step,
-                            DeterministicStep::Noisy | DeterministicStep::Noiseless
-                        ),
-                        "task.generator.deterministic_step",
-                        format!(
-                            "{:?} concerns steps of fixed std 0; a learned variance has none (use Noisy)",
-                            g.deterministic_step
-                        ),
-                    );
-                }
-                check.that(
-                    g.deterministic_step != DeterministicStep::Pathwise
-                        || matches!(f.agent, AgentConfig::Reinforce(_)),
-                    "task.generator.deterministic_step",
-                    format!(
-                        "Pathwise is a term of the REINFORCE loss; {} does not take it (use Noisy, Noiseless or Excluded)",
-                        f.agent.label()
-                    ),
-                );
-                match &f.agent {
-                    AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}
-                    AgentConfig::Ppo(p) => {
-                        check.that(
-                            p.clip > 0.0 && p.clip < 1.0,
-                            "task.agent.clip",
-                            format!("must lie in (0, 1), got {}", p.clip),
-                        );
-                        check.at_least("task.agent.epochs", p.epochs, 1);
-                        check.positive_opt("task.agent.target_kl", p.target_kl);
-                    }
-                }
-                check.optimizer("task.critic.optimizer", &f.critic.optimizer);
-                check.optimizer(
-                    "task.critic.baseline_optimizer",
-                    &f.critic.baseline_optimizer,
-                );
-                check.at_least("task.critic.width", f.critic.width as usize, 1);
-                if let Err(reason) = f.critic.network.check(&self.data.set.element_shape()) {
-                    check.that(false, "task.critic.network", reason);
-                }
-                if let Err(reason) = f.critic.baseline.check(
-                    &self.data.set.element_shape(),
-                    f.critic.baseline_hidden.as_deref(),
-                ) {
-                    check.that(false, "task.critic.baseline", reason);
-                }
-                match f.critic.regularizer {
-                    CriticRegularizer::Baseline { lambda } => {
-                        check.non_negative("task.critic.regularizer.lambda", lambda)
-                    }
-                    CriticRegularizer::GradientPenalty { eta } => {
-                        check.non_negative("task.critic.regularizer.eta", eta)
-                    }
-                    CriticRegularizer::None => {}
-                }
-            }
-        }
-        check.at_least("eval.every", self.eval.every, 1);
-        check.at_least("eval.n", self.eval.n, 2);
-        check.at_least("eval.exact_n", self.eval.exact_n, 2);
-        check.that(
-            self.eval.exact_n <= self.eval.n.min(self.data.n.unwrap_or(usize::MAX)),
-            "eval.exact_n",
-            format!(
-                "must not exceed eval.n and data.n ({}), got {}",
-                self.eval.n.min(self.data.n.unwrap_or(usize::MAX)),
-                self.eval.exact_n
-            ),
-        );
-        check.at_least("eval.projections", self.eval.projections, 1);
-        check.at_least("eval.repeats", self.eval.repeats, 1);
-        check.at_least("eval.chunk", self.eval.chunk, 1);
-        if let Some(fid) = &self.eval.fid {
-            check.that(
-                self.data.set.is_images(),
-                "eval.fid",
-                format!(
-                    "FID measures images; {} is a toy data set (its runs report W2)",
-                    self.data.set.name()
-                ),
-            );
-            check.at_least("eval.fid.n", fid.n, 2);
-            check.at_least("eval.fid.batch", fid.batch, 1);
-            if let FeatureConfig::Classifier { epochs } = fid.features {
-                check.at_least("eval.fid.features.epochs", epochs, 1);
-            }
-            for (i, also) in fid.also.iter().enumerate() {
-                if let FeatureConfig::Classifier { epochs } = also {
-                    check.at_least("eval.fid.also.epochs", *epochs, 1);
-                }
-                let earlier = std::iter::once(&fid.features).chain(&fid.also[..i]);
-                check.that(
-                    earlier.clone().all(|f| f.name() != also.name()),
-                    "eval.fid.also",
-                    format!(
-                        "{} is measured already; each feature network once",
-                        also.name()
-                    ),
-                );
-            }
-        }
-        check.at_least("record.checkpoint_every", self.record.checkpoint_every, 1);
+        check.within("data", |c| self.data.validate(c));
+        check.within("env", |c| self.env.validate(c, &self.data.set, &self.model));
+        check.within("model", |c| self.model.validate(c, &self.data.set));
+        let shape = self.data.set.element_shape();
+        check.within("task", |c| match &self.task {
+            Task::Pretrain(p) => p.validate(c),
+            Task::FineTune(f) => f.validate(c, &shape),
+        });
+        check.within("eval", |c| self.eval.validate(c, &self.data));
+        check.within("record", |c| {
+            c.at_least("checkpoint_every", self.record.checkpoint_every, 1)
+        });
         check.result()
-    }
-
-    fn check_sampler(&self, check: &mut Checker) {
-        use envs::sampler::FastDpmKind;
-        let steps = self.env.sampler.steps(self.env.steps);
-        check.that(
-            steps >= 1 && steps <= self.env.steps,
-            "env.sampler.steps",
-            format!(
-                "must lie in 1..={} (the training steps env.steps), got {steps}",
-                self.env.steps
-            ),
-        );
-        match self.env.sampler {
-            SamplerConfig::Ddim { eta, .. } => check.that(
-                (0.0..=1.0).contains(&eta),
-                "env.sampler.eta",
-                format!("must lie in [0, 1], got {eta}"),
-            ),
-            SamplerConfig::FastDpm { kind, kappa, .. } => {
-                check.that(
-                    (0.0..=1.0).contains(&kappa),
-                    "env.sampler.kappa",
-                    format!("must lie in [0, 1], got {kappa}"),
-                );
-                if kind == FastDpmKind::Var {
-                    check.that(
-                        matches!(self.env.schedule, BetaSchedule::Linear { .. }),
-                        "env.sampler.kind",
-                        "Var inverts a linear training schedule; this one is not linear (use Step)"
-                            .into(),
-                    );
-                    check.that(
-                        !matches!(self.model, ModelConfig::Toy(_)),
-                        "env.sampler.kind",
-                        "Var calls the network at real-valued times, which the toy network cannot take (use Step)".into(),
-                    );
-                }
-            }
-            SamplerConfig::AnalyticDpm {
-                mc_samples,
-                clip_pixel,
-                ..
-            } => {
-                check.that(
-                    mc_samples >= 1,
-                    "env.sampler.mc_samples",
-                    "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
-                );
-                check.non_negative("env.sampler.clip_pixel", clip_pixel);
-            }
-            SamplerConfig::Ddpm { clip_x0, .. } => check.that(
-                clip_x0 != Some(true) || self.data.set.is_images(),
-                "env.sampler.clip_x0",
-                "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution"
-                    .into(),
-            ),
-            SamplerConfig::Full => {}
-        }
     }
 
     /// Path of another experiment named relative to this one's file.
@@ -882,61 +816,6 @@ fn ron_extensions() -> ron::extensions::Extensions {
         | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES
 }
 
-/// Collects the first failed check of a validation: (dotted field, message).
-#[derive(Default)]
-pub(crate) struct Checker {
-    first: Option<(String, String)>,
-}
-
-impl Checker {
-    pub(crate) fn that(&mut self, ok: bool, field: &str, message: String) {
-        if !ok && self.first.is_none() {
-            self.first = Some((field.to_string(), message));
-        }
-    }
-    pub(crate) fn at_least(&mut self, field: &str, value: usize, min: usize) {
-        self.that(
-            value >= min,
-            field,
-            format!("must be at least {min}, got {value}"),
-        );
-    }
-    fn in_unit(&mut self, field: &str, value: f64) {
-        self.that(
-            value > 0.0 && value < 1.0,
-            field,
-            format!("must lie in (0, 1), got {value}"),
-        );
-    }
-    fn non_negative(&mut self, field: &str, value: f64) {
-        self.that(
-            value.is_finite() && value >= 0.0,
-            field,
-            format!("must be a finite number >= 0, got {value}"),
-        );
-    }
-    fn positive_opt(&mut self, field: &str, value: Option<f64>) {
-        if let Some(v) = value {
-            self.that(
-                v.is_finite() && v > 0.0,
-                field,
-                format!("must be a finite number > 0, got {v}"),
-            );
-        }
-    }
-    fn optimizer(&mut self, field: &str, optimizer: &OptimizerConfig) {
-        let lr = optimizer.lr();
-        self.that(
-            lr.is_finite() && lr > 0.0,
-            &format!("{field}.lr"),
-            format!("learning rate must be > 0, got {lr}"),
-        );
-    }
-    pub(crate) fn result(self) -> Result<(), (String, String)> {
-        self.first.map_or(Ok(()), Err)
-    }
-}
-
 /// The 1-based line of the dotted `field` in RON `text`: each path segment is
 /// searched for (as `name:`) after the previous one; falls back to the best
 /// partial match.
@@ -959,6 +838,7 @@ pub(crate) fn locate_field(text: &str, field: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agents::critic::CriticRegularizer;
 
     #[test]
     fn experiments_round_trip_through_ron() {

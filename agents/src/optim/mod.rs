@@ -34,6 +34,16 @@ impl OptimizerConfig {
         }
     }
 
+    /// Checks the learning rate (`lr`: finite and above 0).
+    pub fn validate(&self, check: &mut envs::check::Checker) {
+        let lr = self.lr();
+        check.that(
+            lr.is_finite() && lr > 0.0,
+            "lr",
+            format!("learning rate must be > 0, got {lr}"),
+        );
+    }
+
     /// An optimiser over the trainable variables of `vs`.
     pub fn build(&self, vs: &VarStore) -> Optimizer {
         Optimizer::new(*self, vs)

@@ -1,5 +1,5 @@
 """Puts PNG images side by side, 16 white pixels apart, top-aligned: how the
-README's before/after grids are made from the grids `rl-run sample` writes.
+the before/after grids of docs/results.md are made from the grids `rl-run sample` writes.
 
 usage: .venv/bin/python scripts/side_by_side.py OUT.png IN.png [IN.png ...]
 """

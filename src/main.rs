@@ -130,7 +130,7 @@ enum Command {
     /// statistics file (.npz of mu and sigma, as pytorch-fid writes them), a
     /// .npy of images (uint8 pixels, or float32 in [-1, 1] as `rl-run sample`
     /// writes them) or a folder of PNG/JPEG files. Images are measured with
-    /// pytorch-fid's preprocessing (README, "FID and KID").
+    /// pytorch-fid's preprocessing (docs/images.md, "FID and KID").
     Fid {
         /// The two sets; with --save-stats, the images and the .npz to write.
         #[arg(num_args = 2, required = true, value_name = "SET")]

@@ -360,11 +360,11 @@ impl Agent<DiffusionEnv> for Timed {
             synchronize(obs.x.device());
             self.probe.borrow_mut().started = Some(Instant::now());
         }
-        self.inner.act(obs)
+        Agent::<DiffusionEnv>::act(&mut self.inner, obs)
     }
 
     fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        self.inner.observe(obs, action, step);
+        Agent::<DiffusionEnv>::observe(&mut self.inner, obs, action, step);
         if step.all_ended() {
             synchronize(action.device());
             let mut probe = self.probe.borrow_mut();
@@ -377,7 +377,7 @@ impl Agent<DiffusionEnv> for Timed {
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
-        self.inner.update(critics)
+        Agent::<DiffusionEnv>::update(&mut self.inner, critics)
     }
 }
 

@@ -6,12 +6,14 @@
 //! [`checkpoint`]s, the Wasserstein [`metrics`], pretrained [`weights`]
 //! (diffusers and the original DDPM layout), [`fetch`]ing data sets and
 //! weights on first use, the [`preflight`] check of an experiment's
-//! inputs, and the `rl-run` binary.
+//! inputs, [`control`] tasks (CartPole trained by the same agents), and
+//! the `rl-run` binary.
 
 pub mod ablation;
 pub mod checkpoint;
 pub mod comparison;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod fetch;
 pub mod metrics;

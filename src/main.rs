@@ -483,6 +483,22 @@ fn run(cli: Cli) -> Result<()> {
                         report.dir.display()
                     );
                 }
+                Report::Control(report) => {
+                    match report.solved_at_update {
+                        Some(update) => println!(
+                            "solved at update {update}: mean return {:.1} over the last episodes, {} episodes, {:.1} s",
+                            report.mean_return, report.episodes, report.seconds
+                        ),
+                        None => println!(
+                            "not solved: mean return {:.1} over the last episodes after {} episodes, {:.1} s",
+                            report.mean_return, report.episodes, report.seconds
+                        ),
+                    }
+                    eprintln!(
+                        "rl-run: curves (returns.png, returns.csv, TensorBoard) and weights in {}",
+                        report.dir.display()
+                    );
+                }
                 Report::Ablation(report) => {
                     println!("{}", report.table);
                     eprintln!(

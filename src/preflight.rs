@@ -193,6 +193,10 @@ fn collect(
         return Ok(());
     }
     let text = crate::error::read_text(path)?;
+    if crate::config::top_level_name(&text) == Some("Control") {
+        // A control task needs no data set or pretrained model.
+        return Ok(());
+    }
     if crate::config::top_level_name(&text) == Some("Ablation") {
         let (ablation, _, _) = crate::ablation::Ablation::load(path)?;
         let base = Experiment::resolve_relative(path, &ablation.base);

@@ -207,7 +207,7 @@ fn the_generator_update_matches_the_authors_finetune_step_by_step() {
         assert!(error < 1e-10, "state {k} of the rollout differs by {error}");
         if k < s {
             state = ChainState {
-                x: agent.act(&state).unwrap(),
+                x: Agent::<DiffusionEnv>::act(&mut agent, &state).unwrap(),
                 t: state.t - 1,
             };
         }

@@ -67,18 +67,31 @@ pub trait FineTuneAgent: Agent<DiffusionEnv> {
     fn uses_baseline(&self) -> bool;
 }
 
-/// One finished batch of episodes.
+/// One finished batch of episodes, one per row of the environment.
 #[derive(Debug)]
 pub struct Episode<O> {
     /// Every observation an action was taken in, first to last.
     pub observations: Vec<O>,
-    /// The terminal observation.
+    /// The observation after the last step.
     pub terminal: O,
-    /// Sum of the rewards of each episode, `[B]`.
+    /// Sum of the rewards of each row's episode, `[B]`.
     pub total_reward: tch::Tensor,
+    /// Steps of each row's episode, `[B]` int64.
+    pub length: tch::Tensor,
+    /// The `[B]` rewards of every step, first to last (rows whose first
+    /// episode ended hold their later episodes' rewards).
+    pub rewards: Vec<tch::Tensor>,
+    /// The `[B]` end flags (terminated or truncated) of every step.
+    pub ended: Vec<tch::Tensor>,
 }
 
-/// Plays one batch of episodes of `env` with `agent`, letting it observe each step.
+/// Plays one batch of episodes of `env` with `agent`, one per row, letting
+/// it observe each step. Episodes that end together (the diffusion chain)
+/// end the batch; an episode that ends before the others is restarted with
+/// [`Env::reset_ended`] and its row keeps acting, but only each row's first
+/// episode counts in the returned totals (agents that record per-step
+/// costs record only those, see [`crate::returns::Collector`]). The batch
+/// ends once every row's first episode has ended.
 pub fn rollout<E, A>(
     env: &mut E,
     agent: &mut A,
@@ -86,37 +99,95 @@ pub fn rollout<E, A>(
 ) -> Result<Episode<E::Obs>, AgentError>
 where
     E: Env,
-    E::Obs: Clone,
     A: Agent<E> + ?Sized,
 {
     let (mut obs, _) = env.reset(seed)?;
     let mut observations = Vec::new();
     let mut total_reward: Option<tch::Tensor> = None;
+    let mut length: Option<tch::Tensor> = None;
+    // Rows whose first episode is still running.
+    let mut running: Option<tch::Tensor> = None;
+    let mut rewards = Vec::new();
+    let mut ends = Vec::new();
     loop {
         let action = agent.act(&obs)?;
         let step = env.step(&action)?;
         agent.observe(&obs, &action, &step);
+        let ended = step.ended();
+        let counted = running.take().unwrap_or_else(|| ended.ones_like());
+        let reward = &step.reward * counted.to_kind(step.reward.kind());
         total_reward = Some(match total_reward {
-            Some(r) => r + &step.reward,
-            None => step.reward.shallow_clone(),
+            Some(r) => r + reward,
+            None => reward,
         });
+        let steps = counted.to_kind(tch::Kind::Int64);
+        length = Some(match length {
+            Some(l) => l + steps,
+            None => steps,
+        });
+        let still = counted.logical_and(&ended.logical_not());
+        rewards.push(step.reward.shallow_clone());
+        ends.push(ended.shallow_clone());
         observations.push(obs);
-        // Episodes run in lock-step: all end together, or none does.
-        let done = step.all_ended();
-        if !done && step.any_ended() {
-            return Err(AgentError::Invalid {
-                field: "env",
-                reason: "some episodes ended before the others; rollout drives episodes of one length in lock-step".into(),
-            });
-        }
+        let all_done = still.any().int64_value(&[]) == 0;
+        let some_ended = !all_done && step.any_ended();
         obs = step.obs;
-        if done {
+        if all_done {
             break;
         }
+        if some_ended {
+            obs = env.reset_ended(&ended)?;
+        }
+        running = Some(still);
     }
     Ok(Episode {
         observations,
         terminal: obs,
         total_reward: total_reward.expect("at least one step"),
+        length: length.expect("at least one step"),
+        rewards,
+        ended: ends,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::categorical::{CategoricalConfig, CategoricalLearner};
+    use crate::reinforce::{Reinforce, ReinforceConfig};
+    use envs::cartpole::CartPole;
+
+    #[test]
+    fn a_rollout_counts_each_rows_first_episode_and_records_only_its_steps() {
+        // An untrained policy on 8 CartPoles: episodes end apart; each row
+        // counts the steps of its first episode, and the agent stores
+        // exactly those transitions.
+        let _rng = envs::testing::seeded(4);
+        let learner = CategoricalLearner::new(CategoricalConfig::default(), 4, 2, tch::Device::Cpu);
+        let mut agent = Reinforce::new(ReinforceConfig::default(), learner, 4096);
+        let mut env = CartPole::new(8, tch::Device::Cpu).unwrap();
+        let episode = rollout(&mut env, &mut agent, Some(2)).unwrap();
+        let lengths = Vec::<i64>::try_from(&episode.length).unwrap();
+        let first_end: Vec<i64> = (0..8)
+            .map(|row| {
+                1 + episode
+                    .ended
+                    .iter()
+                    .position(|e| e.int64_value(&[row]) != 0)
+                    .unwrap() as i64
+            })
+            .collect();
+        assert_eq!(lengths, first_end);
+        assert_eq!(
+            episode.observations.len() as i64,
+            *lengths.iter().max().unwrap()
+        );
+        assert!(lengths.iter().min() < lengths.iter().max(), "{lengths:?}");
+        let totals = Vec::<f32>::try_from(&episode.total_reward).unwrap();
+        assert_eq!(
+            totals,
+            lengths.iter().map(|&l| l as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(agent.buffered(), lengths.iter().sum::<i64>());
+    }
 }

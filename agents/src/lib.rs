@@ -7,6 +7,11 @@
 //! - [`agent`]: the [`Agent`] trait and a generic episode rollout.
 //! - [`generator`]: what every generator update shares (optimiser,
 //!   n_generator, grad clipping, KL penalty, learned variance).
+//! - [`learner`]: the [`learner::PolicyLearner`] trait the policy-gradient
+//!   agents train through (the diffusion generator, a categorical policy).
+//! - [`returns`]: from observed steps to stored transitions and their costs.
+//! - [`categorical`]: a categorical policy over discrete actions (CartPole),
+//!   and [`state_value`]: the state-value baseline V(s) fitted beside it.
 //! - [`reinforce`]: REINFORCE with a learned baseline (SFT-PG, Eq. 20).
 //! - [`ppo`]: PPO-clip over the buffer.
 //! - [`pathwise`]: SFT, the pathwise gradient through the chain (Eq. 14).
@@ -24,12 +29,14 @@
 
 pub mod agent;
 pub mod buffer;
+pub mod categorical;
 mod cpu;
 pub mod critic;
 pub mod critic_networks;
 pub mod ema;
 pub mod error;
 pub mod generator;
+pub mod learner;
 pub mod networks;
 pub mod optim;
 pub mod pathwise;
@@ -39,6 +46,8 @@ pub mod pretrain;
 pub mod registry;
 pub mod reinforce;
 pub mod reservoir;
+pub mod returns;
+pub mod state_value;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -25,15 +25,16 @@
 //! every pass then permutes afresh: the passes revisit one uniform subset
 //! of the round instead of drawing new transitions from all of it.
 
-use envs::diffusion::{ChainState, DiffusionEnv};
-use envs::Step;
+use envs::{Env, Step};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::TransitionBatch;
 use crate::generator::Generator;
+use crate::learner::PolicyLearner;
 use crate::reinforce::{cost_advantage, record_advantage};
+use crate::returns::Collector;
 use crate::store::{BufferKind, TransitionStore};
 use crate::{Agent, AgentError, UpdateStats};
 
@@ -83,10 +84,14 @@ impl Default for PpoConfig {
     }
 }
 
-/// The PPO-clip agent.
-pub struct Ppo {
+/// The PPO-clip agent, for any [`PolicyLearner`] (the diffusion
+/// [`Generator`] by default).
+pub struct Ppo<L: PolicyLearner = Generator> {
     config: PpoConfig,
-    generator: Generator,
+    learner: L,
+    collector: Collector,
+    /// The behaviour log-density of the last actions drawn, until observed.
+    last_log_prob: Option<Tensor>,
     transitions: Box<dyn TransitionStore>,
     minibatch: i64,
 }
@@ -101,16 +106,23 @@ pub struct PpoLoss {
     pub clip_fraction: f64,
 }
 
-impl Ppo {
-    /// A PPO agent fine-tuning `generator` with minibatches of `minibatch` transitions.
-    pub fn new(config: PpoConfig, generator: Generator, minibatch: i64) -> Self {
-        let n_generator = generator.config().n_generator.max(1) as i64;
+impl<L: PolicyLearner> Ppo<L> {
+    /// A PPO agent training `learner` with minibatches of `minibatch` transitions.
+    pub fn new(config: PpoConfig, learner: L, minibatch: i64) -> Self {
+        let n_generator = learner.n_generator().max(1) as i64;
         Self {
             config,
             transitions: config.buffer.build(n_generator * minibatch.max(1)),
-            generator,
+            learner,
+            collector: Collector::default(),
+            last_log_prob: None,
             minibatch,
         }
+    }
+
+    /// The policy being trained, with its optimiser.
+    pub fn learner(&self) -> &L {
+        &self.learner
     }
 
     /// The clipped surrogate loss on `batch` (which must carry behaviour log-densities).
@@ -129,12 +141,7 @@ impl Ppo {
             self.config.use_baseline,
             self.config.normalize_advantage,
         );
-        let log_prob = self.generator.policy().log_prob(
-            &batch.state,
-            &batch.action,
-            &batch.step,
-            self.generator.config().log_prob,
-        );
+        let log_prob = self.learner.log_prob(batch);
         let log_ratio = &log_prob - old;
         let ratio = log_ratio.exp();
         let (lo, hi) = (1.0 - self.config.clip, 1.0 + self.config.clip);
@@ -151,9 +158,7 @@ impl Ppo {
             (kl.double_value(&[]), clipped.double_value(&[]))
         });
         record_advantage(&cost, stats);
-        let loss = self
-            .generator
-            .penalised(loss, &batch.state, &batch.step, stats);
+        let loss = self.learner.penalised(loss, batch, stats);
         Ok(PpoLoss {
             loss,
             approx_kl,
@@ -162,21 +167,27 @@ impl Ppo {
     }
 }
 
-impl Agent<DiffusionEnv> for Ppo {
-    fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
-        let reduction = self.generator.config().log_prob;
-        let (action, log_prob) = self.generator.policy().act_with_log_prob(obs, reduction);
-        if !self.generator.excludes_step(obs.t) {
-            self.transitions
-                .record(&obs.x, &action, obs.t, Some(log_prob));
-        }
+impl<E, L> Agent<E> for Ppo<L>
+where
+    E: Env<Action = Tensor>,
+    L: PolicyLearner<Obs = E::Obs>,
+{
+    fn act(&mut self, obs: &E::Obs) -> Result<Tensor, AgentError> {
+        let (action, log_prob) = self.learner.act_with_log_prob(obs);
+        self.last_log_prob = Some(log_prob);
         Ok(action)
     }
 
-    fn observe(&mut self, _obs: &ChainState, _action: &Tensor, step: &Step<ChainState>) {
-        if step.all_ended() {
-            self.transitions.finish(&step.obs.x);
-        }
+    fn observe(&mut self, obs: &E::Obs, action: &Tensor, step: &Step<E::Obs>) {
+        let log_prob = self.last_log_prob.take();
+        self.collector.observe(
+            &self.learner,
+            self.transitions.as_mut(),
+            obs,
+            action,
+            log_prob,
+            step,
+        );
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
@@ -185,8 +196,8 @@ impl Agent<DiffusionEnv> for Ppo {
                 "generator update with an empty trajectory buffer",
             ));
         }
-        let device = self.generator.policy().var_store().device();
-        let n_generator = self.generator.config().n_generator;
+        let device = self.learner.device();
+        let n_generator = self.learner.n_generator();
         let mut stats = UpdateStats::default();
         let mut steps = 0;
         'passes: for _ in 0..self.config.epochs {
@@ -197,7 +208,7 @@ impl Agent<DiffusionEnv> for Ppo {
                 let step = self.surrogate_loss(batch, critics, &mut stats)?;
                 stats.accumulate("generator/approx_kl", step.approx_kl);
                 stats.accumulate("generator/clip_fraction", step.clip_fraction);
-                self.generator.descend(&step.loss, &mut stats)?;
+                self.learner.descend(&step.loss, &mut stats)?;
                 steps += 1;
                 if self
                     .config
@@ -213,12 +224,12 @@ impl Agent<DiffusionEnv> for Ppo {
     }
 }
 
-impl FineTuneAgent for Ppo {
+impl FineTuneAgent for Ppo<Generator> {
     fn generator(&self) -> &Generator {
-        &self.generator
+        &self.learner
     }
     fn generator_mut(&mut self) -> &mut Generator {
-        &mut self.generator
+        &mut self.learner
     }
     fn uses_baseline(&self) -> bool {
         self.config.use_baseline
@@ -229,6 +240,7 @@ impl FineTuneAgent for Ppo {
 mod tests {
     use super::*;
     use crate::testing::{improves_on_a_tiny_problem, tiny_generator, DistanceToTarget};
+    use envs::diffusion::DiffusionEnv;
 
     #[test]
     fn ppo_lowers_the_critic_value() {
@@ -276,7 +288,7 @@ mod tests {
             .unwrap();
         assert!(first.approx_kl.abs() < 1e-6, "{}", first.approx_kl);
         assert_eq!(first.clip_fraction, 0.0);
-        let stats = agent.update(&critics).unwrap();
+        let stats = Agent::<DiffusionEnv>::update(&mut agent, &critics).unwrap();
         assert!(stats.get("generator/clip_fraction").unwrap() > 0.0);
         assert!(stats.get("generator/approx_kl").unwrap() > 0.0);
         assert_eq!(agent.generator().steps(), 3, "epochs x n_generator steps");

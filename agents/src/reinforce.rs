@@ -14,15 +14,16 @@
 //! of only as many as the update reads, drawn with the same law (`buffer:
 //! Reservoir`; memory flat in T').
 
-use envs::diffusion::{ChainState, DiffusionEnv};
-use envs::gaussian::{self, LogProbReduction};
-use envs::Step;
+use envs::gaussian::LogProbReduction;
+use envs::{Env, Step};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::TransitionBatch;
-use crate::generator::{DeterministicStep, Generator};
+use crate::generator::Generator;
+use crate::learner::PolicyLearner;
+use crate::returns::Collector;
 pub use crate::store::BufferKind;
 use crate::store::TransitionStore;
 use crate::{Agent, AgentError, UpdateStats};
@@ -109,25 +110,34 @@ pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
     );
 }
 
-/// The SFT-PG agent: the generator and the trajectory buffer.
-pub struct Reinforce {
+/// REINFORCE with a learned baseline over the transitions of a round (the
+/// SFT-PG agent when `L` is the diffusion [`Generator`]; any
+/// [`PolicyLearner`] trains the same way).
+pub struct Reinforce<L: PolicyLearner = Generator> {
     config: ReinforceConfig,
-    generator: Generator,
+    learner: L,
+    collector: Collector,
     transitions: Box<dyn TransitionStore>,
     minibatch: i64,
 }
 
-impl Reinforce {
-    /// An agent fine-tuning `generator` with minibatches of `minibatch` transitions.
-    pub fn new(config: ReinforceConfig, generator: Generator, minibatch: i64) -> Self {
-        let n_generator = generator.config().n_generator.max(1) as i64;
+impl<L: PolicyLearner> Reinforce<L> {
+    /// An agent training `learner` with minibatches of `minibatch` transitions.
+    pub fn new(config: ReinforceConfig, learner: L, minibatch: i64) -> Self {
+        let n_generator = learner.n_generator().max(1) as i64;
         let transitions = config.buffer.build(n_generator * minibatch.max(1));
         Self {
             config,
-            generator,
+            learner,
+            collector: Collector::default(),
             transitions,
             minibatch,
         }
+    }
+
+    /// The policy being trained, with its optimiser.
+    pub fn learner(&self) -> &L {
+        &self.learner
     }
 
     /// Number of transitions waiting for the update (at most the
@@ -142,10 +152,8 @@ impl Reinforce {
         self.transitions.bytes()
     }
 
-    /// The Eq. 20 loss on `batch` (with the KL penalty if set); its gradient
-    /// is the policy-gradient estimate. With `deterministic_step: Pathwise`
-    /// the rows of the sampler's noiseless last step contribute the pathwise
-    /// term of [`pathwise_last_step`] instead.
+    /// The Eq. 20 loss on `batch` (with the learner's penalty if any); its
+    /// gradient is the policy-gradient estimate.
     pub fn surrogate_loss(
         &self,
         batch: &TransitionBatch,
@@ -158,62 +166,32 @@ impl Reinforce {
             self.config.use_baseline,
             self.config.normalize_advantage,
         );
-        let policy = self.generator.policy();
-        let reduction = self.generator.config().log_prob;
-        let mean = policy.mean(&batch.state, &batch.step);
-        let std = policy.density_std(&batch.step, &mean);
-        let log_prob = gaussian::log_prob_with_std(&batch.action, &mean, &std, reduction);
         record_advantage(&advantage, stats);
-        stats.accumulate(
-            "generator/log_prob",
-            log_prob.mean(Kind::Float).double_value(&[]),
-        );
-        let score_terms = &advantage * &log_prob;
-        let loss = match self.pathwise_rows(batch) {
-            None => score_terms.mean(score_terms.kind()),
-            Some(rows) => {
-                let rows_kept = score_terms.ones_like().index_fill(0, &rows, 0.0);
-                let pathwise =
-                    pathwise_last_step(critics.reward, &mean.index_select(0, &rows), reduction);
-                let kind = score_terms.kind();
-                ((score_terms * rows_kept).sum(kind) + pathwise.sum(kind))
-                    / batch.step.size()[0] as f64
-            }
-        };
-        self.generator
-            .penalised(loss, &batch.state, &batch.step, stats)
-    }
-
-    /// The rows of `batch` whose step takes the pathwise term (`None`
-    /// unless `deterministic_step: Pathwise` and some row is such a step).
-    fn pathwise_rows(&self, batch: &TransitionBatch) -> Option<Tensor> {
-        if self.generator.config().deterministic_step != DeterministicStep::Pathwise {
-            return None;
-        }
-        let policy = self.generator.policy();
-        let steps = Vec::<i64>::try_from(&batch.step.to_device(tch::Device::Cpu)).ok()?;
-        let rows: Vec<i64> = steps
-            .iter()
-            .enumerate()
-            .filter(|(_, &t)| policy.is_deterministic_step(t as usize))
-            .map(|(row, _)| row as i64)
-            .collect();
-        (!rows.is_empty()).then(|| Tensor::from_slice(&rows).to_device(batch.step.device()))
+        let loss = self
+            .learner
+            .score_function_loss(batch, &advantage, critics, stats);
+        self.learner.penalised(loss, batch, stats)
     }
 }
 
-impl Agent<DiffusionEnv> for Reinforce {
-    fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
-        Ok(self.generator.policy().act_in_rollout(obs))
+impl<E, L> Agent<E> for Reinforce<L>
+where
+    E: Env<Action = Tensor>,
+    L: PolicyLearner<Obs = E::Obs>,
+{
+    fn act(&mut self, obs: &E::Obs) -> Result<Tensor, AgentError> {
+        Ok(self.learner.act(obs))
     }
 
-    fn observe(&mut self, obs: &ChainState, action: &Tensor, step: &Step<ChainState>) {
-        if !self.generator.excludes_step(obs.t) {
-            self.transitions.record(&obs.x, action, obs.t, None);
-        }
-        if step.all_ended() {
-            self.transitions.finish(&step.obs.x);
-        }
+    fn observe(&mut self, obs: &E::Obs, action: &Tensor, step: &Step<E::Obs>) {
+        self.collector.observe(
+            &self.learner,
+            self.transitions.as_mut(),
+            obs,
+            action,
+            None,
+            step,
+        );
     }
 
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
@@ -222,27 +200,27 @@ impl Agent<DiffusionEnv> for Reinforce {
                 "generator update with an empty trajectory buffer",
             ));
         }
-        let device = self.generator.policy().var_store().device();
-        let n_generator = self.generator.config().n_generator;
+        let device = self.learner.device();
+        let n_generator = self.learner.n_generator();
         let batches = self
             .transitions
             .minibatches(self.minibatch, n_generator, device);
         let mut stats = UpdateStats::default();
         for batch in &batches {
             let loss = self.surrogate_loss(batch, critics, &mut stats);
-            self.generator.descend(&loss, &mut stats)?;
+            self.learner.descend(&loss, &mut stats)?;
         }
         self.transitions.clear();
         Ok(stats.average(batches.len()))
     }
 }
 
-impl FineTuneAgent for Reinforce {
+impl FineTuneAgent for Reinforce<Generator> {
     fn generator(&self) -> &Generator {
-        &self.generator
+        &self.learner
     }
     fn generator_mut(&mut self) -> &mut Generator {
-        &mut self.generator
+        &mut self.learner
     }
     fn uses_baseline(&self) -> bool {
         self.config.use_baseline
@@ -253,6 +231,7 @@ impl FineTuneAgent for Reinforce {
 mod tests {
     use super::*;
     use crate::testing::{improves_on_a_tiny_problem, tiny_generator};
+    use envs::diffusion::DiffusionEnv;
 
     #[test]
     fn the_policy_gradient_lowers_the_critic_value() {
@@ -308,7 +287,7 @@ mod tests {
                 let mut env = crate::testing::tiny_env();
                 crate::rollout(&mut env, &mut agent, Some(7)).unwrap();
                 assert_eq!(agent.buffered(), 192);
-                agent.update(&critics).unwrap();
+                Agent::<DiffusionEnv>::update(&mut agent, &critics).unwrap();
                 let mut named: Vec<(String, Tensor)> = agent
                     .generator()
                     .policy()

@@ -32,8 +32,11 @@ pub struct Reservoir {
     capacity: i64,
     /// Transitions offered so far.
     seen: i64,
-    /// `[capacity, ...]` x_{t+1}, x_t and x_0 of each slot, allocated at the first step.
-    slots: Option<[Tensor; 3]>,
+    /// `[capacity, ...]` x_{t+1} and x_t of each slot, allocated at the
+    /// first step (each in the shape and kind of what it holds).
+    slots: Option<[Tensor; 2]>,
+    /// `[capacity, ...]` x_0 of each slot, allocated at the first finish.
+    finals: Option<Tensor>,
     /// `[capacity]` behaviour log-density of each slot, allocated at the
     /// first step that brings one.
     log_probs: Option<Tensor>,
@@ -53,6 +56,7 @@ impl Reservoir {
             capacity,
             seen: 0,
             slots: None,
+            finals: None,
             log_probs: None,
             steps: Vec::new(),
             origins: Vec::new(),
@@ -96,16 +100,10 @@ impl Reservoir {
         if placed.is_empty() {
             return;
         }
-        let slots = self.slots.get_or_insert_with(|| {
-            let mut shape = state.size();
-            shape[0] = self.capacity;
-            let options = (state.kind(), state.device());
-            [
-                Tensor::zeros(&shape, options),
-                Tensor::zeros(&shape, options),
-                Tensor::zeros(&shape, options),
-            ]
-        });
+        let capacity = self.capacity;
+        let slots = self
+            .slots
+            .get_or_insert_with(|| [slots_like(state, capacity), slots_like(action, capacity)]);
         let device = state.device();
         let slot_index: Vec<i64> = placed.keys().copied().collect();
         let row_index: Vec<i64> = placed.values().copied().collect();
@@ -163,7 +161,11 @@ impl Reservoir {
     /// Ends the episode in progress: every slot holding one of its
     /// transitions receives its chain's row of `final_sample` (x_0).
     pub fn finish(&mut self, final_sample: &Tensor) {
-        if let Some(slots) = &mut self.slots {
+        if self.slots.is_some() {
+            let capacity = self.capacity;
+            let finals = self
+                .finals
+                .get_or_insert_with(|| slots_like(final_sample, capacity));
             let (slot_index, chains): (Vec<i64>, Vec<i64>) = self
                 .origins
                 .iter()
@@ -176,7 +178,7 @@ impl Reservoir {
                 let slot_tensor = Tensor::from_slice(&slot_index).to_device(device);
                 let chain_tensor = Tensor::from_slice(&chains).to_device(device);
                 tch::no_grad(|| {
-                    let _ = slots[2].index_copy_(
+                    let _ = finals.index_copy_(
                         0,
                         &slot_tensor,
                         &final_sample.index_select(0, &chain_tensor),
@@ -192,7 +194,7 @@ impl Reservoir {
     /// fewer than `size * count` are held), as
     /// [`crate::buffer::TrajectoryBuffer::minibatches`] draws them.
     pub fn minibatches(&self, size: i64, count: usize, device: Device) -> Vec<TransitionBatch> {
-        let Some(slots) = &self.slots else {
+        let (Some(slots), Some(finals)) = (&self.slots, &self.finals) else {
             return Vec::new();
         };
         if self.is_empty() || size < 1 {
@@ -208,7 +210,7 @@ impl Reservoir {
                 TransitionBatch {
                     state: pick(&slots[0]),
                     action: pick(&slots[1]),
-                    final_sample: pick(&slots[2]),
+                    final_sample: pick(finals),
                     step: pick(&steps),
                     behaviour_log_prob: self.log_probs.as_ref().map(pick),
                 }
@@ -231,10 +233,18 @@ impl Reservoir {
         self.slots
             .iter()
             .flatten()
+            .chain(&self.finals)
             .chain(&self.log_probs)
             .map(|t| t.numel() * t.kind().elt_size_in_bytes())
             .sum()
     }
+}
+
+/// Zeros of `like`'s kind and element shape for `capacity` rows.
+fn slots_like(like: &Tensor, capacity: i64) -> Tensor {
+    let mut shape = like.size();
+    shape[0] = capacity;
+    Tensor::zeros(&shape, (like.kind(), like.device()))
 }
 
 #[cfg(test)]

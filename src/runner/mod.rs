@@ -71,6 +71,8 @@ pub enum Report {
     Ablation(ablation::AblationReport),
     /// A comparison of samplers by FID and KID.
     Comparison(compare::ComparisonReport),
+    /// A control task (CartPole) trained until solved.
+    Control(crate::control::ControlReport),
 }
 
 /// Runs the experiment, ablation or comparison in `path` (told apart by
@@ -78,6 +80,18 @@ pub enum Report {
 /// `Comparison(...)`).
 pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let text = crate::error::read_text(path)?;
+    if crate::config::top_level_name(&text) == Some("Control") {
+        let exp = crate::control::ControlExperiment::parse(&text, path)?;
+        if let Some(first) = options.overrides.first() {
+            return Err(RunError::Config(crate::ConfigError::Override {
+                file: path.to_path_buf(),
+                field: first.field.clone(),
+                message: "--set changes Experiment files; edit the control file".into(),
+            }));
+        }
+        let report = crate::control::train(&exp, path, !options.show_progress)?;
+        return Ok(Report::Control(report));
+    }
     if crate::config::top_level_name(&text) == Some("Comparison") {
         if let Some(first) = options.overrides.first() {
             return Err(RunError::Config(crate::ConfigError::Override {

@@ -1,0 +1,204 @@
+//! The control trainer: batches of episodes played by the agent, an agent
+//! update against the realised costs and the baseline, then the baseline
+//! fitted to those costs; TensorBoard scalars, a CSV of returns, a plot of
+//! the learning curve and the final weights in `runs/<name>/`.
+
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use agents::agent::Critics;
+use agents::categorical::CategoricalLearner;
+use agents::ppo::Ppo;
+use agents::reinforce::Reinforce;
+use agents::returns::{cost_to_go, RealizedCost};
+use agents::state_value::StateValue;
+use agents::{rollout, Agent};
+use envs::cartpole::CartPole;
+use tch::{Kind, Tensor};
+
+use super::{ControlAgent, ControlEnv, ControlExperiment};
+use crate::checkpoint::{CheckpointWriter, RunState};
+use crate::error::RunError;
+use crate::recording::curves::{plot_curves, Curve};
+use crate::recording::Recorder;
+
+/// What a control run did.
+#[derive(Debug, Clone)]
+pub struct ControlReport {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// The update at which the solved criterion was first met, if it was.
+    pub solved_at_update: Option<usize>,
+    /// Episodes played until then (or in all).
+    pub episodes: usize,
+    /// Seconds of training until then (or in all).
+    pub seconds: f64,
+    /// The last mean return over the criterion's window.
+    pub mean_return: f64,
+}
+
+/// Trains `exp` (read from `file`) until its solved criterion is met or its
+/// updates run out.
+pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<ControlReport, RunError> {
+    crate::runner::configure_threads(exp.threads);
+    let device = exp.device.resolve();
+    tch::manual_seed(exp.seed as i64);
+    let dir = Path::new(&exp.dir).join(&exp.name);
+    std::fs::create_dir_all(&dir).map_err(|source| RunError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let ControlEnv::CartPole { episodes } = exp.env;
+    let mut env = CartPole::new(episodes, device)?;
+    let learner = CategoricalLearner::new(exp.policy.clone(), 4, 2, device);
+    let mut agent: Box<dyn LearningAgent> = match exp.agent {
+        ControlAgent::Reinforce(c) => Box::new(Reinforce::new(c, learner, exp.minibatch)),
+        ControlAgent::Ppo(c) => Box::new(Ppo::new(c, learner, exp.minibatch)),
+    };
+    let mut baseline = StateValue::new(4, &exp.baseline.hidden, exp.baseline.optimizer, device);
+    let mut recorder = Recorder::create(&dir)?;
+    let csv_path = dir.join("returns.csv");
+    let mut csv = std::fs::File::create(&csv_path).map_err(|source| RunError::Io {
+        path: csv_path.clone(),
+        source,
+    })?;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    writeln!(
+        csv,
+        "update,episodes,seconds,batch_mean_return,window_mean_return"
+    )
+    .map_err(io(&csv_path))?;
+    let window = exp.solved.episodes;
+    let mut recent: VecDeque<f64> = VecDeque::with_capacity(window);
+    let mut played = 0usize;
+    let mut curve = Vec::new();
+    let start = Instant::now();
+    let mut report = ControlReport {
+        dir: dir.clone(),
+        solved_at_update: None,
+        episodes: 0,
+        seconds: 0.0,
+        mean_return: 0.0,
+    };
+    for update in 1..=exp.updates {
+        let seed = (update == 1).then_some(exp.seed);
+        let episode = rollout(&mut env, agent.as_agent(), seed)?;
+        let returns = Vec::<f64>::try_from(episode.total_reward.to_kind(Kind::Double))?;
+        for r in &returns {
+            if recent.len() == window {
+                recent.pop_front();
+            }
+            recent.push_back(*r);
+        }
+        played += returns.len();
+        let critics = Critics {
+            reward: &RealizedCost,
+            baseline: exp.uses_baseline().then_some(&baseline as _),
+        };
+        let stats = agent.as_agent().update(&critics)?;
+        let (states, costs) = visited(&episode, exp.policy.discount);
+        let baseline_loss =
+            baseline.fit(&states, &costs, exp.baseline.steps, exp.baseline.minibatch)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let batch_mean = returns.iter().sum::<f64>() / returns.len() as f64;
+        let window_mean = recent.iter().sum::<f64>() / recent.len() as f64;
+        let step = played as u64;
+        recorder.scalar("rollout/return", batch_mean, step)?;
+        recorder.scalar("rollout/return_window", window_mean, step)?;
+        recorder.scalar("baseline/loss", baseline_loss, step)?;
+        for (name, value) in &stats.values {
+            recorder.scalar(name, *value, step)?;
+        }
+        writeln!(
+            csv,
+            "{update},{played},{seconds:.3},{batch_mean},{window_mean}"
+        )
+        .map_err(io(&csv_path))?;
+        curve.push((played as f64, window_mean, 0.0));
+        report.episodes = played;
+        report.seconds = seconds;
+        report.mean_return = window_mean;
+        if !quiet && (update % 10 == 0 || update == 1) {
+            eprintln!(
+                "{}: update {update}, {played} episodes, mean return {batch_mean:.1} (last {} episodes: {window_mean:.1}), {seconds:.1} s",
+                exp.name,
+                recent.len()
+            );
+        }
+        if recent.len() == window && window_mean >= exp.solved.mean_return {
+            report.solved_at_update = Some(update);
+            break;
+        }
+    }
+    recorder.flush()?;
+    let plot = dir.join("returns.png");
+    plot_curves(
+        &plot,
+        &format!("{}: mean return over the last {window} episodes", exp.name),
+        "episodes",
+        "return",
+        &[Curve {
+            label: exp.name.clone(),
+            points: curve,
+        }],
+        (800, 450),
+    )?;
+    let experiment_ron = std::fs::read_to_string(file).map_err(io(file))?;
+    CheckpointWriter::new()
+        .vars("policy", agent.learner().var_store())
+        .vars("baseline", baseline.var_store())
+        .write(
+            &dir.join("final"),
+            &RunState {
+                epochs_done: report.solved_at_update.unwrap_or(exp.updates),
+                global_step: played as u64,
+            },
+            &experiment_ron,
+        )?;
+    Ok(report)
+}
+
+/// The states each row's first episode visited, with their costs-to-go.
+fn visited(episode: &agents::Episode<Tensor>, discount: f64) -> (Tensor, Tensor) {
+    let (states, costs): (Vec<Tensor>, Vec<Tensor>) =
+        cost_to_go(&episode.rewards, &episode.ended, discount)
+            .into_iter()
+            .zip(&episode.observations)
+            .map(|((cost, alive), obs)| {
+                let rows = alive.nonzero().reshape([-1]);
+                (obs.index_select(0, &rows), cost.index_select(0, &rows))
+            })
+            .unzip();
+    (Tensor::cat(&states, 0), Tensor::cat(&costs, 0))
+}
+
+/// An agent on the categorical policy, whichever algorithm it runs.
+trait LearningAgent {
+    /// The agent, to act and update.
+    fn as_agent(&mut self) -> &mut dyn Agent<CartPole>;
+    /// The policy being trained.
+    fn learner(&self) -> &CategoricalLearner;
+}
+
+impl LearningAgent for Reinforce<CategoricalLearner> {
+    fn as_agent(&mut self) -> &mut dyn Agent<CartPole> {
+        self
+    }
+    fn learner(&self) -> &CategoricalLearner {
+        Reinforce::learner(self)
+    }
+}
+
+impl LearningAgent for Ppo<CategoricalLearner> {
+    fn as_agent(&mut self) -> &mut dyn Agent<CartPole> {
+        self
+    }
+    fn learner(&self) -> &CategoricalLearner {
+        Ppo::learner(self)
+    }
+}

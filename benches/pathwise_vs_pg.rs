@@ -18,12 +18,13 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use agents::critic::{CriticConfig, CriticRegularizer};
-use agents::generator::GeneratorConfig;
+use agents::critic::{AdversarialCritic, CriticConfig, CriticRegularizer};
+use agents::generator::{Generator, GeneratorConfig};
 use agents::policy::DiffusionPolicy;
 use agents::registry::AgentConfig;
 use agents::reinforce::ReinforceConfig;
 use envs::datasets::ToyDataset;
+use envs::diffusion::DiffusionEnv;
 use envs::schedule::{BetaSchedule, Schedule, Variance};
 use shortcut::runner::sft_pg::SftPg;
 use tch::{Device, Kind, Tensor};
@@ -96,21 +97,19 @@ fn child(agent: &str, steps: usize, updates: usize) {
         ),
     };
     let data = ToyDataset::SwissRoll.generate(10_000, 0).unwrap();
-    let mut sft = SftPg::new(
-        schedule,
-        policy,
-        &[2],
+    let critic_config = CriticConfig {
+        regularizer,
+        ..CriticConfig::default()
+    };
+    let critic =
+        AdversarialCritic::new(critic_config, &[2], schedule.len() as i64, device).unwrap();
+    let generator_agent = agent_config.build(
+        Generator::new(GeneratorConfig::default(), policy).unwrap(),
         BATCH,
-        N_CRITIC,
-        GeneratorConfig::default(),
-        agent_config,
-        CriticConfig {
-            regularizer,
-            ..CriticConfig::default()
-        },
-        device,
-    )
-    .unwrap();
+        &[2],
+    );
+    let env = DiffusionEnv::new(schedule, &[2], BATCH, device).unwrap();
+    let mut sft = SftPg::new(env, generator_agent, critic, N_CRITIC);
     let real = |_| data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)));
     // Critic steps fill the buffer and reach the critic's own peak; only then
     // is the peak recorded and the generator updates measured.

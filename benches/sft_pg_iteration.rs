@@ -28,12 +28,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use agents::critic::CriticConfig;
-use agents::generator::GeneratorConfig;
+use agents::critic::{AdversarialCritic, CriticConfig};
+use agents::generator::{Generator, GeneratorConfig};
 use agents::policy::DiffusionPolicy;
 use agents::registry::AgentConfig;
 use agents::reinforce::ReinforceConfig;
 use envs::datasets::ToyDataset;
+use envs::diffusion::DiffusionEnv;
 use envs::schedule::{BetaSchedule, Schedule, Variance};
 use shortcut::runner::sft_pg::SftPg;
 use tch::{Device, Kind, Tensor};
@@ -231,18 +232,15 @@ fn child(steps: usize, iters: usize, warmup: usize, threads: usize) {
     .unwrap();
     let policy = DiffusionPolicy::toy(&schedule, 2, 128, steps as i64, device);
     let data = ToyDataset::SwissRoll.generate(10_000, 0).unwrap();
-    let mut sft = SftPg::new(
-        schedule,
-        policy,
-        &[2],
+    let critic =
+        AdversarialCritic::new(CriticConfig::default(), &[2], steps as i64, device).unwrap();
+    let agent = AgentConfig::Reinforce(ReinforceConfig::default()).build(
+        Generator::new(GeneratorConfig::default(), policy).unwrap(),
         BATCH,
-        N_CRITIC,
-        GeneratorConfig::default(),
-        AgentConfig::Reinforce(ReinforceConfig::default()),
-        CriticConfig::default(),
-        device,
-    )
-    .unwrap();
+        &[2],
+    );
+    let env = DiffusionEnv::new(schedule, &[2], BATCH, device).unwrap();
+    let mut sft = SftPg::new(env, agent, critic, N_CRITIC);
     let mut round = || {
         sft.round(|_| {
             data.index_select(0, &Tensor::randint(10_000, [BATCH], (Kind::Int64, device)))

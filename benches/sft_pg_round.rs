@@ -45,8 +45,8 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use agents::agent::{Critics, FineTuneAgent};
+use agents::critic::AdversarialCritic;
 use agents::generator::Generator;
-use agents::policy::DiffusionPolicy;
 use agents::registry::AgentConfig;
 use agents::reinforce::{BufferKind, Reinforce};
 use agents::{Agent, AgentError, UpdateStats};
@@ -423,28 +423,17 @@ fn child(scale: Scale) {
         Generator::new(task.generator, policy).expect("the generator builds"),
         batch,
     );
-    // `SftPg::new` builds its own agent from the configuration; it gets a
-    // stand-in of the same kind on a one-unit toy network (so that the
-    // U-Net is held once) and then the agent above, wrapped to time its
-    // rollouts and read its buffer.
-    let stand_in = DiffusionPolicy::toy(&schedule(&exp).unwrap(), 1, 1, 1, device);
-    let mut sft = SftPg::new(
-        schedule(&exp).expect("the sampler builds"),
-        stand_in,
-        &shape,
-        batch,
-        task.n_critic,
-        task.generator,
-        task.agent,
-        task.critic.clone(),
-        device,
-    )
-    .expect("the round builds");
+    // The agent, wrapped to time its rollouts and read its buffer.
     let probe = Rc::new(RefCell::new(Probe::default()));
-    sft.agent = Box::new(Timed {
+    let timed = Box::new(Timed {
         inner: agent,
         probe: Rc::clone(&probe),
     });
+    let schedule = schedule(&exp).expect("the sampler builds");
+    let critic = AdversarialCritic::new(task.critic.clone(), &shape, schedule.len() as i64, device)
+        .expect("the critic builds");
+    let env = DiffusionEnv::new(schedule, &shape, batch, device).expect("the environment builds");
+    let mut sft = SftPg::new(env, timed, critic, task.n_critic);
     // Data batches in [-1, 1], as the CIFAR-10 loader gives (their values do
     // not change the speed).
     let mut real_shape = vec![batch];

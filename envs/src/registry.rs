@@ -11,10 +11,16 @@ pub struct Registered {
 }
 
 /// Every environment (`env:` of an experiment).
-pub const ENVIRONMENTS: &[Registered] = &[Registered {
-    ron: "env: (steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2), variance: Beta, sampler: Full)",
-    summary: "Diffusion: B parallel chains x_T ~ N(0, I) -> x_0; action x_t, reward -f(x_0) at the last step; steps and schedule are the model's training schedule, the sampler how it is sampled",
-}];
+pub const ENVIRONMENTS: &[Registered] = &[
+    Registered {
+        ron: "env: (steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2), variance: Beta, sampler: Full)",
+        summary: "Diffusion: B parallel chains x_T ~ N(0, I) -> x_0; action x_t, reward -f(x_0) at the last step; steps and schedule are the model's training schedule, the sampler how it is sampled",
+    },
+    Registered {
+        ron: "env: CartPole(episodes: 16)",
+        summary: "gymnasium's CartPole-v1 in a Control(...) file: B episodes at once that end at their own times (500-step limit), 4 observations, actions 0/1, reward 1 per step",
+    },
+];
 
 /// Every sampler (`env.sampler`), built on the model's training schedule.
 pub const SAMPLERS: &[Registered] = &[

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use agents::critic::AdversarialCritic;
+use agents::generator::Generator;
 use agents::policy::DiffusionPolicy;
 use agents::{FineTuneAgent, UpdateStats};
+use envs::diffusion::DiffusionEnv;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
@@ -35,17 +37,16 @@ pub fn finetune(
     let batch = task.batch as i64;
     policy.set_act_chunk(task.rollout_chunk.map(|c| c as i64));
     seed_initialisation(exp, PHASE);
-    let mut sft = SftPg::new(
-        schedule(exp)?,
-        policy,
-        &shape,
-        batch,
-        task.n_critic,
-        task.generator,
-        task.agent,
-        task.critic.clone(),
-        device,
-    )?;
+    let schedule = schedule(exp)?;
+    // The critic's weights are drawn before the generator's settings take
+    // the policy (the order every stored run was trained in).
+    let critic =
+        AdversarialCritic::new(task.critic.clone(), &shape, schedule.len() as i64, device)?;
+    let agent = task
+        .agent
+        .build(Generator::new(task.generator, policy)?, batch, &shape);
+    let env = DiffusionEnv::new(schedule, &shape, batch, device)?;
+    let mut sft = SftPg::new(env, agent, critic, task.n_critic);
     if let Some(c) = resume {
         load_state(c, sft.agent.as_mut(), &mut sft.critic)?;
     }

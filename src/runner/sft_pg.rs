@@ -4,16 +4,10 @@
 //! and the benchmark, so that both time the same code.
 
 use agents::agent::Critics;
-use agents::critic::{AdversarialCritic, CriticConfig};
-use agents::generator::{Generator, GeneratorConfig};
-use agents::policy::DiffusionPolicy;
-use agents::registry::AgentConfig;
+use agents::critic::AdversarialCritic;
 use agents::{rollout, AgentError, FineTuneAgent, UpdateStats};
 use envs::diffusion::DiffusionEnv;
-use envs::schedule::Schedule;
-use tch::{Device, Kind, Tensor};
-
-use crate::error::RunError;
+use tch::{Kind, Tensor};
 
 /// The generator (as an agent), the critic with its baseline, and the environment.
 pub struct SftPg {
@@ -36,31 +30,25 @@ pub struct RoundStats {
 }
 
 impl SftPg {
-    /// Sets up fine-tuning of `policy` on `batch` chains at a time.
-    #[allow(clippy::too_many_arguments)]
+    /// Fine-tuning from built parts: `agent` samples the chains of `env`
+    /// (whose batch is the number of chains per critic step) and `critic`
+    /// becomes the environment's reward model, fitting its baseline when
+    /// the agent reads one. Any [`FineTuneAgent`] and any critic settings
+    /// fit; a round runs `n_critic` critic steps.
     pub fn new(
-        schedule: Schedule,
-        policy: DiffusionPolicy,
-        shape: &[i64],
-        batch: i64,
+        env: DiffusionEnv,
+        agent: Box<dyn FineTuneAgent>,
+        mut critic: AdversarialCritic,
         n_critic: usize,
-        generator: GeneratorConfig,
-        agent: AgentConfig,
-        critic: CriticConfig,
-        device: Device,
-    ) -> Result<Self, RunError> {
-        let horizon = schedule.len() as i64;
-        let mut critic = AdversarialCritic::new(critic, shape, horizon, device)?;
-        let agent = agent.build(Generator::new(generator, policy)?, batch, shape);
+    ) -> Self {
         critic.fit_baseline_if(agent.uses_baseline());
-        let env = DiffusionEnv::new(schedule, shape, batch, device)?
-            .with_reward_model(critic.reward_model());
-        Ok(Self {
+        let env = env.with_reward_model(critic.reward_model());
+        Self {
             env,
             agent,
             critic,
             n_critic,
-        })
+        }
     }
 
     /// One round; `real(i)` gives the data batch of the round's i-th critic step.

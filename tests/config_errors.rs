@@ -22,7 +22,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn the_shipped_experiments_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
-    let (mut count, mut ablations, mut comparisons) = (0, 0, 0);
+    let (mut count, mut ablations, mut comparisons, mut controls) = (0, 0, 0, 0);
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "ron") {
@@ -51,6 +51,9 @@ fn the_shipped_experiments_are_valid() {
                     assert_eq!(tuned.data.set, model.data.set, "{}", path.display());
                 }
                 comparisons += 1;
+            } else if shortcut::config::top_level_name(&text) == Some("Control") {
+                shortcut::control::ControlExperiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                controls += 1;
             } else {
                 Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
                 count += 1;
@@ -69,6 +72,7 @@ fn the_shipped_experiments_are_valid() {
         comparisons >= 1,
         "expected the comparisons, found {comparisons}"
     );
+    assert_eq!(controls, 2, "expected the two CartPole files");
 }
 
 #[test]
@@ -320,4 +324,48 @@ fn a_run_names_every_missing_input_at_once_with_its_fetch_command() {
     }
     assert!(!message.contains(".."), "{message}");
     assert!(!dir.join("runs").exists(), "nothing started");
+}
+
+#[test]
+fn control_files_name_a_bad_field_with_its_line() {
+    let text = std::fs::read_to_string("experiments/cartpole_ppo.ron").unwrap();
+    let path = Path::new("experiments/x.ron");
+    for (edited, field, needle) in [
+        (
+            text.replace("discount: 0.99", "discount: 1.5"),
+            "policy.discount",
+            "discount: 1.5",
+        ),
+        (
+            text.replace("clip: 0.2", "clip: 1.2"),
+            "agent.clip",
+            "clip: 1.2",
+        ),
+        (
+            text.replace("episodes: 16", "episodes: 0"),
+            "env.episodes",
+            "episodes: 0",
+        ),
+        (
+            text.replace("steps: 20", "steps: 0"),
+            "baseline.steps",
+            "steps: 0",
+        ),
+    ] {
+        match shortcut::control::ControlExperiment::parse(&edited, path) {
+            Err(ConfigError::Invalid {
+                field: f,
+                line,
+                message,
+                ..
+            }) => {
+                assert_eq!(f, field, "{message}");
+                assert_eq!(line, line_of(&edited, needle), "{field}: {message}");
+            }
+            other => panic!("{field}: expected a validation error, got {other:?}"),
+        }
+    }
+    let typo = text.replace("minibatch: 512", "minibach: 512");
+    let err = shortcut::control::ControlExperiment::parse(&typo, path).unwrap_err();
+    assert!(err.to_string().contains("minibach"), "{err}");
 }

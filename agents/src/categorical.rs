@@ -11,7 +11,7 @@ use tch::{Device, Kind, Tensor};
 use crate::buffer::TransitionBatch;
 use crate::error::ensure_finite;
 use crate::learner::{Outcome, PolicyLearner};
-use crate::networks::Dense;
+use crate::networks::{dense_stack, tanh_mlp, Dense};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::{AgentError, UpdateStats};
 
@@ -78,16 +78,11 @@ impl CategoricalLearner {
     /// observations of `obs_dim` values, on `device`.
     pub fn new(config: CategoricalConfig, obs_dim: i64, n_actions: i64, device: Device) -> Self {
         let vs = VarStore::new(device);
-        let root = vs.root();
         let widths: Vec<i64> = std::iter::once(obs_dim)
             .chain(config.hidden.iter().copied())
             .chain(std::iter::once(n_actions))
             .collect();
-        let layers = widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| Dense::new(&(&root / format!("lin{i}")), w[0], w[1], false))
-            .collect();
+        let layers = dense_stack(&vs.root(), &widths);
         let optimizer = config.optimizer.build(&vs);
         Self {
             config,
@@ -99,13 +94,7 @@ impl CategoricalLearner {
 
     /// The action logits of every row of `obs` (`[B, obs_dim]` -> `[B, n_actions]`).
     pub fn logits(&self, obs: &Tensor) -> Tensor {
-        let last = self.layers.len() - 1;
-        let h = self.layers[..last]
-            .iter()
-            .fold(obs.to_kind(Kind::Float), |h, layer| {
-                layer.forward(&h).tanh()
-            });
-        self.layers[last].forward(&h)
+        tanh_mlp(&self.layers, obs)
     }
 
     /// The most likely action of every row (greedy evaluation).

@@ -84,6 +84,28 @@ impl Dense {
     }
 }
 
+/// A stack of dense layers `widths[0] -> widths[1] -> ...` under `path`
+/// (`lin0`, `lin1`, ...), with PyTorch's default initialisation.
+pub fn dense_stack(path: &Path, widths: &[i64]) -> Vec<Dense> {
+    widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Dense::new(&(path / format!("lin{i}")), w[0], w[1], false))
+        .collect()
+}
+
+/// The dense `layers` applied in turn to `x` (as float32), tanh between
+/// them and none after the last.
+pub fn tanh_mlp(layers: &[Dense], x: &Tensor) -> Tensor {
+    let last = layers.len() - 1;
+    let h = layers[..last]
+        .iter()
+        .fold(x.to_kind(tch::Kind::Float), |h, layer| {
+            layer.forward(&h).tanh()
+        });
+    layers[last].forward(&h)
+}
+
 /// gamma_t * (W x + b) with gamma_t a learned per-step vector (initialised U(0, 1)).
 #[derive(Debug)]
 pub struct ConditionalLinear {

@@ -6,7 +6,7 @@ use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::ensure_finite;
-use crate::networks::{Dense, ValueModel};
+use crate::networks::{dense_stack, tanh_mlp, Dense, ValueModel};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::AgentError;
 
@@ -22,16 +22,11 @@ impl StateValue {
     /// widths `hidden`, trained by `optimizer`.
     pub fn new(obs_dim: i64, hidden: &[i64], optimizer: OptimizerConfig, device: Device) -> Self {
         let vs = VarStore::new(device);
-        let root = vs.root();
         let widths: Vec<i64> = std::iter::once(obs_dim)
             .chain(hidden.iter().copied())
             .chain(std::iter::once(1))
             .collect();
-        let layers = widths
-            .windows(2)
-            .enumerate()
-            .map(|(i, w)| Dense::new(&(&root / format!("lin{i}")), w[0], w[1], false))
-            .collect();
+        let layers = dense_stack(&vs.root(), &widths);
         let optimizer = optimizer.build(&vs);
         Self {
             vs,
@@ -42,13 +37,7 @@ impl StateValue {
 
     /// V of every row of `obs` (`[B]`).
     pub fn forward(&self, obs: &Tensor) -> Tensor {
-        let last = self.layers.len() - 1;
-        let h = self.layers[..last]
-            .iter()
-            .fold(obs.to_kind(Kind::Float), |h, layer| {
-                layer.forward(&h).tanh()
-            });
-        self.layers[last].forward(&h).squeeze_dim(-1)
+        tanh_mlp(&self.layers, obs).squeeze_dim(-1)
     }
 
     /// `steps` optimiser steps of mean squared error between V(`obs`) and

@@ -16,6 +16,7 @@ use agents::returns::{cost_to_go, RealizedCost};
 use agents::state_value::StateValue;
 use agents::{rollout, Agent};
 use envs::cartpole::CartPole;
+use envs::{Env, Space};
 use tch::{Kind, Tensor};
 
 use super::{ControlAgent, ControlEnv, ControlExperiment};
@@ -52,12 +53,18 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
     })?;
     let ControlEnv::CartPole { episodes } = exp.env;
     let mut env = CartPole::new(episodes, device)?;
-    let learner = CategoricalLearner::new(exp.policy.clone(), 4, 2, device);
+    let (obs_dim, n_actions) = policy_shape(&env)?;
+    let learner = CategoricalLearner::new(exp.policy.clone(), obs_dim, n_actions, device);
     let mut agent: Box<dyn LearningAgent> = match exp.agent {
         ControlAgent::Reinforce(c) => Box::new(Reinforce::new(c, learner, exp.minibatch)),
         ControlAgent::Ppo(c) => Box::new(Ppo::new(c, learner, exp.minibatch)),
     };
-    let mut baseline = StateValue::new(4, &exp.baseline.hidden, exp.baseline.optimizer, device);
+    let mut baseline = StateValue::new(
+        obs_dim,
+        &exp.baseline.hidden,
+        exp.baseline.optimizer,
+        device,
+    );
     let mut recorder = Recorder::create(&dir)?;
     let csv_path = dir.join("returns.csv");
     let mut csv = std::fs::File::create(&csv_path).map_err(|source| RunError::Io {
@@ -161,6 +168,20 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
             &experiment_ron,
         )?;
     Ok(report)
+}
+
+/// The observation size and the number of actions of a categorical policy
+/// for `env`, read from its spaces (vector observations, discrete actions).
+fn policy_shape<E: Env>(env: &E) -> Result<(i64, i64), RunError> {
+    match (env.observation_space(), env.action_space()) {
+        (Space::Box { shape, .. }, Space::Discrete(n)) if shape.len() == 1 => Ok((shape[0], n)),
+        (obs, action) => Err(RunError::Env(envs::EnvError::Invalid {
+            field: "env",
+            reason: format!(
+                "a categorical policy takes vector observations and discrete actions; this environment has {obs:?} and {action:?}"
+            ),
+        })),
+    }
 }
 
 /// The states each row's first episode visited, with their costs-to-go.

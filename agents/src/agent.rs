@@ -101,7 +101,27 @@ where
     E: Env,
     A: Agent<E> + ?Sized,
 {
-    let (mut obs, _) = env.reset(seed)?;
+    let (obs, _) = env.reset(seed)?;
+    drive(env, agent, obs, true)
+}
+
+/// The episode driver every loop over an environment uses (rollouts,
+/// evaluation sampling, the pathwise loss): from the observation `start`
+/// the agent acts, the environment steps, the agent observes (its hooks:
+/// [`Agent::act`] and [`Agent::observe`]), as [`rollout`] describes; the
+/// observations acted in are kept in the returned episode only when
+/// `keep_observations` (sampling many chains keeps none).
+pub fn drive<E, A>(
+    env: &mut E,
+    agent: &mut A,
+    start: E::Obs,
+    keep_observations: bool,
+) -> Result<Episode<E::Obs>, AgentError>
+where
+    E: Env,
+    A: Agent<E> + ?Sized,
+{
+    let mut obs = start;
     let mut observations = Vec::new();
     let mut total_reward: Option<tch::Tensor> = None;
     let mut length: Option<tch::Tensor> = None;
@@ -128,7 +148,9 @@ where
         let still = counted.logical_and(&ended.logical_not());
         rewards.push(step.reward.shallow_clone());
         ends.push(ended.shallow_clone());
-        observations.push(obs);
+        if keep_observations {
+            observations.push(obs);
+        }
         let all_done = still.any().int64_value(&[]) == 0;
         let some_ended = !all_done && step.any_ended();
         obs = step.obs;

@@ -10,6 +10,7 @@ use tch::{Kind, Tensor};
 
 use crate::agent::{Critics, FineTuneAgent};
 use crate::generator::Generator;
+use crate::policy::DiffusionPolicy;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// The pathwise agent.
@@ -32,29 +33,65 @@ impl Pathwise {
 
     /// mean f(x_0) over fresh reparameterised chains (plus the KL penalty at
     /// their states if set); its gradient is the pathwise estimate.
-    pub fn loss(&self, critics: &Critics<'_>, stats: &mut UpdateStats) -> Tensor {
+    pub fn loss(
+        &self,
+        critics: &Critics<'_>,
+        stats: &mut UpdateStats,
+    ) -> Result<Tensor, AgentError> {
         let policy = self.generator.policy();
         let device = policy.var_store().device();
         let mut size = vec![self.chains];
         size.extend(&self.shape);
-        let mut x = Tensor::randn(size.as_slice(), (Kind::Float, device));
-        let with_kl = self.generator.config().kl_weight > 0.0;
-        let mut states = Vec::new();
-        for t in (1..=policy.horizon() as i64).rev() {
-            let steps = Tensor::full([self.chains], t, (Kind::Int64, device));
-            if with_kl {
-                states.push((x.detach(), steps.shallow_clone()));
-            }
-            x = policy.act_reparameterized(&x, &steps);
-        }
+        let x_t = Tensor::randn(size.as_slice(), (Kind::Float, device));
+        let mut env =
+            DiffusionEnv::new(policy.schedule().clone(), &self.shape, self.chains, device)?;
+        let start = env.start_at(x_t)?;
+        let mut chains = Reparameterized {
+            policy,
+            chains: self.chains,
+            states: self.generator.config().kl_weight > 0.0,
+            kept: Vec::new(),
+        };
+        let x = crate::drive(&mut env, &mut chains, start, false)?
+            .terminal
+            .x;
         let loss = critics.reward.value(&x).mean(Kind::Float);
-        if with_kl {
-            let (xs, steps): (Vec<Tensor>, Vec<Tensor>) = states.into_iter().unzip();
+        if chains.states {
+            let (xs, steps): (Vec<Tensor>, Vec<Tensor>) = chains.kept.into_iter().unzip();
             let (xs, steps) = (Tensor::cat(&xs, 0), Tensor::cat(&steps, 0));
-            self.generator.penalised(loss, &xs, &steps, stats)
+            Ok(self.generator.penalised(loss, &xs, &steps, stats))
         } else {
-            loss
+            Ok(loss)
         }
+    }
+}
+
+/// The policy acting through its reparameterisation, x_t = mu_theta(x_{t+1})
+/// plus sigma z, differentiable in theta; it keeps each state and its steps
+/// when a KL penalty needs them.
+struct Reparameterized<'a> {
+    policy: &'a DiffusionPolicy,
+    chains: i64,
+    states: bool,
+    kept: Vec<(Tensor, Tensor)>,
+}
+
+impl Agent<DiffusionEnv> for Reparameterized<'_> {
+    fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
+        let device = obs.x.device();
+        let steps = Tensor::full([self.chains], obs.t as i64, (Kind::Int64, device));
+        if self.states {
+            self.kept.push((obs.x.detach(), steps.shallow_clone()));
+        }
+        Ok(self.policy.act_reparameterized(&obs.x, &steps))
+    }
+
+    fn observe(&mut self, _obs: &ChainState, _action: &Tensor, _step: &Step<ChainState>) {}
+
+    fn update(&mut self, _critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
+        Err(AgentError::Unsupported(
+            "the chains of a pathwise loss do not learn",
+        ))
     }
 }
 
@@ -69,7 +106,7 @@ impl Agent<DiffusionEnv> for Pathwise {
         let n_generator = self.generator.config().n_generator;
         let mut stats = UpdateStats::default();
         for _ in 0..n_generator {
-            let loss = self.loss(critics, &mut stats);
+            let loss = self.loss(critics, &mut stats)?;
             self.generator.descend(&loss, &mut stats)?;
         }
         Ok(stats.average(n_generator))

@@ -1,13 +1,16 @@
 //! A DDPM sampler as a Gaussian policy over the diffusion MDP.
 
-use envs::diffusion::ChainState;
+use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::{self, LogProbReduction};
 use envs::schedule::{Schedule, StepCoefficients};
+use envs::Step;
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
+use crate::agent::Critics;
 use crate::networks::{EpsModel, ToyEpsNet};
 use crate::unet::{UNet, UNetConfig};
+use crate::{Agent, AgentError, UpdateStats};
 
 /// Name of the learned per-step log standard deviation in the generator's variables.
 pub const LOG_STD_VAR: &str = "variance.log_std";
@@ -437,23 +440,50 @@ impl DiffusionPolicy {
     }
 
     /// Runs the chains from `x_t` to x_0 without gradients, showing each
-    /// state (x_T included) with its sampler position to `visit`.
-    fn run_chains(&self, x_t: Tensor, mut visit: impl FnMut(usize, &Tensor)) -> Tensor {
+    /// state (x_T included) with its sampler position to `visit`: the
+    /// environment's chains driven by [`crate::drive`], the policy acting as
+    /// the sampler does.
+    fn run_chains(&self, x_t: Tensor, visit: impl FnMut(usize, &Tensor)) -> Tensor {
         tch::no_grad(|| {
-            let mut state = ChainState {
-                x: x_t.to_device(self.vs.device()),
-                t: self.horizon(),
+            let x_t = x_t.to_device(self.vs.device());
+            let size = x_t.size();
+            let mut env =
+                DiffusionEnv::new(self.schedule.clone(), &size[1..], size[0], self.vs.device())
+                    .expect("chains of at least one sample");
+            let start = env
+                .start_at(x_t)
+                .expect("x_T fills the environment's batch");
+            let mut sampler = Sampler {
+                policy: self,
+                visit,
             };
-            visit(state.t, &state.x);
-            while state.t > 0 {
-                state = ChainState {
-                    x: self.act(&state),
-                    t: state.t - 1,
-                };
-                visit(state.t, &state.x);
-            }
-            state.x
+            (sampler.visit)(start.t, &start.x);
+            crate::drive(&mut env, &mut sampler, start, false)
+                .expect("sampling steps a fresh environment with actions of its shape")
+                .terminal
+                .x
         })
+    }
+}
+
+/// The policy as the sampler: acts with [`DiffusionPolicy::act`] and shows
+/// each new state to `visit`.
+struct Sampler<'a, F> {
+    policy: &'a DiffusionPolicy,
+    visit: F,
+}
+
+impl<F: FnMut(usize, &Tensor)> Agent<DiffusionEnv> for Sampler<'_, F> {
+    fn act(&mut self, obs: &ChainState) -> Result<Tensor, AgentError> {
+        Ok(self.policy.act(obs))
+    }
+
+    fn observe(&mut self, _obs: &ChainState, _action: &Tensor, step: &Step<ChainState>) {
+        (self.visit)(step.obs.t, &step.obs.x);
+    }
+
+    fn update(&mut self, _critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
+        Err(AgentError::Unsupported("a sampler does not learn"))
     }
 }
 

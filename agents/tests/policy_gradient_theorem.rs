@@ -129,7 +129,9 @@ fn policy_gradient_and_pathwise_gradient_agree_with_the_exact_gradient() {
     // Pathwise: mean f(x_0) over reparameterised chains.
     let generator = Generator::new(GeneratorConfig::default(), policy).unwrap();
     let pathwise = Pathwise::new(generator, CHAINS, &[DIM]);
-    let loss = pathwise.loss(&critics, &mut UpdateStats::default());
+    let loss = pathwise
+        .loss(&critics, &mut UpdateStats::default())
+        .unwrap();
     let pathwise_grad = gradient(&loss, &[&w, &b]);
 
     // Policy gradient: the Eq. 20 loss over every transition of CHAINS chains.

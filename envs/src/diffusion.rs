@@ -110,6 +110,24 @@ impl DiffusionEnv {
         self.device
     }
 
+    /// Starts the chains at the given x_T (`[B, ...]` in the environment's
+    /// batch shape) instead of drawing it: sampling from chosen noise.
+    pub fn start_at(&mut self, x: Tensor) -> Result<ChainState, EnvError> {
+        if x.size() != self.batch_shape() {
+            return Err(EnvError::Shape {
+                what: "x_T",
+                expected: self.batch_shape(),
+                got: x.size(),
+            });
+        }
+        let state = ChainState {
+            x,
+            t: self.schedule.len(),
+        };
+        self.state = Some(state.clone());
+        Ok(state)
+    }
+
     fn batch_shape(&self) -> Vec<i64> {
         let mut shape = vec![self.num_envs];
         shape.extend_from_slice(&self.element_shape);

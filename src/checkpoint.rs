@@ -224,3 +224,130 @@ impl Checkpoint {
         Ok(())
     }
 }
+
+/// Where a trainer keeps its checkpoints (border's checkpointing, as a
+/// trait): the latest one, replaced as training goes, and the final result.
+pub trait CheckpointStore {
+    /// Writes `checkpoint` with the run's progress and experiment as the
+    /// latest checkpoint, atomically.
+    fn save(
+        &mut self,
+        checkpoint: &CheckpointWriter,
+        state: &RunState,
+        experiment_ron: &str,
+    ) -> Result<(), RunError>;
+    /// The latest checkpoint, if one was saved.
+    fn latest(&self) -> Result<Option<Checkpoint>, RunError>;
+    /// Publishes the latest checkpoint as the final result and says where it is.
+    fn publish(&mut self) -> Result<PathBuf, RunError>;
+}
+
+/// The checkpoints of a run folder: `checkpoint/` (the latest) and `final/`
+/// (the published result), each replaced atomically.
+#[derive(Debug, Clone)]
+pub struct RunFolderStore {
+    run_dir: PathBuf,
+}
+
+impl RunFolderStore {
+    /// The store of the run folder `run_dir`.
+    pub fn new(run_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+        }
+    }
+
+    /// Where the latest checkpoint lives.
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.run_dir.join("checkpoint")
+    }
+}
+
+impl CheckpointStore for RunFolderStore {
+    fn save(
+        &mut self,
+        checkpoint: &CheckpointWriter,
+        state: &RunState,
+        experiment_ron: &str,
+    ) -> Result<(), RunError> {
+        checkpoint.write(&self.checkpoint_dir(), state, experiment_ron)
+    }
+
+    fn latest(&self) -> Result<Option<Checkpoint>, RunError> {
+        let dir = self.checkpoint_dir();
+        if Checkpoint::exists(&dir) {
+            Checkpoint::open(&dir).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn publish(&mut self) -> Result<PathBuf, RunError> {
+        let checkpoint = Checkpoint::open(&self.checkpoint_dir())?;
+        let final_dir = self.run_dir.join("final");
+        copy_dir(checkpoint.dir(), &final_dir)?;
+        Ok(final_dir)
+    }
+}
+
+/// Copies the files of `from` to `to` through `<to>.tmp` and a rename, so
+/// `to` is either the old folder or the complete copy.
+fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Io { path, source }
+    };
+    let tmp = to.with_extension("tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        std::fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io(&entry.path()))?;
+    }
+    if to.exists() {
+        std::fs::remove_dir_all(to).map_err(io(to))?;
+    }
+    std::fs::rename(&tmp, to).map_err(io(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_folder_store_saves_the_latest_and_publishes_it_whole() {
+        let dir = std::env::temp_dir().join(format!("store-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let mut store = RunFolderStore::new(&dir);
+        assert!(store.latest().unwrap().is_none());
+        assert!(store.publish().is_err(), "nothing to publish yet");
+        for epoch in 1..=2 {
+            let weights = vec![(
+                "w".to_string(),
+                Tensor::full([3], epoch as f64, (tch::Kind::Float, tch::Device::Cpu)),
+            )];
+            let state = RunState {
+                epochs_done: epoch,
+                global_step: 10 * epoch as u64,
+            };
+            store
+                .save(
+                    &CheckpointWriter::new().tensors("net", weights),
+                    &state,
+                    "X()",
+                )
+                .unwrap();
+        }
+        let latest = store.latest().unwrap().unwrap();
+        assert_eq!(latest.state().unwrap().epochs_done, 2);
+        let published = Checkpoint::open(&store.publish().unwrap()).unwrap();
+        assert_eq!(published.dir(), dir.join("final"));
+        assert_eq!(published.state().unwrap().global_step, 20);
+        assert_eq!(published.experiment_ron().unwrap(), "X()");
+        let w = &published.tensors("net").unwrap()[0].1;
+        assert_eq!(Vec::<f32>::try_from(w).unwrap(), [2.0; 3]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -20,10 +20,10 @@ use envs::{Env, Space};
 use tch::{Kind, Tensor};
 
 use super::{ControlAgent, ControlEnv, ControlExperiment};
-use crate::checkpoint::{CheckpointWriter, RunState};
+use crate::checkpoint::{CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
 use crate::error::RunError;
 use crate::recording::curves::{plot_curves, Curve};
-use crate::recording::Recorder;
+use crate::recording::{Record, Recorder};
 
 /// What a control run did.
 #[derive(Debug, Clone)]
@@ -65,7 +65,8 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
         exp.baseline.optimizer,
         device,
     );
-    let mut recorder = Recorder::create(&dir)?;
+    let mut recorder: Box<dyn Record> = Box::new(Recorder::create(&dir)?);
+    let mut store = RunFolderStore::new(&dir);
     let csv_path = dir.join("returns.csv");
     let mut csv = std::fs::File::create(&csv_path).map_err(|source| RunError::Io {
         path: csv_path.clone(),
@@ -156,17 +157,15 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
         (800, 450),
     )?;
     let experiment_ron = std::fs::read_to_string(file).map_err(io(file))?;
-    CheckpointWriter::new()
+    let weights = CheckpointWriter::new()
         .vars("policy", agent.learner().var_store())
-        .vars("baseline", baseline.var_store())
-        .write(
-            &dir.join("final"),
-            &RunState {
-                epochs_done: report.solved_at_update.unwrap_or(exp.updates),
-                global_step: played as u64,
-            },
-            &experiment_ron,
-        )?;
+        .vars("baseline", baseline.var_store());
+    let state = RunState {
+        epochs_done: report.solved_at_update.unwrap_or(exp.updates),
+        global_step: played as u64,
+    };
+    store.save(&weights, &state, &experiment_ron)?;
+    store.publish()?;
     Ok(report)
 }
 

@@ -15,29 +15,25 @@ use tensorboard::{EventWriter, RecordingError};
 const DATA_COLOR: [u8; 3] = [220, 40, 40];
 const SAMPLE_COLOR: [u8; 3] = [30, 70, 220];
 
-/// Writes the scalars and images of one run.
-pub struct Recorder {
-    writer: EventWriter,
-}
-
-impl Recorder {
-    /// A recorder writing a new event file under `dir`.
-    pub fn create(dir: &Path) -> Result<Self, RecordingError> {
-        Ok(Self {
-            writer: EventWriter::create(dir)?,
-        })
-    }
-
+/// Where a trainer's scalars and images go (border's `Recorder`): the
+/// trainers write through this trait, so a run can log to TensorBoard
+/// ([`Recorder`]), to memory ([`MemoryRecorder`], for programs and tests that
+/// read their own curves), or to anything else.
+pub trait Record {
     /// Logs one scalar.
-    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), RecordingError> {
-        self.writer.add_scalar(tag, value, step as i64)
-    }
+    fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), RecordingError>;
+
+    /// Logs an image already encoded as PNG.
+    fn image_png(&mut self, tag: &str, png: &[u8], step: u64) -> Result<(), RecordingError>;
+
+    /// Makes everything logged so far durable.
+    fn flush(&mut self) -> Result<(), RecordingError>;
 
     /// Logs a 2-D scatter image of `samples` against `data`, both `[n, 2]`
     /// row-major, as three panels on the same axes: the data (red), the
     /// samples (blue), and the samples with the data drawn on top as thin
     /// translucent dots, so that where the sampler misses the data shows.
-    pub fn samples_over_data(
+    fn samples_over_data(
         &mut self,
         tag: &str,
         samples: &[f32],
@@ -58,14 +54,13 @@ impl Recorder {
             layer(data, DATA_COLOR, 0.5, 1),
         ];
         let png = panels_png(&[&data_alone, &samples_alone, &overlay], panel, h, None)?;
-        self.writer
-            .add_image_png(tag, &png, 3 * panel, h, step as i64)
+        self.image_png(tag, &png, step)
     }
 
     /// Logs two image grids side by side: the data (left 8 columns) and the
     /// samples (right 8 columns), up to 64 of each, images as floats in
     /// [-1, 1] `[N, C, H, W]`.
-    pub fn image_samples(
+    fn image_samples(
         &mut self,
         tag: &str,
         samples: &Tensor,
@@ -73,19 +68,75 @@ impl Recorder {
         step: u64,
     ) -> Result<(), RecordingError> {
         let png = samples_beside_data_png(samples, data)?;
-        let (w, h) = png_size(&png)?;
-        self.writer.add_image_png(tag, &png, w, h, step as i64)
+        self.image_png(tag, &png, step)
+    }
+}
+
+/// Writes the scalars and images of one run to a TensorBoard event file.
+pub struct Recorder {
+    writer: EventWriter,
+}
+
+impl Recorder {
+    /// A recorder writing a new event file under `dir`.
+    pub fn create(dir: &Path) -> Result<Self, RecordingError> {
+        Ok(Self {
+            writer: EventWriter::create(dir)?,
+        })
+    }
+}
+
+impl Record for Recorder {
+    fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), RecordingError> {
+        self.writer.add_scalar(tag, value, step as i64)
     }
 
-    /// Logs an image already encoded as PNG (its size read from its header).
-    pub fn image_png(&mut self, tag: &str, png: &[u8], step: u64) -> Result<(), RecordingError> {
+    /// The image's size is read from its PNG header.
+    fn image_png(&mut self, tag: &str, png: &[u8], step: u64) -> Result<(), RecordingError> {
         let (w, h) = png_size(png)?;
         self.writer.add_image_png(tag, png, w, h, step as i64)
     }
 
-    /// Makes everything logged so far durable.
-    pub fn flush(&mut self) -> Result<(), RecordingError> {
+    fn flush(&mut self) -> Result<(), RecordingError> {
         self.writer.flush()
+    }
+}
+
+/// Keeps every scalar in memory, in the order logged (images are counted,
+/// not kept): a recorder for library users and tests.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MemoryRecorder {
+    /// (tag, value, step) of every scalar.
+    pub scalars: Vec<(String, f64, u64)>,
+    /// Number of images logged.
+    pub images: usize,
+}
+
+impl MemoryRecorder {
+    /// The (step, value) series of `tag`.
+    pub fn series(&self, tag: &str) -> Vec<(u64, f64)> {
+        self.scalars
+            .iter()
+            .filter(|(t, _, _)| t == tag)
+            .map(|&(_, v, s)| (s, v))
+            .collect()
+    }
+}
+
+impl Record for MemoryRecorder {
+    fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), RecordingError> {
+        self.scalars.push((tag.to_string(), value, step));
+        Ok(())
+    }
+
+    fn image_png(&mut self, _tag: &str, png: &[u8], _step: u64) -> Result<(), RecordingError> {
+        png_size(png)?;
+        self.images += 1;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RecordingError> {
+        Ok(())
     }
 }
 
@@ -128,4 +179,25 @@ pub fn samples_beside_data_png(samples: &Tensor, data: &Tensor) -> Result<Vec<u8
         2 * COLUMNS,
         grid::scale_for(d.size()[3]),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_recorder_keeps_each_series_and_counts_valid_images() {
+        let mut memory = MemoryRecorder::default();
+        let record: &mut dyn Record = &mut memory;
+        record.scalar("a", 1.0, 1).unwrap();
+        record.scalar("b", 5.0, 1).unwrap();
+        record.scalar("a", 0.5, 2).unwrap();
+        let points: Vec<f32> = vec![0.0, 0.0, 1.0, 1.0];
+        record.samples_over_data("s", &points, &points, 2).unwrap();
+        assert!(record.image_png("bad", b"not a png", 3).is_err());
+        record.flush().unwrap();
+        assert_eq!(memory.series("a"), [(1, 1.0), (2, 0.5)]);
+        assert_eq!(memory.series("b"), [(1, 5.0)]);
+        assert_eq!(memory.images, 1);
+    }
 }

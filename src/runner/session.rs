@@ -10,10 +10,10 @@ use tch::Tensor;
 
 use super::evaluate::{quality, sample, to_vec, EVAL_SEED};
 
-use crate::checkpoint::{Checkpoint, CheckpointWriter, RunState};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
 use crate::config::Experiment;
 use crate::error::RunError;
-use crate::recording::Recorder;
+use crate::recording::{Record, Recorder};
 
 /// The state of a training run in progress.
 pub struct Session {
@@ -21,8 +21,10 @@ pub struct Session {
     pub exp: Experiment,
     /// The run folder.
     pub run_dir: PathBuf,
-    /// TensorBoard output.
-    pub recorder: Recorder,
+    /// Where scalars and images go (TensorBoard for `rl-run`).
+    pub recorder: Box<dyn Record>,
+    /// Where checkpoints go (the run folder for `rl-run`).
+    pub store: Box<dyn CheckpointStore>,
     /// Epochs completed.
     pub epochs_done: usize,
     /// Optimisation steps so far (the x axis of the logs).
@@ -49,12 +51,32 @@ struct FidProbe {
 const FID_SEED: i64 = 0xF1D;
 
 impl Session {
-    /// Opens a session; with a checkpoint, continues from its progress.
+    /// Opens a session logging to TensorBoard and checkpointing in
+    /// `run_dir`; with a checkpoint, continues from its progress.
     pub fn start(
         exp: &Experiment,
         run_dir: &Path,
         resume: Option<&Checkpoint>,
         show_progress: bool,
+    ) -> Result<Self, RunError> {
+        std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
+            path: run_dir.to_path_buf(),
+            source,
+        })?;
+        let recorder = Box::new(Recorder::create(run_dir)?);
+        let store = Box::new(RunFolderStore::new(run_dir));
+        Self::start_with(exp, run_dir, resume, show_progress, recorder, store)
+    }
+
+    /// Opens a session that records and checkpoints through the given
+    /// parts (`run_dir` still holds the evaluation log and sample images).
+    pub fn start_with(
+        exp: &Experiment,
+        run_dir: &Path,
+        resume: Option<&Checkpoint>,
+        show_progress: bool,
+        recorder: Box<dyn Record>,
+        store: Box<dyn CheckpointStore>,
     ) -> Result<Self, RunError> {
         std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
             path: run_dir.to_path_buf(),
@@ -67,7 +89,6 @@ impl Session {
                 global_step: 0,
             },
         };
-        let recorder = Recorder::create(run_dir)?;
         let progress = if show_progress {
             ProgressBar::new(epochs_of(exp) as u64)
         } else {
@@ -86,6 +107,7 @@ impl Session {
             exp: exp.clone(),
             run_dir: run_dir.to_path_buf(),
             recorder,
+            store,
             epochs_done: state.epochs_done,
             global_step: state.global_step,
             progress,
@@ -126,7 +148,7 @@ impl Session {
                 epochs_done: self.epochs_done,
                 global_step: self.global_step,
             };
-            checkpoint().write(&self.run_dir.join("checkpoint"), &state, &self.exp.to_ron())?;
+            self.store.save(&checkpoint(), &state, &self.exp.to_ron())?;
         }
         Ok(())
     }
@@ -308,10 +330,7 @@ impl Session {
     pub fn finish(mut self) -> Result<PathBuf, RunError> {
         self.recorder.flush()?;
         self.progress.finish();
-        let final_dir = self.run_dir.join("final");
-        let checkpoint = Checkpoint::open(&self.run_dir.join("checkpoint"))?;
-        copy_dir(checkpoint.dir(), &final_dir)?;
-        Ok(final_dir)
+        self.store.publish()
     }
 
     /// Prints a line above the progress bar.
@@ -436,26 +455,6 @@ pub fn epochs_of(exp: &Experiment) -> usize {
         crate::config::Task::Pretrain(p) => p.epochs,
         crate::config::Task::FineTune(f) => f.epochs,
     }
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RunError::Io { path, source }
-    };
-    let tmp = to.with_extension("tmp");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    for entry in std::fs::read_dir(from).map_err(io(from))? {
-        let entry = entry.map_err(io(from))?;
-        std::fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io(&entry.path()))?;
-    }
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(io(to))?;
-    }
-    std::fs::rename(&tmp, to).map_err(io(to))
 }
 
 #[cfg(test)]

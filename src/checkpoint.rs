@@ -290,8 +290,10 @@ impl CheckpointStore for RunFolderStore {
     }
 }
 
-/// Copies the files of `from` to `to` through `<to>.tmp` and a rename, so
-/// `to` is either the old folder or the complete copy.
+/// Copies the files of `from` to `to` through `<to>.tmp` and renames (the
+/// old `to` moves to `<to>.old` first), so `to` is, at any moment, absent
+/// for at most the instant between two renames and otherwise the old folder
+/// or the complete copy.
 fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -306,10 +308,20 @@ fn copy_dir(from: &Path, to: &Path) -> Result<(), RunError> {
         let entry = entry.map_err(io(from))?;
         std::fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io(&entry.path()))?;
     }
-    if to.exists() {
-        std::fs::remove_dir_all(to).map_err(io(to))?;
+    // The old folder steps aside before the copy takes its place, so a
+    // crash leaves one of the two under a name a later publish cleans up.
+    let old = to.with_extension("old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
-    std::fs::rename(&tmp, to).map_err(io(to))
+    if to.exists() {
+        std::fs::rename(to, &old).map_err(io(to))?;
+    }
+    std::fs::rename(&tmp, to).map_err(io(to))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io(&old))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

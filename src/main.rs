@@ -484,9 +484,9 @@ fn run(cli: Cli) -> Result<()> {
                     );
                 }
                 Report::Control(report) => {
-                    match report.solved_at_update {
-                        Some(update) => println!(
-                            "solved at update {update}: mean return {:.1} over the last episodes, {} episodes, {:.1} s",
+                    match report.solved_at_batch {
+                        Some(batch) => println!(
+                            "solved at batch {batch}: mean return {:.1} over the last episodes, {} episodes, {:.1} s",
                             report.mean_return, report.episodes, report.seconds
                         ),
                         None => println!(

@@ -133,9 +133,12 @@ impl TrajectoryBuffer {
         if self.is_empty() || size < 1 {
             return Vec::new();
         }
+        // A buffer smaller than a minibatch gives minibatches of the whole
+        // buffer, each one permutation.
+        let size = size.min(self.len);
         let order = minibatch_order(self.len, size, count, device);
         (0..count as i64)
-            .map(|i| self.gather(&order.narrow(0, i * size, size.min(self.len))))
+            .map(|i| self.gather(&order.narrow(0, i * size, size)))
             .collect()
     }
 
@@ -203,7 +206,8 @@ impl TrajectoryBuffer {
 /// Positions of `count` minibatches of `size` among `len` transitions, end
 /// to end: one random permutation of `0..len`, with further permutations
 /// appended until there are `size * count` (so minibatches are disjoint
-/// within each permutation). `len` must be positive.
+/// within each permutation). `len` must be positive and `size` at most
+/// `len` (a minibatch never spans two permutations).
 pub(crate) fn minibatch_order(len: i64, size: i64, count: usize, device: Device) -> Tensor {
     let needed = size * count as i64;
     let mut perms = Vec::new();

@@ -43,7 +43,8 @@ pub trait PolicyLearner {
     /// The tensor of an observation that transitions store (`[B, ...]`).
     fn state(&self, obs: &Self::Obs) -> Tensor;
     /// The 1-based step of an observation (the sampler step of a chain
-    /// state; environments without one count steps from the reset).
+    /// state), if observations carry one; otherwise the [`crate::returns::Collector`]
+    /// numbers the steps of an episode from 1.
     fn step_index(&self, obs: &Self::Obs) -> Option<usize>;
     /// Whether transitions taken in `obs` are left out of the update.
     fn excludes(&self, _obs: &Self::Obs) -> bool {

@@ -201,11 +201,12 @@ impl Reservoir {
             return Vec::new();
         }
         let len = self.len();
+        let size = size.min(len);
         let order = minibatch_order(len, size, count, slots[0].device());
         let steps = Tensor::from_slice(&self.steps).to_device(slots[0].device());
         (0..count as i64)
             .map(|i| {
-                let index = order.narrow(0, i * size, size.min(len));
+                let index = order.narrow(0, i * size, size);
                 let pick = |t: &Tensor| t.index_select(0, &index).to_device(device);
                 TransitionBatch {
                     state: pick(&slots[0]),
@@ -218,7 +219,9 @@ impl Reservoir {
             .collect()
     }
 
-    /// Forgets every transition, keeping the capacity (and the slots' memory).
+    /// Forgets every transition, keeping the capacity and the memory of the
+    /// state, action and x_0 slots (the log-densities are dropped, as the
+    /// next round may not keep them).
     pub fn clear(&mut self) {
         self.seen = 0;
         self.log_probs = None;

@@ -26,7 +26,9 @@ impl RewardModel for RealizedCost {
 /// up to the first with `ended` set (later steps belong to later episodes
 /// and are not counted). Returns, per step, the `[B]` costs
 /// -sum_{j >= k} gamma^{j-k} r_j within the episode and the `[B]` bool mask
-/// of rows whose episode was still running at step k.
+/// of rows whose episode was still running at step k. A truncated episode
+/// ends like a terminated one (no bootstrap from a value): the return of a
+/// finite-horizon task such as CartPole-v1's 500 steps.
 pub fn cost_to_go(rewards: &[Tensor], ended: &[Tensor], discount: f64) -> Vec<(Tensor, Tensor)> {
     let mut alive = Vec::with_capacity(rewards.len());
     let mut running: Option<Tensor> = None;
@@ -88,7 +90,8 @@ impl Collector {
         match learner.outcome() {
             Outcome::FinalObservation => {
                 if !learner.excludes(obs) {
-                    let t = learner.step_index(obs).unwrap_or(self.pending.len() + 1);
+                    // Learners scored by their final observation index their steps.
+                    let t = learner.step_index(obs).unwrap_or(0);
                     store.record(&learner.state(obs), action, t, log_prob);
                 }
                 if step.all_ended() {

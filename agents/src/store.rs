@@ -22,7 +22,10 @@ pub trait TransitionStore {
         t: usize,
         behaviour_log_prob: Option<Tensor>,
     );
-    /// Ends the episode batch in progress: its chains ended in `final_sample` (x_0).
+    /// Ends the episode batch in progress: row i of `final_sample` is the
+    /// outcome of the transitions recorded for chain i since the last
+    /// finish (x_0 for the diffusion chain; a `[rows, 1]` cost-to-go for
+    /// [`crate::learner::Outcome::CostToGo`]).
     fn finish(&mut self, final_sample: &Tensor);
     /// Number of transitions held.
     fn len(&self) -> i64;

@@ -30,8 +30,10 @@ use crate::recording::{Record, Recorder};
 pub struct ControlReport {
     /// The run folder.
     pub dir: PathBuf,
-    /// The update at which the solved criterion was first met, if it was.
-    pub solved_at_update: Option<usize>,
+    /// The batch of episodes whose window first met the solved criterion,
+    /// if one did (the policy that played it, after one update fewer, is
+    /// the one saved).
+    pub solved_at_batch: Option<usize>,
     /// Episodes played until then (or in all).
     pub episodes: usize,
     /// Seconds of training until then (or in all).
@@ -40,9 +42,13 @@ pub struct ControlReport {
     pub mean_return: f64,
 }
 
-/// Trains `exp` (read from `file`) until its solved criterion is met or its
-/// updates run out.
-pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<ControlReport, RunError> {
+/// Trains `exp` until its solved criterion is met or its updates run out;
+/// `experiment_ron`, the file it was read from, is stored with the weights.
+pub fn train(
+    exp: &ControlExperiment,
+    experiment_ron: &str,
+    quiet: bool,
+) -> Result<ControlReport, RunError> {
     crate::runner::configure_threads(exp.threads);
     let device = exp.device.resolve();
     tch::manual_seed(exp.seed as i64);
@@ -82,19 +88,19 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
     )
     .map_err(io(&csv_path))?;
     let window = exp.solved.episodes;
-    let mut recent: VecDeque<f64> = VecDeque::with_capacity(window);
+    let mut recent: VecDeque<f64> = VecDeque::new();
     let mut played = 0usize;
     let mut curve = Vec::new();
     let start = Instant::now();
     let mut report = ControlReport {
         dir: dir.clone(),
-        solved_at_update: None,
+        solved_at_batch: None,
         episodes: 0,
         seconds: 0.0,
         mean_return: 0.0,
     };
-    for update in 1..=exp.updates {
-        let seed = (update == 1).then_some(exp.seed);
+    for batch in 1..=exp.updates {
+        let seed = (batch == 1).then_some(exp.seed);
         let episode = rollout(&mut env, agent.as_agent(), seed)?;
         let returns = Vec::<f64>::try_from(episode.total_reward.to_kind(Kind::Double))?;
         for r in &returns {
@@ -104,42 +110,48 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
             recent.push_back(*r);
         }
         played += returns.len();
-        let critics = Critics {
-            reward: &RealizedCost,
-            baseline: exp.uses_baseline().then_some(&baseline as _),
-        };
-        let stats = agent.as_agent().update(&critics)?;
-        let (states, costs) = visited(&episode, exp.policy.discount);
-        let baseline_loss =
-            baseline.fit(&states, &costs, exp.baseline.steps, exp.baseline.minibatch)?;
-        let seconds = start.elapsed().as_secs_f64();
         let batch_mean = returns.iter().sum::<f64>() / returns.len() as f64;
         let window_mean = recent.iter().sum::<f64>() / recent.len() as f64;
+        // Solved by the policy that played this batch: it is the one kept.
+        let solved = recent.len() == window && window_mean >= exp.solved.mean_return;
         let step = played as u64;
         recorder.scalar("rollout/return", batch_mean, step)?;
         recorder.scalar("rollout/return_window", window_mean, step)?;
-        recorder.scalar("baseline/loss", baseline_loss, step)?;
-        for (name, value) in &stats.values {
-            recorder.scalar(name, *value, step)?;
+        if !solved {
+            let critics = Critics {
+                reward: &RealizedCost,
+                baseline: exp.uses_baseline().then_some(&baseline as _),
+            };
+            let stats = agent.as_agent().update(&critics)?;
+            for (name, value) in &stats.values {
+                recorder.scalar(name, *value, step)?;
+            }
+            if exp.uses_baseline() {
+                let (states, costs) = visited(&episode, exp.policy.discount);
+                let loss =
+                    baseline.fit(&states, &costs, exp.baseline.steps, exp.baseline.minibatch)?;
+                recorder.scalar("baseline/loss", loss, step)?;
+            }
         }
+        let seconds = start.elapsed().as_secs_f64();
         writeln!(
             csv,
-            "{update},{played},{seconds:.3},{batch_mean},{window_mean}"
+            "{batch},{played},{seconds:.3},{batch_mean},{window_mean}"
         )
         .map_err(io(&csv_path))?;
         curve.push((played as f64, window_mean, 0.0));
         report.episodes = played;
         report.seconds = seconds;
         report.mean_return = window_mean;
-        if !quiet && (update % 10 == 0 || update == 1) {
+        if !quiet && (batch % 10 == 0 || batch == 1) {
             eprintln!(
-                "{}: update {update}, {played} episodes, mean return {batch_mean:.1} (last {} episodes: {window_mean:.1}), {seconds:.1} s",
+                "{}: batch {batch}, {played} episodes, mean return {batch_mean:.1} (last {} episodes: {window_mean:.1}), {seconds:.1} s",
                 exp.name,
                 recent.len()
             );
         }
-        if recent.len() == window && window_mean >= exp.solved.mean_return {
-            report.solved_at_update = Some(update);
+        if solved {
+            report.solved_at_batch = Some(batch);
             break;
         }
     }
@@ -156,15 +168,14 @@ pub fn train(exp: &ControlExperiment, file: &Path, quiet: bool) -> Result<Contro
         }],
         (800, 450),
     )?;
-    let experiment_ron = std::fs::read_to_string(file).map_err(io(file))?;
     let weights = CheckpointWriter::new()
         .vars("policy", agent.learner().var_store())
         .vars("baseline", baseline.var_store());
     let state = RunState {
-        epochs_done: report.solved_at_update.unwrap_or(exp.updates),
+        epochs_done: report.solved_at_batch.map_or(exp.updates, |b| b - 1),
         global_step: played as u64,
     };
-    store.save(&weights, &state, &experiment_ron)?;
+    store.save(&weights, &state, experiment_ron)?;
     store.publish()?;
     Ok(report)
 }

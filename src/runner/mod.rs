@@ -89,7 +89,7 @@ pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
                 message: "--set changes Experiment files; edit the control file".into(),
             }));
         }
-        let report = crate::control::train(&exp, path, !options.show_progress)?;
+        let report = crate::control::train(&exp, &text, !options.show_progress)?;
         return Ok(Report::Control(report));
     }
     if crate::config::top_level_name(&text) == Some("Comparison") {

@@ -107,6 +107,37 @@ fn reinforce_and_ppo_solve_cartpole_and_log_their_curves() {
         assert_eq!(shape("lin2.weight"), [2, 64]);
     }
 
+    // A finished run is reported again, not retrained; --retrain keeps it
+    // aside and trains afresh.
+    let file = dir.join("cartpole_reinforce.ron");
+    let first = run_ok(rl_run().arg(&file).arg("--quiet"));
+    assert!(String::from_utf8_lossy(&first.stderr).contains("already finished"));
+    let reported = String::from_utf8_lossy(&first.stdout).into_owned();
+    let retrained = run_ok(rl_run().arg(&file).arg("--quiet").arg("--retrain"));
+    assert!(String::from_utf8_lossy(&retrained.stderr).contains("kept the previous run"));
+    // The same seed again: the same batch and episodes (the seconds differ).
+    let without_time = |out: &str| {
+        out.lines()
+            .next()
+            .unwrap()
+            .rsplit_once(", ")
+            .unwrap()
+            .0
+            .to_string()
+    };
+    assert_eq!(
+        without_time(&String::from_utf8_lossy(&retrained.stdout)),
+        without_time(&reported)
+    );
+    let kept = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter(|e| {
+            let name = e.as_ref().unwrap().file_name();
+            name.to_string_lossy().starts_with("cartpole_reinforce.")
+        })
+        .count();
+    assert_eq!(kept, 1, "the previous run is kept beside the new one");
+
     // The seed fixes the run: the same file again gives the same curve.
     let again = run_shipped(
         "cartpole_reinforce",

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{deserialize, locate_field, user_options, DeviceChoice};
 use crate::error::ConfigError;
 
-pub use train::{train, ControlReport};
+pub use train::{run, train, ControlReport};
 
 /// One control run: environment, agent, policy, baseline and when to stop.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,10 +20,12 @@ use envs::{Env, Space};
 use tch::{Kind, Tensor};
 
 use super::{ControlAgent, ControlEnv, ControlExperiment};
-use crate::checkpoint::{CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
 use crate::error::RunError;
 use crate::recording::curves::{plot_curves, Curve};
 use crate::recording::{Record, Recorder};
+use crate::runner::lock::RunLock;
+use crate::runner::RunOptions;
 
 /// What a control run did.
 #[derive(Debug, Clone)]
@@ -40,6 +42,64 @@ pub struct ControlReport {
     pub seconds: f64,
     /// The last mean return over the criterion's window.
     pub mean_return: f64,
+}
+
+/// Runs `exp` as `rl-run` does: a run that already finished is reported
+/// from its `returns.csv` (with `--retrain`, its folder is kept aside and
+/// the run starts afresh); a run being trained by another process is
+/// refused (the run folder's lock, as for experiments).
+pub fn run(
+    exp: &ControlExperiment,
+    experiment_ron: &str,
+    options: &RunOptions,
+) -> Result<ControlReport, RunError> {
+    let dir = Path::new(&exp.dir).join(&exp.name);
+    let lock = RunLock::acquire(&dir, false)?;
+    if Checkpoint::exists(&dir.join("final")) {
+        if !options.retrain {
+            return finished(exp, &dir);
+        }
+        drop(lock);
+        crate::runner::set_aside(&dir, &exp.name)?;
+        let _lock = RunLock::acquire(&dir, false)?;
+        return train(exp, experiment_ron, !options.show_progress);
+    }
+    train(exp, experiment_ron, !options.show_progress)
+}
+
+/// The report of a finished run, from the last row of its `returns.csv`.
+fn finished(exp: &ControlExperiment, dir: &Path) -> Result<ControlReport, RunError> {
+    let path = dir.join("returns.csv");
+    let text = std::fs::read_to_string(&path).map_err(|source| RunError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let last: Vec<f64> = text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|cell| cell.parse().ok())
+        .collect();
+    let [batch, episodes, seconds, _, window_mean] = last[..] else {
+        return Err(RunError::Checkpoint {
+            path,
+            message: "expected rows of batch,episodes,seconds,batch_mean_return,window_mean_return"
+                .into(),
+        });
+    };
+    eprintln!(
+        "rl-run: {} has already finished (--retrain trains it again)",
+        exp.name
+    );
+    let solved = episodes as usize >= exp.solved.episodes && window_mean >= exp.solved.mean_return;
+    Ok(ControlReport {
+        dir: dir.to_path_buf(),
+        solved_at_batch: solved.then_some(batch as usize),
+        episodes: episodes as usize,
+        seconds,
+        mean_return: window_mean,
+    })
 }
 
 /// Trains `exp` until its solved criterion is met or its updates run out;

@@ -89,7 +89,7 @@ pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
                 message: "--set changes Experiment files; edit the control file".into(),
             }));
         }
-        let report = crate::control::train(&exp, &text, !options.show_progress)?;
+        let report = crate::control::run(&exp, &text, options)?;
         return Ok(Report::Control(report));
     }
     if crate::config::top_level_name(&text) == Some("Comparison") {
@@ -226,6 +226,24 @@ pub fn retain_freed_memory() {
     }
 }
 
+/// Moves the run folder `dir` of run `name` aside as `<name>.<unix time>`
+/// (what `--retrain` keeps of the previous run) and says so.
+pub(crate) fn set_aside(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let kept = dir.with_file_name(format!("{name}.{stamp}"));
+    std::fs::rename(dir, &kept).map_err(|source| RunError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    eprintln!(
+        "rl-run: kept the previous run of {name} as {}",
+        kept.display()
+    );
+    Ok(kept)
+}
+
 /// Trains `exp` unless it already has a final result; returns the final folder.
 /// The main experiment honours `--resume`/`--retrain`; dependencies resume
 /// an unfinished run by themselves.
@@ -266,20 +284,8 @@ fn ensure_trained(
     let lock = lock::RunLock::acquire(&dir, !main)?;
     let has_results = Checkpoint::exists(&final_dir) || Checkpoint::exists(&checkpoint_dir);
     if main && options.retrain && has_results {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let kept = dir.with_file_name(format!("{}.{stamp}", exp.name));
         drop(lock);
-        std::fs::rename(&dir, &kept).map_err(|source| RunError::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        eprintln!(
-            "rl-run: kept the previous run of {} as {}",
-            exp.name,
-            kept.display()
-        );
+        set_aside(&dir, &exp.name)?;
         let fresh = RunOptions {
             retrain: false,
             ..options.clone()

@@ -22,6 +22,7 @@ pub mod preflight;
 pub mod recording;
 pub mod report;
 pub mod runner;
+pub mod trainer;
 pub mod weights;
 
 pub use config::Experiment;

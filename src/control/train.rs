@@ -20,12 +20,13 @@ use envs::{Env, Space};
 use tch::{Kind, Tensor};
 
 use super::{ControlAgent, ControlEnv, ControlExperiment};
-use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
+use crate::checkpoint::{Checkpoint, CheckpointWriter, RunFolderStore};
 use crate::error::RunError;
 use crate::recording::curves::{plot_curves, Curve};
-use crate::recording::{Record, Recorder};
+use crate::recording::Recorder;
 use crate::runner::lock::RunLock;
 use crate::runner::RunOptions;
+use crate::trainer::{EpochEnd, EpochLog, Trainer, TrainerConfig, Training};
 
 /// What a control run did.
 #[derive(Debug, Clone)]
@@ -104,6 +105,9 @@ fn finished(exp: &ControlExperiment, dir: &Path) -> Result<ControlReport, RunErr
 
 /// Trains `exp` until its solved criterion is met or its updates run out;
 /// `experiment_ron`, the file it was read from, is stored with the weights.
+/// Each update is an epoch of the library's [`Trainer`], which records and
+/// checkpoints; the run is seeded once, at its start, and always starts
+/// afresh.
 pub fn train(
     exp: &ControlExperiment,
     experiment_ron: &str,
@@ -118,126 +122,193 @@ pub fn train(
         source,
     })?;
     let ControlEnv::CartPole { episodes } = exp.env;
-    let mut env = CartPole::new(episodes, device)?;
+    let env = CartPole::new(episodes, device)?;
     let (obs_dim, n_actions) = policy_shape(&env)?;
     let learner = CategoricalLearner::new(exp.policy.clone(), obs_dim, n_actions, device);
-    let mut agent: Box<dyn LearningAgent> = match exp.agent {
+    let agent: Box<dyn LearningAgent> = match exp.agent {
         ControlAgent::Reinforce(c) => Box::new(Reinforce::new(c, learner, exp.minibatch)),
         ControlAgent::Ppo(c) => Box::new(Ppo::new(c, learner, exp.minibatch)),
     };
-    let mut baseline = StateValue::new(
+    let baseline = StateValue::new(
         obs_dim,
         &exp.baseline.hidden,
         exp.baseline.optimizer,
         device,
     );
-    let mut recorder: Box<dyn Record> = Box::new(Recorder::create(&dir)?);
-    let mut store = RunFolderStore::new(&dir);
-    let csv_path = dir.join("returns.csv");
-    let mut csv = std::fs::File::create(&csv_path).map_err(|source| RunError::Io {
-        path: csv_path.clone(),
-        source,
-    })?;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| RunError::Io { path, source }
+    let mut control = ControlTraining::new(exp, env, agent, baseline, &dir)?;
+    let config = TrainerConfig {
+        name: exp.name.clone(),
+        epochs: exp.updates,
+        checkpoint_every: exp.updates,
+        eval_every: exp.updates,
+        evaluate_start: false,
+        epoch_seeds: None,
+        show_progress: !quiet,
     };
-    writeln!(
-        csv,
-        "update,episodes,seconds,batch_mean_return,window_mean_return"
+    Trainer::new(
+        config,
+        Box::new(Recorder::create(&dir)?),
+        Box::new(RunFolderStore::new(&dir)),
     )
-    .map_err(io(&csv_path))?;
+    .with_experiment(experiment_ron.to_string())
+    .run(&mut control, None)?;
     let window = exp.solved.episodes;
-    let mut recent: VecDeque<f64> = VecDeque::new();
-    let mut played = 0usize;
-    let mut curve = Vec::new();
-    let start = Instant::now();
-    let mut report = ControlReport {
-        dir: dir.clone(),
-        solved_at_batch: None,
-        episodes: 0,
-        seconds: 0.0,
-        mean_return: 0.0,
-    };
-    for batch in 1..=exp.updates {
-        let seed = (batch == 1).then_some(exp.seed);
-        let episode = rollout(&mut env, agent.as_agent(), seed)?;
-        let returns = Vec::<f64>::try_from(episode.total_reward.to_kind(Kind::Double))?;
-        for r in &returns {
-            if recent.len() == window {
-                recent.pop_front();
-            }
-            recent.push_back(*r);
-        }
-        played += returns.len();
-        let batch_mean = returns.iter().sum::<f64>() / returns.len() as f64;
-        let window_mean = recent.iter().sum::<f64>() / recent.len() as f64;
-        // Solved by the policy that played this batch: it is the one kept.
-        let solved = recent.len() == window && window_mean >= exp.solved.mean_return;
-        let step = played as u64;
-        recorder.scalar("rollout/return", batch_mean, step)?;
-        recorder.scalar("rollout/return_window", window_mean, step)?;
-        if !solved {
-            let critics = Critics {
-                reward: &RealizedCost,
-                baseline: exp.uses_baseline().then_some(&baseline as _),
-            };
-            let stats = agent.as_agent().update(&critics)?;
-            for (name, value) in &stats.values {
-                recorder.scalar(name, *value, step)?;
-            }
-            if exp.uses_baseline() {
-                let (states, costs) = visited(&episode, exp.policy.discount);
-                let loss =
-                    baseline.fit(&states, &costs, exp.baseline.steps, exp.baseline.minibatch)?;
-                recorder.scalar("baseline/loss", loss, step)?;
-            }
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        writeln!(
-            csv,
-            "{batch},{played},{seconds:.3},{batch_mean},{window_mean}"
-        )
-        .map_err(io(&csv_path))?;
-        curve.push((played as f64, window_mean, 0.0));
-        report.episodes = played;
-        report.seconds = seconds;
-        report.mean_return = window_mean;
-        if !quiet && (batch % 10 == 0 || batch == 1) {
-            eprintln!(
-                "{}: batch {batch}, {played} episodes, mean return {batch_mean:.1} (last {} episodes: {window_mean:.1}), {seconds:.1} s",
-                exp.name,
-                recent.len()
-            );
-        }
-        if solved {
-            report.solved_at_batch = Some(batch);
-            break;
-        }
-    }
-    recorder.flush()?;
-    let plot = dir.join("returns.png");
     plot_curves(
-        &plot,
+        &dir.join("returns.png"),
         &format!("{}: mean return over the last {window} episodes", exp.name),
         "episodes",
         "return",
         &[Curve {
             label: exp.name.clone(),
-            points: curve,
+            points: control.curve,
         }],
         (800, 450),
     )?;
-    let weights = CheckpointWriter::new()
-        .vars("policy", agent.learner().var_store())
-        .vars("baseline", baseline.var_store());
-    let state = RunState {
-        epochs_done: report.solved_at_batch.map_or(exp.updates, |b| b - 1),
-        global_step: played as u64,
-    };
-    store.save(&weights, &state, experiment_ron)?;
-    store.publish()?;
-    Ok(report)
+    Ok(control.report)
+}
+
+/// A control run as a [`Training`]: each epoch plays one batch of
+/// episodes, logs their returns (TensorBoard and `returns.csv`), and,
+/// unless the window of the last episodes meets the solved criterion,
+/// updates the agent against the realised costs and fits the baseline.
+struct ControlTraining {
+    exp: ControlExperiment,
+    env: CartPole,
+    agent: Box<dyn LearningAgent>,
+    baseline: StateValue,
+    csv: std::fs::File,
+    csv_path: PathBuf,
+    recent: VecDeque<f64>,
+    played: usize,
+    curve: Vec<(f64, f64, f64)>,
+    started: Instant,
+    report: ControlReport,
+}
+
+impl ControlTraining {
+    fn new(
+        exp: &ControlExperiment,
+        env: CartPole,
+        agent: Box<dyn LearningAgent>,
+        baseline: StateValue,
+        dir: &Path,
+    ) -> Result<Self, RunError> {
+        let csv_path = dir.join("returns.csv");
+        let io = |source| RunError::Io {
+            path: csv_path.clone(),
+            source,
+        };
+        let mut csv = std::fs::File::create(&csv_path).map_err(io)?;
+        writeln!(
+            csv,
+            "update,episodes,seconds,batch_mean_return,window_mean_return"
+        )
+        .map_err(io)?;
+        Ok(Self {
+            exp: exp.clone(),
+            env,
+            agent,
+            baseline,
+            csv,
+            csv_path,
+            recent: VecDeque::new(),
+            played: 0,
+            curve: Vec::new(),
+            started: Instant::now(),
+            report: ControlReport {
+                dir: dir.to_path_buf(),
+                solved_at_batch: None,
+                episodes: 0,
+                seconds: 0.0,
+                mean_return: 0.0,
+            },
+        })
+    }
+}
+
+impl Training for ControlTraining {
+    fn epoch(&mut self, epoch: usize, log: &mut EpochLog<'_>) -> Result<EpochEnd, RunError> {
+        let exp = &self.exp;
+        let batch = epoch + 1;
+        let seed = (batch == 1).then_some(exp.seed);
+        let episode = rollout(&mut self.env, self.agent.as_agent(), seed)?;
+        let returns = Vec::<f64>::try_from(episode.total_reward.to_kind(Kind::Double))?;
+        let window = exp.solved.episodes;
+        for r in &returns {
+            if self.recent.len() == window {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(*r);
+        }
+        self.played += returns.len();
+        let batch_mean = returns.iter().sum::<f64>() / returns.len() as f64;
+        let window_mean = self.recent.iter().sum::<f64>() / self.recent.len() as f64;
+        // Solved by the policy that played this batch: it is the one kept.
+        let solved = self.recent.len() == window && window_mean >= exp.solved.mean_return;
+        *log.step = self.played as u64;
+        let step = *log.step;
+        log.recorder.scalar("rollout/return", batch_mean, step)?;
+        log.recorder
+            .scalar("rollout/return_window", window_mean, step)?;
+        if !solved {
+            let critics = Critics {
+                reward: &RealizedCost,
+                baseline: exp.uses_baseline().then_some(&self.baseline as _),
+            };
+            let stats = self.agent.as_agent().update(&critics)?;
+            for (name, value) in &stats.values {
+                log.recorder.scalar(name, *value, step)?;
+            }
+            if exp.uses_baseline() {
+                let (states, costs) = visited(&episode, exp.policy.discount);
+                let loss = self.baseline.fit(
+                    &states,
+                    &costs,
+                    exp.baseline.steps,
+                    exp.baseline.minibatch,
+                )?;
+                log.recorder.scalar("baseline/loss", loss, step)?;
+            }
+        }
+        let seconds = self.started.elapsed().as_secs_f64();
+        writeln!(
+            self.csv,
+            "{batch},{},{seconds:.3},{batch_mean},{window_mean}",
+            self.played
+        )
+        .map_err(|source| RunError::Io {
+            path: self.csv_path.clone(),
+            source,
+        })?;
+        self.curve.push((self.played as f64, window_mean, 0.0));
+        self.report.episodes = self.played;
+        self.report.seconds = seconds;
+        self.report.mean_return = window_mean;
+        if solved {
+            self.report.solved_at_batch = Some(batch);
+        }
+        Ok(EpochEnd {
+            message: format!(
+                "{} episodes, mean return {batch_mean:.1} (last {}: {window_mean:.1})",
+                self.played,
+                self.recent.len()
+            ),
+            stop: solved,
+        })
+    }
+
+    fn checkpoint(&mut self) -> CheckpointWriter {
+        CheckpointWriter::new()
+            .vars("policy", self.agent.learner().var_store())
+            .vars("baseline", self.baseline.var_store())
+    }
+
+    fn restore(&mut self, checkpoint: &Checkpoint) -> Result<(), RunError> {
+        Err(RunError::Checkpoint {
+            path: checkpoint.dir().to_path_buf(),
+            message: "a control run does not resume; it starts afresh (--retrain)".into(),
+        })
+    }
 }
 
 /// The observation size and the number of actions of a categorical policy

@@ -140,6 +140,22 @@ impl Record for MemoryRecorder {
     }
 }
 
+/// A recorder shared with the program that made it: hand a clone to a
+/// trainer and read the curves through the other after training.
+impl<R: Record> Record for std::rc::Rc<std::cell::RefCell<R>> {
+    fn scalar(&mut self, tag: &str, value: f64, step: u64) -> Result<(), RecordingError> {
+        self.borrow_mut().scalar(tag, value, step)
+    }
+
+    fn image_png(&mut self, tag: &str, png: &[u8], step: u64) -> Result<(), RecordingError> {
+        self.borrow_mut().image_png(tag, png, step)
+    }
+
+    fn flush(&mut self) -> Result<(), RecordingError> {
+        self.borrow_mut().flush()
+    }
+}
+
 /// Width and height from a PNG's header.
 fn png_size(png: &[u8]) -> Result<(u32, u32), RecordingError> {
     if png.len() < 24 {

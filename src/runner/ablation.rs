@@ -9,8 +9,8 @@ use tch::Device;
 
 use super::data::Data;
 use super::evaluate::{mean_std, quality, sample, Quality, Row, Table, EVAL_SEED};
+use super::evaluator::read_eval_log;
 use super::model::{load_policy, run_dir};
-use super::session::read_eval_log;
 use super::{configure_threads, ensure_trained, parallel, RunOptions};
 use crate::ablation::{Ablation, AblationRun};
 use crate::config::{Experiment, Task};

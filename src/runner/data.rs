@@ -47,11 +47,22 @@ impl Data {
                 }
             }
         };
-        Ok(Self {
-            values: values.to_device(device),
-            images: set.is_images(),
-            flip: exp.data.flips(),
-        })
+        Ok(Self::from_values(
+            values.to_device(device),
+            set.is_images(),
+            exp.data.flips(),
+        ))
+    }
+
+    /// A training set of `values` on their device: floats (`[n, ...]`),
+    /// or, with `images`, uint8 pixels (`[n, C, H, W]`) scaled to [-1, 1]
+    /// per batch and flipped left-right at random with `flip`.
+    pub fn from_values(values: Tensor, images: bool, flip: bool) -> Self {
+        Self {
+            values,
+            images,
+            flip,
+        }
     }
 
     /// Number of training samples.

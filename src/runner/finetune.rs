@@ -7,16 +7,18 @@ use agents::generator::Generator;
 use agents::policy::DiffusionPolicy;
 use agents::{FineTuneAgent, UpdateStats};
 use envs::diffusion::DiffusionEnv;
+use envs::Env;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
+use super::evaluator::experiment_trainer;
 use super::memory;
 use super::model::{schedule, seed_initialisation};
-use super::session::Session;
 use super::sft_pg::SftPg;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{Experiment, FineTuneTask};
 use crate::error::RunError;
+use crate::trainer::{EpochEnd, EpochLog, Training};
 
 const PHASE: u64 = 2;
 
@@ -46,28 +48,50 @@ pub fn finetune(
         .agent
         .build(Generator::new(task.generator, policy)?, batch, &shape);
     let env = DiffusionEnv::new(schedule, &shape, batch, device)?;
-    let mut sft = SftPg::new(env, agent, critic, task.n_critic);
-    if let Some(c) = resume {
-        load_state(c, sft.agent.as_mut(), &mut sft.critic)?;
+    let mut fine_tuning = FineTuning::new(SftPg::new(env, agent, critic, task.n_critic), data);
+    experiment_trainer(exp, run_dir, PHASE, reference, show_progress)?.run(&mut fine_tuning, resume)
+}
+
+/// SFT-PG fine-tuning (Algorithm 1) as a [`Training`]: an epoch is as many
+/// rounds as it takes the critic steps to see every data point about once
+/// (ceil(n / (batch x n_critic)) rounds), on whole random permutations of
+/// the data; a round's critic steps take the environment's batch of chains
+/// and as many data points each.
+pub struct FineTuning {
+    sft: SftPg,
+    data: Data,
+}
+
+impl FineTuning {
+    /// Fine-tunes `sft`'s agent against its critic on `data`.
+    pub fn new(sft: SftPg, data: Data) -> Self {
+        Self { sft, data }
     }
-    let mut session = Session::start(exp, run_dir, resume, show_progress)?;
-    let n = data.len();
-    let rounds_per_epoch = (n as usize).div_ceil(task.batch * task.n_critic);
-    let critic_steps = (rounds_per_epoch * task.n_critic) as i64;
-    if session.epochs_done == 0 {
-        session.evaluate_start(sft.agent.generator().policy(), &reference)?;
+
+    /// The round's parts (agent, critic, environment).
+    pub fn parts(&self) -> &SftPg {
+        &self.sft
     }
-    for epoch in session.epochs_done..task.epochs {
-        session.begin_epoch(epoch, PHASE);
+}
+
+impl Training for FineTuning {
+    fn epoch(&mut self, epoch: usize, log: &mut EpochLog<'_>) -> Result<EpochEnd, RunError> {
+        let n = self.data.len();
+        let n_critic = self.sft.n_critic();
+        let batch = self.sft.env.num_envs();
+        let device = self.sft.env.device();
+        let rounds_per_epoch = (n as usize).div_ceil(batch as usize * n_critic);
+        let critic_steps = (rounds_per_epoch * n_critic) as i64;
         let order = data_order(n, critic_steps * batch, device);
         let mut epoch_stats = UpdateStats::default();
         let mut generator_stats = UpdateStats::default();
         for round in 0..rounds_per_epoch {
-            let first = (round * task.n_critic) as i64;
-            let stats = memory::guard("a fine-tuning round", "task.batch", task.batch, || {
+            let first = (round * n_critic) as i64;
+            let (sft, data) = (&mut self.sft, &self.data);
+            let stats = memory::guard("a fine-tuning round", "task.batch", batch as usize, || {
                 Ok(sft.round(|i| data.batch(&order.narrow(0, (first + i as i64) * batch, batch)))?)
             })?;
-            session.global_step += task.n_critic as u64;
+            *log.step += n_critic as u64;
             for (name, value) in &stats.critic.values {
                 epoch_stats.accumulate(name, *value);
             }
@@ -78,7 +102,7 @@ pub fn finetune(
         let epoch_stats = epoch_stats.average(critic_steps as usize);
         let generator_stats = generator_stats.average(rounds_per_epoch);
         for (name, value) in epoch_stats.values.iter().chain(&generator_stats.values) {
-            session.recorder.scalar(name, *value, session.global_step)?;
+            log.recorder.scalar(name, *value, *log.step)?;
         }
         let gap = epoch_stats.get("critic/gap").unwrap_or(f64::NAN);
         if !gap.is_finite() {
@@ -87,28 +111,33 @@ pub fn finetune(
                 epoch + 1
             )));
         }
-        let mut message = format!(
+        Ok(EpochEnd::going_on(format!(
             "gap {gap:.4} gen {:.3}",
             generator_stats.get("generator/loss").unwrap_or(0.0)
-        );
-        if session.eval_due() {
-            message.push_str(&session.evaluate(sft.agent.generator().policy(), &reference)?);
-        }
-        session.end_epoch(&message, || {
-            let SftPg { agent, critic, .. } = &mut sft;
-            let (critic_opt, baseline_opt) = critic.optimizers_mut();
-            let (critic_state, baseline_state) = (critic_opt.state(), baseline_opt.state());
-            let generator = agent.generator_mut();
-            CheckpointWriter::new()
-                .vars("generator", generator.policy().var_store())
-                .tensors("optim-generator", generator.optimizer_mut().state())
-                .vars("critic", critic.critic_vars())
-                .tensors("optim-critic", critic_state)
-                .vars("baseline", critic.baseline_vars())
-                .tensors("optim-baseline", baseline_state)
-        })?;
+        )))
     }
-    session.finish()
+
+    fn checkpoint(&mut self) -> CheckpointWriter {
+        let SftPg { agent, critic, .. } = &mut self.sft;
+        let (critic_opt, baseline_opt) = critic.optimizers_mut();
+        let (critic_state, baseline_state) = (critic_opt.state(), baseline_opt.state());
+        let generator = agent.generator_mut();
+        CheckpointWriter::new()
+            .vars("generator", generator.policy().var_store())
+            .tensors("optim-generator", generator.optimizer_mut().state())
+            .vars("critic", critic.critic_vars())
+            .tensors("optim-critic", critic_state)
+            .vars("baseline", critic.baseline_vars())
+            .tensors("optim-baseline", baseline_state)
+    }
+
+    fn restore(&mut self, c: &Checkpoint) -> Result<(), RunError> {
+        load_state(c, self.sft.agent.as_mut(), &mut self.sft.critic)
+    }
+
+    fn sampler(&self) -> Option<&DiffusionPolicy> {
+        Some(self.sft.agent.generator().policy())
+    }
 }
 
 /// Indices of the data points used by the critic steps of one epoch: whole

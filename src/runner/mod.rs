@@ -7,6 +7,7 @@ pub mod compare;
 pub mod data;
 pub mod eps;
 pub mod evaluate;
+pub mod evaluator;
 pub mod fid;
 pub mod finetune;
 pub mod lock;
@@ -15,7 +16,6 @@ pub mod model;
 pub mod parallel;
 pub mod pretrain;
 pub mod sampling;
-pub mod session;
 pub mod sft_pg;
 
 use std::path::{Path, PathBuf};

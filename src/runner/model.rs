@@ -264,14 +264,11 @@ pub fn run_dir(exp: &Experiment) -> PathBuf {
 /// Seeds libtorch for the initialisation of a run's networks (phase `phase`),
 /// so that a run's starting weights depend on its seed alone.
 pub fn seed_initialisation(exp: &Experiment, phase: u64) {
-    tch::manual_seed(epoch_seed(exp.seed, phase, usize::MAX));
-}
-
-/// The torch seed of epoch `epoch` of a run seeded `seed` (SplitMix64), so
-/// that a resumed run draws exactly what an uninterrupted one would.
-pub fn epoch_seed(seed: u64, phase: u64, epoch: usize) -> i64 {
-    let mut z = seed ^ phase.rotate_left(32) ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 1) as i64
+    tch::manual_seed(
+        crate::trainer::EpochSeeds {
+            seed: exp.seed,
+            phase,
+        }
+        .of_initialisation(),
+    );
 }

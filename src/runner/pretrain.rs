@@ -8,12 +8,13 @@ use agents::pretrain::DdpmPretrainer;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
+use super::evaluator::experiment_trainer;
 use super::memory;
 use super::model::{build_policy, seed_initialisation, training_schedule};
-use super::session::Session;
 use crate::checkpoint::{Checkpoint, CheckpointWriter};
 use crate::config::{Experiment, PretrainTask};
 use crate::error::RunError;
+use crate::trainer::{EpochEnd, EpochLog, Training};
 
 const PHASE: u64 = 1;
 
@@ -36,68 +37,116 @@ pub fn pretrain(
     let data = Data::load(exp, device)?;
     let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     seed_initialisation(exp, PHASE);
-    let mut policy = build_policy(exp, device)?;
-    let mut trainer =
-        DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
+    let policy = build_policy(exp, device)?;
+    let trainer = DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
     // The average lives in a second generator of the same layout.
-    let mut average = match task.ema_decay(&exp.model) {
-        Some(decay) => {
-            let shadow = build_policy(exp, device)?;
-            let mut ema = WeightAverage::new(decay, policy.var_store(), shadow.var_store())?;
-            ema.reset();
-            Some((shadow, ema))
-        }
+    let average = match task.ema_decay(&exp.model) {
+        Some(decay) => Some((build_policy(exp, device)?, decay)),
         None => None,
     };
-    if let Some(c) = resume {
-        match &mut average {
-            Some((shadow, _)) => {
-                c.load_vars(TRAINED_WEIGHTS, policy.var_store_mut())?;
-                c.load_vars("generator", shadow.var_store_mut())?;
+    let mut pretraining = Pretraining::new(policy, trainer, average, data, task.batch)?;
+    experiment_trainer(exp, run_dir, PHASE, reference, show_progress)?.run(&mut pretraining, resume)
+}
+
+/// Denoising score matching of a sampler on a data set (the pretraining
+/// task as a [`Training`]): an epoch is one pass over the data in random
+/// order, in batches.
+pub struct Pretraining {
+    policy: DiffusionPolicy,
+    trainer: DdpmPretrainer,
+    average: Option<(DiffusionPolicy, WeightAverage)>,
+    data: Data,
+    batch: usize,
+}
+
+impl Pretraining {
+    /// Trains `policy` with `trainer` on `data` in batches of `batch`;
+    /// with `average` (a second policy of the same layout and a decay),
+    /// that policy keeps the moving average of the weights and is the
+    /// sampler evaluated and published.
+    pub fn new(
+        policy: DiffusionPolicy,
+        trainer: DdpmPretrainer,
+        average: Option<(DiffusionPolicy, f64)>,
+        data: Data,
+        batch: usize,
+    ) -> Result<Self, RunError> {
+        let average = match average {
+            Some((shadow, decay)) => {
+                let mut ema = WeightAverage::new(decay, policy.var_store(), shadow.var_store())?;
+                ema.reset();
+                Some((shadow, ema))
             }
-            None => c.load_vars("generator", policy.var_store_mut())?,
-        }
-        trainer
-            .optimizer_mut()
-            .load_state(&c.tensors("optim-generator")?)?;
+            None => None,
+        };
+        Ok(Self {
+            policy,
+            trainer,
+            average,
+            data,
+            batch,
+        })
     }
-    let mut session = Session::start(exp, run_dir, resume, show_progress)?;
-    let n = data.len();
-    for epoch in session.epochs_done..task.epochs {
-        session.begin_epoch(epoch, PHASE);
+}
+
+impl Training for Pretraining {
+    fn epoch(&mut self, _epoch: usize, log: &mut EpochLog<'_>) -> Result<EpochEnd, RunError> {
+        let n = self.data.len();
+        let device = self.policy.var_store().device();
         let order = Tensor::randperm(n, (Kind::Int64, device));
         let mut loss_sum = 0.0;
         let mut batches = 0;
-        for start in (0..n).step_by(task.batch) {
-            let idx = order.narrow(0, start, (task.batch as i64).min(n - start));
-            loss_sum += memory::guard("a pretraining batch", "task.batch", task.batch, || {
-                Ok(trainer.step(&policy, &data.batch(&idx))?)
+        for start in (0..n).step_by(self.batch) {
+            let idx = order.narrow(0, start, (self.batch as i64).min(n - start));
+            loss_sum += memory::guard("a pretraining batch", "task.batch", self.batch, || {
+                Ok(self.trainer.step(&self.policy, &self.data.batch(&idx))?)
             })?;
-            if let Some((_, ema)) = &mut average {
+            if let Some((_, ema)) = &mut self.average {
                 ema.update();
             }
             batches += 1;
-            session.global_step += 1;
+            *log.step += 1;
         }
         let loss = loss_sum / batches as f64;
-        session
-            .recorder
-            .scalar("pretrain/loss", loss, session.global_step)?;
-        let mut message = format!("loss {loss:.4}");
-        let sampler: &DiffusionPolicy = average.as_ref().map_or(&policy, |(shadow, _)| shadow);
-        if session.eval_due() {
-            message.push_str(&session.evaluate(sampler, &reference)?);
-        }
-        session.end_epoch(&message, || {
-            let writer = CheckpointWriter::new()
-                .vars("generator", sampler.var_store())
-                .tensors("optim-generator", trainer.optimizer_mut().state());
-            if average.is_some() {
-                writer.vars(TRAINED_WEIGHTS, policy.var_store())
-            } else {
-                writer
-            }
-        })?;
+        log.recorder.scalar("pretrain/loss", loss, *log.step)?;
+        Ok(EpochEnd::going_on(format!("loss {loss:.4}")))
     }
-    session.finish()
+
+    fn checkpoint(&mut self) -> CheckpointWriter {
+        let writer = CheckpointWriter::new()
+            .vars("generator", self.sampler_policy().var_store())
+            .tensors("optim-generator", self.trainer.optimizer_mut().state());
+        if self.average.is_some() {
+            writer.vars(TRAINED_WEIGHTS, self.policy.var_store())
+        } else {
+            writer
+        }
+    }
+
+    fn restore(&mut self, c: &Checkpoint) -> Result<(), RunError> {
+        match &mut self.average {
+            Some((shadow, _)) => {
+                c.load_vars(TRAINED_WEIGHTS, self.policy.var_store_mut())?;
+                c.load_vars("generator", shadow.var_store_mut())?;
+            }
+            None => c.load_vars("generator", self.policy.var_store_mut())?,
+        }
+        self.trainer
+            .optimizer_mut()
+            .load_state(&c.tensors("optim-generator")?)?;
+        Ok(())
+    }
+
+    fn sampler(&self) -> Option<&DiffusionPolicy> {
+        Some(self.sampler_policy())
+    }
+}
+
+impl Pretraining {
+    /// The sampler: the weight average if there is one, else the weights.
+    fn sampler_policy(&self) -> &DiffusionPolicy {
+        self.average
+            .as_ref()
+            .map_or(&self.policy, |(shadow, _)| shadow)
+    }
 }

@@ -51,6 +51,11 @@ impl SftPg {
         }
     }
 
+    /// Critic steps per round.
+    pub fn n_critic(&self) -> usize {
+        self.n_critic
+    }
+
     /// One round; `real(i)` gives the data batch of the round's i-th critic step.
     pub fn round(&mut self, real: impl FnMut(usize) -> Tensor) -> Result<RoundStats, AgentError> {
         let critic = self.critic_steps(real)?;

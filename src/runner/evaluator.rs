@@ -1,37 +1,69 @@
-//! What pretraining and fine-tuning share: the run folder, the recorder, the
-//! progress bar, checkpoint cadence and per-epoch seeding.
+//! What `rl-run`'s pretraining and fine-tuning runs measure while they
+//! train ([`ExperimentEvaluator`], the [`Evaluate`] of an experiment), the
+//! evaluation log `eval.csv`, and the [`Trainer`] an experiment's run
+//! folder gets.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use agents::policy::DiffusionPolicy;
-use indicatif::{ProgressBar, ProgressStyle};
 use tch::Tensor;
 
 use super::evaluate::{quality, sample, to_vec, EVAL_SEED};
 
-use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, RunFolderStore, RunState};
+use crate::checkpoint::RunFolderStore;
 use crate::config::Experiment;
 use crate::error::RunError;
 use crate::recording::{Record, Recorder};
+use crate::trainer::{EpochSeeds, Evaluate, Trainer, TrainerConfig};
 
-/// The state of a training run in progress.
-pub struct Session {
-    /// The experiment.
-    pub exp: Experiment,
-    /// The run folder.
-    pub run_dir: PathBuf,
-    /// Where scalars and images go (TensorBoard for `rl-run`).
-    pub recorder: Box<dyn Record>,
-    /// Where checkpoints go (the run folder for `rl-run`).
-    pub store: Box<dyn CheckpointStore>,
-    /// Epochs completed.
-    pub epochs_done: usize,
-    /// Optimisation steps so far (the x axis of the logs).
-    pub global_step: u64,
-    progress: ProgressBar,
-    epoch_started: Instant,
-    steps_at_epoch_start: u64,
+/// The trainer of `exp` in `run_dir`: TensorBoard there, checkpoints in
+/// its `checkpoint/` and `final/`, the experiment's epochs, cadences and
+/// seed, and its evaluations against `reference` (floats on the CPU).
+pub fn experiment_trainer(
+    exp: &Experiment,
+    run_dir: &Path,
+    phase: u64,
+    reference: Tensor,
+    show_progress: bool,
+) -> Result<Trainer, RunError> {
+    std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    })?;
+    let config = TrainerConfig {
+        name: exp.name.clone(),
+        epochs: epochs_of(exp),
+        checkpoint_every: exp.record.checkpoint_every,
+        eval_every: exp.eval.every,
+        evaluate_start: matches!(exp.task, crate::config::Task::FineTune(_)),
+        epoch_seeds: Some(EpochSeeds {
+            seed: exp.seed,
+            phase,
+        }),
+        show_progress,
+    };
+    let evaluator = ExperimentEvaluator {
+        exp: exp.clone(),
+        run_dir: run_dir.to_path_buf(),
+        reference,
+        fid: Vec::new(),
+    };
+    Ok(Trainer::new(
+        config,
+        Box::new(Recorder::create(run_dir)?),
+        Box::new(RunFolderStore::new(run_dir)),
+    )
+    .with_evaluator(Box::new(evaluator))
+    .with_experiment(exp.to_ron()))
+}
+
+/// An experiment's evaluations: sliced (and exact) W2 against the
+/// reference samples, scatter plots or image grids and chain paths, FIDs
+/// on the feature networks of `eval.fid`, and a row of `eval.csv` each.
+pub struct ExperimentEvaluator {
+    exp: Experiment,
+    run_dir: PathBuf,
+    reference: Tensor,
     /// The FID's feature networks (`eval.fid.features`, then `eval.fid.also`)
     /// and their training-set statistics, made at the first evaluation that
     /// needs them.
@@ -50,145 +82,19 @@ struct FidProbe {
 /// Seed (xor the run's seed) of the noise of the FID's samples.
 const FID_SEED: i64 = 0xF1D;
 
-impl Session {
-    /// Opens a session logging to TensorBoard and checkpointing in
-    /// `run_dir`; with a checkpoint, continues from its progress.
-    pub fn start(
-        exp: &Experiment,
-        run_dir: &Path,
-        resume: Option<&Checkpoint>,
-        show_progress: bool,
-    ) -> Result<Self, RunError> {
-        std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
-            path: run_dir.to_path_buf(),
-            source,
-        })?;
-        let recorder = Box::new(Recorder::create(run_dir)?);
-        let store = Box::new(RunFolderStore::new(run_dir));
-        Self::start_with(exp, run_dir, resume, show_progress, recorder, store)
-    }
-
-    /// Opens a session that records and checkpoints through the given
-    /// parts (`run_dir` still holds the evaluation log and sample images).
-    pub fn start_with(
-        exp: &Experiment,
-        run_dir: &Path,
-        resume: Option<&Checkpoint>,
-        show_progress: bool,
-        recorder: Box<dyn Record>,
-        store: Box<dyn CheckpointStore>,
-    ) -> Result<Self, RunError> {
-        std::fs::create_dir_all(run_dir).map_err(|source| RunError::Io {
-            path: run_dir.to_path_buf(),
-            source,
-        })?;
-        let state = match resume {
-            Some(c) => c.state()?,
-            None => RunState {
-                epochs_done: 0,
-                global_step: 0,
-            },
-        };
-        let progress = if show_progress {
-            ProgressBar::new(epochs_of(exp) as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        progress.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>22} [{elapsed_precise}] {wide_bar} {pos}/{len} ep, ETA {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        progress.set_prefix(exp.name.clone());
-        progress.set_position(state.epochs_done as u64);
-        progress.reset_eta();
-        Ok(Self {
-            exp: exp.clone(),
-            run_dir: run_dir.to_path_buf(),
-            recorder,
-            store,
-            epochs_done: state.epochs_done,
-            global_step: state.global_step,
-            progress,
-            epoch_started: Instant::now(),
-            steps_at_epoch_start: state.global_step,
-            fid: Vec::new(),
-        })
-    }
-
-    /// Seeds libtorch for `epoch` and starts its clock.
-    pub fn begin_epoch(&mut self, epoch: usize, phase: u64) {
-        tch::manual_seed(super::model::epoch_seed(self.exp.seed, phase, epoch));
-        self.epoch_started = Instant::now();
-        self.steps_at_epoch_start = self.global_step;
-    }
-
-    /// Closes an epoch: logs its speed, shows `message`, and checkpoints when due.
-    pub fn end_epoch(
-        &mut self,
-        message: &str,
-        checkpoint: impl FnOnce() -> CheckpointWriter,
-    ) -> Result<(), RunError> {
-        self.epochs_done += 1;
-        let seconds = self.epoch_started.elapsed().as_secs_f64().max(1e-9);
-        let steps = (self.global_step - self.steps_at_epoch_start) as f64;
-        self.recorder
-            .scalar("speed/steps_per_sec", steps / seconds, self.global_step)?;
-        self.progress.set_message(message.to_string());
-        self.progress.set_position(self.epochs_done as u64);
-        let last = self.epochs_done == epochs_of(&self.exp);
-        if last
-            || self
-                .epochs_done
-                .is_multiple_of(self.exp.record.checkpoint_every)
-        {
-            self.recorder.flush()?;
-            let state = RunState {
-                epochs_done: self.epochs_done,
-                global_step: self.global_step,
-            };
-            self.store.save(&checkpoint(), &state, &self.exp.to_ron())?;
-        }
-        Ok(())
-    }
-
-    /// Whether the epoch in progress ends with an evaluation (every
-    /// `eval.every` epochs, and the last one).
-    pub fn eval_due(&self) -> bool {
-        let closing = self.epochs_done + 1;
-        closing.is_multiple_of(self.exp.eval.every) || closing == epochs_of(&self.exp)
-    }
-
-    /// Samples `policy` and logs its sliced W2 (and exact W2 if configured)
-    /// against the reference samples `data` (floats on the CPU), and an
-    /// image: a scatter over the data for 2-D points, grids of data and
-    /// samples for images; returns a short progress message.
-    pub fn evaluate(
+/// Samples the policy and logs its sliced W2 (and exact W2 if configured)
+/// against the reference samples, and an image: a scatter over the data
+/// for 2-D points, grids of data and samples (and chain paths) for images;
+/// then the FIDs; returns a short progress message.
+impl Evaluate for ExperimentEvaluator {
+    fn evaluate(
         &mut self,
         policy: &DiffusionPolicy,
-        data: &Tensor,
-    ) -> Result<String, RunError> {
-        self.evaluate_as(policy, data, self.epochs_done + 1)
-    }
-
-    /// [`Session::evaluate`] before the first epoch (epoch 0 in `eval.csv`,
-    /// step 0 in TensorBoard): where a fine-tuning run starts, with the same
-    /// noise as every later evaluation.
-    pub fn evaluate_start(
-        &mut self,
-        policy: &DiffusionPolicy,
-        data: &Tensor,
-    ) -> Result<String, RunError> {
-        self.evaluate_as(policy, data, 0)
-    }
-
-    fn evaluate_as(
-        &mut self,
-        policy: &DiffusionPolicy,
-        data: &Tensor,
         epoch: usize,
+        step: u64,
+        recorder: &mut dyn Record,
     ) -> Result<String, RunError> {
+        let data = &self.reference.shallow_clone();
         let eval = self.exp.eval.clone();
         let samples = sample(
             policy,
@@ -205,14 +111,12 @@ impl Session {
             &eval,
             eval.exact_during_training,
         )?;
-        let step = self.global_step;
-        self.recorder.scalar("eval/sliced_w2", q.sliced_w2, step)?;
+        recorder.scalar("eval/sliced_w2", q.sliced_w2, step)?;
         if let Some(e) = q.exact_w2 {
-            self.recorder.scalar("eval/exact_w2", e, step)?;
+            recorder.scalar("eval/exact_w2", e, step)?;
         }
         if self.exp.data.set.is_images() {
-            self.recorder
-                .image_samples("eval/samples", &samples, data, step)?;
+            recorder.image_samples("eval/samples", &samples, data, step)?;
             // The same samples as a PNG per evaluation, from the same noise each time.
             let dir = self.run_dir.join(SAMPLES_DIR);
             let path = dir.join(format!("epoch-{epoch:04}.png"));
@@ -222,19 +126,14 @@ impl Session {
                 .map_err(|source| RunError::Io { path, source })?;
             let path = dir.join(format!("paths-epoch-{epoch:04}.png"));
             let png = crate::recording::grid::paths_png(&self.chain_paths(policy))?;
-            self.recorder.image_png("eval/paths", &png, step)?;
+            recorder.image_png("eval/paths", &png, step)?;
             std::fs::write(&path, png).map_err(|source| RunError::Io { path, source })?;
         } else {
-            self.recorder.samples_over_data(
-                "eval/samples",
-                &to_vec(&samples),
-                &to_vec(data),
-                step,
-            )?;
+            recorder.samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
         }
         let fids = self.fid(policy)?;
         for (probe, fid) in self.fid.iter().zip(&fids) {
-            self.recorder.scalar(&probe.tag, *fid, step)?;
+            recorder.scalar(&probe.tag, *fid, step)?;
         }
         let columns = eval_log_columns(self.exp.eval.fid.as_ref());
         append_eval_row(&self.run_dir, &columns, epoch, step, &q, &fids)?;
@@ -245,7 +144,9 @@ impl Session {
                 .map_or(String::new(), |f| format!(" FID {f:.2}"))
         ))
     }
+}
 
+impl ExperimentEvaluator {
     /// The FIDs of `eval.fid.n` samples of `policy` against the training
     /// images on each feature network `eval.fid` names (image runs only;
     /// empty without `eval.fid`).
@@ -324,18 +225,6 @@ impl Session {
         shape.extend(self.exp.data.set.element_shape());
         let x_t = Tensor::randn(shape.as_slice(), (tch::Kind::Float, tch::Device::Cpu));
         policy.sample_path_from(x_t, &keep)
-    }
-
-    /// Publishes the last checkpoint as the run's final result and closes the bar.
-    pub fn finish(mut self) -> Result<PathBuf, RunError> {
-        self.recorder.flush()?;
-        self.progress.finish();
-        self.store.publish()
-    }
-
-    /// Prints a line above the progress bar.
-    pub fn println(&self, line: &str) {
-        self.progress.println(line);
     }
 }
 

@@ -13,13 +13,15 @@ run: setup
 	./target/release/rl-run $(EXPERIMENT)
 
 # The whole test suite (what CI runs): formatting and lints first, then
-# every test of every crate, then the library example (which fails unless
-# its fine-tuning halves its critic's cost).
+# every test of every crate, then the library examples (the first fails
+# unless its fine-tuning halves its critic's cost, the second unless its
+# pretraining and fine-tuning through the library's trainer go as expected).
 test: setup
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cargo test --release --locked --workspace
 	cargo run --release --locked --example finetune_custom_critic
+	cargo run --release --locked --example trainer_from_parts
 
 # Speed and memory against the PyTorch baseline (docs/performance.md).
 bench: setup

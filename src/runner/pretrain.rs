@@ -143,6 +143,15 @@ impl Training for Pretraining {
 }
 
 impl Pretraining {
+    /// The trained sampler (the weight average if there is one), to sample
+    /// or fine-tune.
+    pub fn into_sampler(self) -> DiffusionPolicy {
+        match self.average {
+            Some((shadow, _)) => shadow,
+            None => self.policy,
+        }
+    }
+
     /// The sampler: the weight average if there is one, else the weights.
     fn sampler_policy(&self) -> &DiffusionPolicy {
         self.average

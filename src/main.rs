@@ -225,9 +225,9 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Agents) => {
             use agents::registry::{
-                AGENTS, CRITIC_NETWORKS, CRITIC_REGULARIZERS, GENERATOR_SETTINGS,
+                agents, CRITIC_NETWORKS, CRITIC_REGULARIZERS, GENERATOR_SETTINGS,
             };
-            print_listing("agents (task.agent)", AGENTS);
+            print_listing("agents (task.agent)", &agents());
             print_listing(
                 "critic regularisers (task.critic.regularizer)",
                 CRITIC_REGULARIZERS,

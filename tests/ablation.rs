@@ -138,7 +138,7 @@ fn a_bad_variant_is_refused_with_its_line() {
 fn every_listed_agent_regularizer_data_set_and_sampler_is_valid_ron() {
     let out = run_ok(rl_run().arg("agents"));
     let listing = String::from_utf8_lossy(&out.stdout);
-    for item in agents::registry::AGENTS {
+    for item in agents::registry::agents() {
         assert!(listing.contains(item.ron));
         let text = tiny_finetune(Path::new("/tmp/x"), "f", "t.ron", 2)
             .replace("Reinforce(use_baseline: true)", item.ron);

@@ -11,7 +11,29 @@ use tch::{Kind, Tensor};
 use crate::agent::{Critics, FineTuneAgent};
 use crate::generator::Generator;
 use crate::policy::DiffusionPolicy;
+use crate::registry::{AgentKind, Registered};
 use crate::{Agent, AgentError, UpdateStats};
+
+/// The pathwise agent's registry entry (it has no settings of its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathwiseKind;
+
+impl AgentKind for PathwiseKind {
+    fn listed() -> &'static [Registered] {
+        &[Registered {
+            ron: "Pathwise",
+            summary: "SFT (Eq. 14): back-propagates mean f(x_0) through the reparameterised chain",
+        }]
+    }
+
+    fn build(&self, generator: Generator, batch: i64, shape: &[i64]) -> Box<dyn FineTuneAgent> {
+        Box::new(Pathwise::new(generator, batch, shape))
+    }
+
+    fn label(&self) -> &'static str {
+        "SFT (pathwise)"
+    }
+}
 
 /// The pathwise agent.
 pub struct Pathwise {

@@ -33,6 +33,7 @@ use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::TransitionBatch;
 use crate::generator::Generator;
 use crate::learner::PolicyLearner;
+use crate::registry::{AgentKind, Registered};
 use crate::reinforce::{cost_advantage, record_advantage};
 use crate::returns::Collector;
 use crate::store::{BufferKind, TransitionStore};
@@ -221,6 +222,33 @@ where
         }
         self.transitions.clear();
         Ok(stats.average(steps))
+    }
+}
+
+impl AgentKind for PpoConfig {
+    fn listed() -> &'static [Registered] {
+        &[
+        Registered {
+            ron: "Ppo(clip: 0.2, epochs: 4, use_baseline: true, normalize_advantage: true, target_kl: None)",
+            summary: "PPO-clip over the buffer: epochs passes of n_generator fresh minibatches (epochs x n_generator steps per round); logs approx-KL and clip fraction",
+        },
+        Registered {
+            ron: "Ppo(clip: 0.2, epochs: 4, buffer: Reservoir)",
+            summary: "PPO-clip from a uniform reservoir of n_generator x minibatch transitions with their behaviour log-densities (memory flat in T'); every pass permutes the same subset",
+        },
+        ]
+    }
+
+    fn build(&self, generator: Generator, batch: i64, _shape: &[i64]) -> Box<dyn FineTuneAgent> {
+        Box::new(Ppo::new(*self, generator, batch))
+    }
+
+    fn validate(&self, check: &mut envs::check::Checker) {
+        PpoConfig::validate(self, check)
+    }
+
+    fn label(&self) -> &'static str {
+        "PPO-clip"
     }
 }
 

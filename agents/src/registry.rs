@@ -6,86 +6,111 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::FineTuneAgent;
 use crate::generator::Generator;
-use crate::pathwise::Pathwise;
-use crate::ppo::{Ppo, PpoConfig};
-use crate::reinforce::{Reinforce, ReinforceConfig};
+use crate::pathwise::PathwiseKind;
+use crate::ppo::PpoConfig;
+use crate::reinforce::ReinforceConfig;
 
-/// The algorithm that updates the generator; swap algorithms by changing this one value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub enum AgentConfig {
+/// What an agent contributes to the registry, implemented by its
+/// configuration in the agent's own file: how it is built, checked,
+/// labelled and listed.
+pub trait AgentKind {
+    /// Its RON forms with typical settings, each with one line on what it
+    /// does (listed by `rl-run agents`).
+    fn listed() -> &'static [Registered]
+    where
+        Self: Sized;
+
+    /// Builds the agent around `generator`; `batch` is the number of
+    /// transitions per minibatch (or chains per pathwise step) and `shape`
+    /// the shape of one sample.
+    fn build(&self, generator: Generator, batch: i64, shape: &[i64]) -> Box<dyn FineTuneAgent>;
+
+    /// Checks the agent's own settings, under `check`'s current prefix.
+    fn validate(&self, _check: &mut envs::check::Checker) {}
+
+    /// The estimator's name as the paper writes it ("SFT-PG", "SFT", ...).
+    fn label(&self) -> &'static str;
+
+    /// Whether the update has a REINFORCE loss the pathwise last-step term
+    /// (`deterministic_step: Pathwise`) can be part of.
+    fn takes_pathwise_term(&self) -> bool {
+        false
+    }
+}
+
+/// Declares [`AgentConfig`] (one variant per agent: `Name(Config)`, or
+/// `Name = Kind` for an agent without settings, where `Kind` is a unit
+/// struct) and [`agents`], from one line per agent.
+macro_rules! agent_registry {
+    ($( $(#[$doc:meta])* $variant:ident $(($config:path))? $(= $unit:path)? ),* $(,)?) => {
+        /// The algorithm that updates the generator; swap algorithms by
+        /// changing this one value. Each variant's settings implement
+        /// [`AgentKind`].
+        #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+        pub enum AgentConfig {
+            $( $(#[$doc])* $variant $(($config))? ),*
+        }
+
+        impl AgentConfig {
+            /// The chosen agent's part of the registry.
+            pub fn kind(&self) -> &dyn AgentKind {
+                $( agent_registry!(@kind self, $variant $(($config))? $(= $unit)?); )*
+                unreachable!("every agent is registered")
+            }
+        }
+
+        /// Every agent, as `agent:` in a fine-tuning task takes it (each
+        /// agent's [`AgentKind::listed`], in registry order).
+        pub fn agents() -> Vec<Registered> {
+            [$( agent_registry!(@listed $(($config))? $(= $unit)?) ),*].concat()
+        }
+    };
+    (@kind $self:ident, $variant:ident ($config:path)) => {
+        if let AgentConfig::$variant(config) = $self {
+            return config;
+        }
+    };
+    (@kind $self:ident, $variant:ident = $unit:path) => {
+        if let AgentConfig::$variant = $self {
+            return &$unit;
+        }
+    };
+    (@listed ($config:path)) => { <$config as AgentKind>::listed() };
+    (@listed = $unit:path) => { <$unit as AgentKind>::listed() };
+}
+
+// The registry: one line per agent (its file implements `AgentKind`).
+agent_registry! {
     /// REINFORCE over the buffer (SFT-PG, Eq. 20), with or without the learned baseline.
     Reinforce(ReinforceConfig),
     /// PPO-clip over the buffer.
     Ppo(PpoConfig),
     /// SFT: the pathwise gradient through the reparameterised chain (Eq. 14).
-    Pathwise,
+    Pathwise = PathwiseKind,
 }
 
 impl AgentConfig {
-    /// Builds the agent around `generator`; `batch` is the number of
-    /// transitions per minibatch (or chains per pathwise step) and `shape`
-    /// the shape of one sample.
+    /// Builds the agent around `generator` ([`AgentKind::build`]).
     pub fn build(&self, generator: Generator, batch: i64, shape: &[i64]) -> Box<dyn FineTuneAgent> {
-        match *self {
-            AgentConfig::Reinforce(c) => Box::new(Reinforce::new(c, generator, batch)),
-            AgentConfig::Ppo(c) => Box::new(Ppo::new(c, generator, batch)),
-            AgentConfig::Pathwise => Box::new(Pathwise::new(generator, batch, shape)),
-        }
+        self.kind().build(generator, batch, shape)
     }
 
-    /// Checks the agent's own settings (REINFORCE and the pathwise agent
-    /// have none that can be out of range).
+    /// Checks the agent's own settings ([`AgentKind::validate`]).
     pub fn validate(&self, check: &mut envs::check::Checker) {
-        match self {
-            AgentConfig::Reinforce(_) | AgentConfig::Pathwise => {}
-            AgentConfig::Ppo(p) => p.validate(check),
-        }
+        self.kind().validate(check)
     }
 
-    /// Whether the update has a REINFORCE loss the pathwise last-step term
-    /// (`deterministic_step: Pathwise`) can be part of.
+    /// Whether the update can carry the pathwise last-step term
+    /// ([`AgentKind::takes_pathwise_term`]).
     pub fn takes_pathwise_term(&self) -> bool {
-        matches!(self, AgentConfig::Reinforce(_))
+        self.kind().takes_pathwise_term()
     }
 
-    /// The estimator's name as the paper writes it ("SFT-PG", "SFT", ...).
+    /// The estimator's name as the paper writes it ([`AgentKind::label`]).
     pub fn label(&self) -> &'static str {
-        match self {
-            AgentConfig::Reinforce(c) if c.use_baseline => "SFT-PG",
-            AgentConfig::Reinforce(_) => "REINFORCE (no baseline)",
-            AgentConfig::Ppo(_) => "PPO-clip",
-            AgentConfig::Pathwise => "SFT (pathwise)",
-        }
+        self.kind().label()
     }
 }
-
-/// Every agent, as `agent:` in a fine-tuning task takes it.
-pub const AGENTS: &[Registered] = &[
-    Registered {
-        ron: "Reinforce(use_baseline: true, normalize_advantage: false)",
-        summary: "SFT-PG (Eq. 20): REINFORCE on the buffered transitions with the learned baseline V",
-    },
-    Registered {
-        ron: "Reinforce(use_baseline: true, buffer: Reservoir)",
-        summary: "the same update keeping only the n_generator x minibatch transitions it reads (a uniform reservoir, same law as buffer: Full): memory flat in T', for images",
-    },
-    Registered {
-        ron: "Reinforce(use_baseline: false)",
-        summary: "plain REINFORCE: the same without the baseline, for comparison",
-    },
-    Registered {
-        ron: "Ppo(clip: 0.2, epochs: 4, use_baseline: true, normalize_advantage: true, target_kl: None)",
-        summary: "PPO-clip over the buffer: epochs passes of n_generator fresh minibatches (epochs x n_generator steps per round); logs approx-KL and clip fraction",
-    },
-    Registered {
-        ron: "Ppo(clip: 0.2, epochs: 4, buffer: Reservoir)",
-        summary: "PPO-clip from a uniform reservoir of n_generator x minibatch transitions with their behaviour log-densities (memory flat in T'); every pass permutes the same subset",
-    },
-    Registered {
-        ron: "Pathwise",
-        summary: "SFT (Eq. 14): back-propagates mean f(x_0) through the reparameterised chain",
-    },
-];
 
 /// Every critic regulariser, as `critic.regularizer:` takes it.
 pub const CRITIC_REGULARIZERS: &[Registered] = &[

@@ -23,6 +23,7 @@ use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::TransitionBatch;
 use crate::generator::Generator;
 use crate::learner::PolicyLearner;
+use crate::registry::{AgentKind, Registered};
 use crate::returns::Collector;
 pub use crate::store::BufferKind;
 use crate::store::TransitionStore;
@@ -212,6 +213,41 @@ where
         }
         self.transitions.clear();
         Ok(stats.average(batches.len()))
+    }
+}
+
+impl AgentKind for ReinforceConfig {
+    fn listed() -> &'static [Registered] {
+        &[
+        Registered {
+            ron: "Reinforce(use_baseline: true, normalize_advantage: false)",
+            summary: "SFT-PG (Eq. 20): REINFORCE on the buffered transitions with the learned baseline V",
+        },
+        Registered {
+            ron: "Reinforce(use_baseline: true, buffer: Reservoir)",
+            summary: "the same update keeping only the n_generator x minibatch transitions it reads (a uniform reservoir, same law as buffer: Full): memory flat in T', for images",
+        },
+        Registered {
+            ron: "Reinforce(use_baseline: false)",
+            summary: "plain REINFORCE: the same without the baseline, for comparison",
+        },
+        ]
+    }
+
+    fn build(&self, generator: Generator, batch: i64, _shape: &[i64]) -> Box<dyn FineTuneAgent> {
+        Box::new(Reinforce::new(*self, generator, batch))
+    }
+
+    fn label(&self) -> &'static str {
+        if self.use_baseline {
+            "SFT-PG"
+        } else {
+            "REINFORCE (no baseline)"
+        }
+    }
+
+    fn takes_pathwise_term(&self) -> bool {
+        true
     }
 }
 

@@ -178,6 +178,16 @@ fn impossible_values_are_refused_with_file_line_and_field() {
             "env.sampler.eta",
             "eta: 2.0",
         ),
+        // The toy network takes whole times only: FastDPM VAR (on a linear
+        // schedule, which it needs) is refused for it.
+        (
+            pre.replace(
+                "steps: 10, schedule: Sigmoid(start: 1e-5, end: 1e-2)",
+                "steps: 10, schedule: Linear(start: 1e-4, end: 2e-2), sampler: FastDpm(steps: 4, kind: Var)",
+            ),
+            "env.sampler",
+            "sampler: FastDpm",
+        ),
         (
             pre.replace("Toy(width: 32)", "Toy(width: 0)"),
             "model.width",
@@ -253,6 +263,18 @@ fn the_cli_refuses_a_bad_file_before_doing_anything() {
         !dir.join("runs").exists(),
         "nothing may be written for a bad file"
     );
+    // Analytic-DPM samples trained models; it cannot be a run's own sampler.
+    let text = tiny_pretrain(&dir.join("runs"), "t", 10, 1)
+        .replace("steps: 10,", "steps: 10, sampler: AnalyticDpm(steps: 5),");
+    std::fs::write(&file, text).unwrap();
+    let out = rl_run().arg(&file).arg("--quiet").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("env.sampler: Analytic-DPM's variances are estimated from a trained model"),
+        "{stderr}"
+    );
+    assert!(!dir.join("runs/t").exists(), "nothing may be trained");
     // A missing file and a file that is not UTF-8: one line each, the cause
     // said once, the line ended.
     let missing = dir.join("missing.ron");

@@ -172,9 +172,6 @@ pub struct SamplerContext {
     pub training_steps: usize,
     /// Whether the training schedule is linear (FastDPM VAR inverts it).
     pub linear_schedule: bool,
-    /// Whether the network can be called at real-valued times (the toy
-    /// network embeds whole time indices).
-    pub real_times: bool,
     /// Whether the samples are images (x_0 clipping is for images).
     pub images: bool,
 }
@@ -209,11 +206,6 @@ impl SamplerConfig {
                         "kind",
                         "Var inverts a linear training schedule; this one is not linear (use Step)"
                             .into(),
-                    );
-                    check.that(
-                        context.real_times,
-                        "kind",
-                        "Var calls the network at real-valued times, which the toy network cannot take (use Step)".into(),
                     );
                 }
             }

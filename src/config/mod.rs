@@ -207,10 +207,19 @@ impl EnvConfig {
         let context = SamplerContext {
             training_steps: self.steps,
             linear_schedule: matches!(self.schedule, BetaSchedule::Linear { .. }),
-            real_times: !matches!(model, ModelConfig::Toy(_)),
             images: set.is_images(),
         };
         check.within("sampler", |c| self.sampler.validate(c, context));
+        // A sampler that builds must call the network at times it takes
+        // (one that does not build is reported by the checks above or at run time).
+        let built = self
+            .schedule
+            .betas(self.steps)
+            .ok()
+            .and_then(|betas| self.sampler.build(&betas, self.ddpm_defaults()).ok());
+        if let Some(Err(reason)) = built.map(|sampler| model.check_times(&sampler)) {
+            check.that(false, "sampler", reason);
+        }
     }
 
     /// The variance and clipping that `Full` and `Ddpm` samplers take from
@@ -233,6 +242,17 @@ pub enum ModelConfig {
 }
 
 impl ModelConfig {
+    /// Whether the network can be called at the times of `sampler` (the
+    /// toy network embeds whole time indices, so FastDPM VAR's real-valued
+    /// times are refused): the one rule, read by validation and by
+    /// `runner::model::build_policy`.
+    pub fn check_times(&self, sampler: &envs::schedule::Schedule) -> Result<(), String> {
+        if matches!(self, ModelConfig::Toy(_)) && !sampler.has_integer_times() {
+            return Err("the toy network embeds whole time indices; this sampler calls it at real-valued times (FastDpm Var): use Ddpm, Ddim or FastDpm Step".into());
+        }
+        Ok(())
+    }
+
     /// Checks the network's settings and that it takes samples of `set`.
     pub fn validate(&self, check: &mut Checker, set: &DataSet) {
         match self {

@@ -254,12 +254,15 @@ fn ensure_trained(
     main: bool,
     device: Device,
 ) -> Result<PathBuf, RunError> {
-    if let envs::sampler::SamplerConfig::AnalyticDpm { .. } = exp.env.sampler {
+    // A sampler that cannot be built on its own (Analytic-DPM needs a
+    // trained model) is refused, for its own reason, before anything is
+    // trained.
+    if let Err(RunError::Env(envs::EnvError::Invalid { field, reason })) = model::schedule(exp) {
         return Err(RunError::Config(crate::ConfigError::Invalid {
             file: path.to_path_buf(),
             line: 1,
-            field: "env.sampler".into(),
-            message: "Analytic-DPM's variances are estimated from a trained model: it samples trained models (compare_samplers, comparison files, rl-run sample --sampler), it cannot be a run's own sampler".into(),
+            field: field.into(),
+            message: reason,
         }));
     }
     let dir = run_dir(exp);

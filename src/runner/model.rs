@@ -34,12 +34,12 @@ pub fn sampler_steps(exp: &Experiment) -> usize {
 /// A freshly initialised generator for the experiment.
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
     let schedule = schedule(exp)?;
-    if matches!(exp.model, ModelConfig::Toy(_)) && !schedule.has_integer_times() {
-        return Err(RunError::Env(envs::EnvError::Invalid {
+    exp.model.check_times(&schedule).map_err(|reason| {
+        RunError::Env(envs::EnvError::Invalid {
             field: "env.sampler",
-            reason: "the toy network embeds whole time indices; this sampler calls it at real-valued times (FastDpm Var): use Ddpm, Ddim or FastDpm Step".into(),
-        }));
-    }
+            reason,
+        })
+    })?;
     let mut policy = match &exp.model {
         ModelConfig::Toy(toy) => DiffusionPolicy::toy(
             &schedule,

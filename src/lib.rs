@@ -1,8 +1,10 @@
 //! shortcut: reinforcement learning on the denoising chain of diffusion models.
 //!
 //! This root package holds what turns the `envs` and `agents` crates into a
-//! tool: experiment [`config`]uration in RON, the [`runner`] (pretraining,
-//! SFT-PG fine-tuning, evaluation tables), [`recording`] to TensorBoard,
+//! tool: experiment [`config`]uration in RON, the [`trainer`] (the
+//! training loop on built parts, behind traits for evaluation, recording
+//! and checkpoint storage), the [`runner`] (pretraining, SFT-PG
+//! fine-tuning, evaluation tables), [`recording`] to TensorBoard,
 //! [`checkpoint`]s, the Wasserstein [`metrics`], pretrained [`weights`]
 //! (diffusers and the original DDPM layout), [`fetch`]ing data sets and
 //! weights on first use, the [`preflight`] check of an experiment's

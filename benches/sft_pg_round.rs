@@ -178,7 +178,7 @@ fn experiment(scale: Scale) -> Experiment {
     let path = root().join(EXPERIMENT);
     let mut exp = Experiment::load(&path).expect("the CIFAR-10 experiment loads");
     match &mut exp.env.sampler {
-        SamplerConfig::FastDpm { steps, .. } => *steps = scale.steps,
+        SamplerConfig::FastDpm(fast) => fast.steps = scale.steps,
         other => panic!("{EXPERIMENT} samples with FastDpm, found {other:?}"),
     }
     let Task::FineTune(task) = &mut exp.task else {

@@ -239,14 +239,14 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Some(Command::Envs) => {
-            use envs::registry::{DATASETS, ENVIRONMENTS, SAMPLERS, SCHEDULES};
+            use envs::registry::{samplers, DATASETS, ENVIRONMENTS, SCHEDULES};
             print_listing("environments (env)", ENVIRONMENTS);
             print_listing("data sets (data.set)", DATASETS);
             print_listing(
                 "schedules and variances (env.schedule, env.variance)",
                 SCHEDULES,
             );
-            print_listing("samplers (env.sampler)", SAMPLERS);
+            print_listing("samplers (env.sampler)", &samplers());
         }
         Some(Command::Sample {
             checkpoint,

@@ -168,9 +168,9 @@ fn every_listed_agent_regularizer_data_set_and_sampler_is_valid_ron() {
         ron::from_str::<envs::datasets::DataSet>(item.ron)
             .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
     }
-    for item in envs::registry::SAMPLERS {
+    for item in envs::registry::samplers() {
         assert!(listing.contains(item.ron));
-        ron::from_str::<envs::sampler::SamplerConfig>(item.ron)
+        shortcut::runner::sampling::parse_sampler(item.ron)
             .unwrap_or_else(|e| panic!("{}: {e}", item.ron));
     }
 }

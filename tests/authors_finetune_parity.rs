@@ -28,7 +28,7 @@ use agents::{Agent, FineTuneAgent, UpdateStats};
 use common::{python, run_ok, temp_dir};
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::LogProbReduction;
-use envs::sampler::{FastDpmKind, FastDpmSchedule, SamplerConfig};
+use envs::sampler::{FastDpmKind, FastDpmSampler, FastDpmSchedule, SamplerConfig};
 use envs::schedule::{BetaSchedule, Schedule, Variance};
 use envs::RewardModel;
 use shortcut::weights::{diffusers::DiffusersFolder, import};
@@ -43,12 +43,12 @@ fn schedule() -> Schedule {
     }
     .betas(1000)
     .unwrap();
-    SamplerConfig::FastDpm {
+    SamplerConfig::FastDpm(FastDpmSampler {
         steps: 10,
         kind: FastDpmKind::Var,
         schedule: FastDpmSchedule::Quadratic,
         kappa: 1.0,
-    }
+    })
     .build(&betas, Variance::Beta)
     .unwrap()
 }

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::{python, run_ok, temp_dir};
-use envs::sampler::{SamplerConfig, Spacing};
+use envs::sampler::{DdimSampler, DdpmSampler, SamplerConfig, Spacing};
 use envs::schedule::{BetaSchedule, Variance};
 use tch::{Device, Kind, Tensor};
 
@@ -36,54 +36,54 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
     let cases = [
         (
             "ddpm_leading",
-            SamplerConfig::Ddpm {
+            SamplerConfig::Ddpm(DdpmSampler {
                 steps: 10,
                 spacing: Spacing::Leading,
                 variance: None,
                 clip_x0: None,
-            },
+            }),
         ),
         (
             "ddpm_trailing",
-            SamplerConfig::Ddpm {
+            SamplerConfig::Ddpm(DdpmSampler {
                 steps: 8,
                 spacing: Spacing::Trailing,
                 variance: None,
                 clip_x0: None,
-            },
+            }),
         ),
         (
             "ddpm_leading_clipped",
-            SamplerConfig::Ddpm {
+            SamplerConfig::Ddpm(DdpmSampler {
                 steps: 10,
                 spacing: Spacing::Leading,
                 variance: None,
                 clip_x0: Some(true),
-            },
+            }),
         ),
         (
             "ddim_leading_eta0",
-            SamplerConfig::Ddim {
+            SamplerConfig::Ddim(DdimSampler {
                 steps: 10,
                 eta: 0.0,
                 spacing: Spacing::Leading,
-            },
+            }),
         ),
         (
             "ddim_trailing_eta05",
-            SamplerConfig::Ddim {
+            SamplerConfig::Ddim(DdimSampler {
                 steps: 10,
                 eta: 0.5,
                 spacing: Spacing::Trailing,
-            },
+            }),
         ),
         (
             "ddim_leading_eta1",
-            SamplerConfig::Ddim {
+            SamplerConfig::Ddim(DdimSampler {
                 steps: 7,
                 eta: 1.0,
                 spacing: Spacing::Leading,
-            },
+            }),
         ),
     ];
     for (case, sampler) in cases {

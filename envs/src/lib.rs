@@ -24,6 +24,7 @@ pub mod image_folder;
 pub mod images;
 pub mod registry;
 pub mod sampler;
+pub mod samplers;
 pub mod schedule;
 pub mod space;
 pub mod testing;

@@ -22,29 +22,8 @@ pub const ENVIRONMENTS: &[Registered] = &[
     },
 ];
 
-/// Every sampler (`env.sampler`), built on the model's training schedule.
-pub const SAMPLERS: &[Registered] = &[
-    Registered {
-        ron: "Full",
-        summary: "every training step, DDPM with env.variance, x_0 clipped to [-1, 1] where env.clip_x0 (default: images)",
-    },
-    Registered {
-        ron: "Ddpm(steps: 10, spacing: Uniform)",
-        summary: "DDPM on a sub-sequence: sub-sampled betas; spacing Uniform | Quadratic | Leading | Trailing | Linspace; variance and clip_x0 default to env.variance and env.clip_x0",
-    },
-    Registered {
-        ron: "Ddim(steps: 10, eta: 0.0, spacing: Uniform)",
-        summary: "DDIM (Song et al.) on a sub-sequence; eta 0 deterministic, 1 = DDPM with betatilde",
-    },
-    Registered {
-        ron: "FastDpm(steps: 10, kind: Var, schedule: Quadratic, kappa: 1.0)",
-        summary: "FastDPM (Kong & Ping): VAR noise levels at real network times, or STEP sub-sequences; linear or quadratic; kappa scales the noise",
-    },
-    Registered {
-        ron: "AnalyticDpm(steps: 10, spacing: Uniform, mc_samples: 1000, clip_pixel: 2.0)",
-        summary: "Analytic-DPM (Bao et al.): DDPM sub-sequence with optimal variances estimated from the model and data; samples trained models only",
-    },
-];
+/// Every sampler (`env.sampler`): each sampler's file lists itself.
+pub use crate::sampler::samplers;
 
 /// Every data set (`data.set`).
 pub const DATASETS: &[Registered] = &[

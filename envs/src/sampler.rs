@@ -1,7 +1,11 @@
 //! Samplers built on a model's training schedule: the full chain, DDPM on a
-//! sub-sequence of T' steps, DDIM with eta, and FastDPM's STEP and VAR
-//! (Kong & Ping 2021). Each gives a [`Schedule`] of T' affine Gaussian steps,
-//! which the diffusion environment and every agent accept.
+//! sub-sequence of T' steps, DDIM with eta, FastDPM's STEP and VAR (Kong &
+//! Ping 2021) and Analytic-DPM. Each gives a [`Schedule`] of T' affine
+//! Gaussian steps, which the diffusion environment and every agent accept.
+//! This module holds what they share (spacings, FastDPM's noise levels,
+//! the [`SamplerKind`] trait) and the registry that declares
+//! [`SamplerConfig`]; each sampler's settings live in its own file of
+//! [`crate::samplers`].
 //!
 //! Sub-sequences are 0-based network times tau_1 < ... < tau_S in [0, T-1],
 //! in one of five spacings: FastDPM's `Uniform` (floor(i (T-1)/(S-1))) and
@@ -19,7 +23,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::schedule::{Schedule, StepRule, Variance};
+use crate::check::Checker;
+use crate::registry::Registered;
+pub use crate::samplers::{
+    AnalyticDpmSampler, DdimSampler, DdpmSampler, FastDpmSampler, FullChain,
+};
+use crate::schedule::{Schedule, Variance};
 use crate::EnvError;
 
 /// How the steps of a sub-sequence are spread over the training steps.
@@ -81,88 +90,108 @@ impl From<Variance> for DdpmDefaults {
 /// The bound of a clamped x_0: data in [-1, 1].
 const X0_BOUND: f64 = 1.0;
 
-/// The sampler of an experiment (`env.sampler`).
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub enum SamplerConfig {
+/// What a sampler contributes to the registry, implemented by its settings
+/// in the sampler's own file (`envs/src/samplers/`).
+pub trait SamplerKind {
+    /// Its RON forms with typical settings, each with one line on what it
+    /// does (listed by `rl-run envs`).
+    fn listed() -> &'static [Registered]
+    where
+        Self: Sized;
+
+    /// Sampling steps T' on a model trained with `training_steps` steps.
+    fn steps(&self, training_steps: usize) -> usize;
+
+    /// A short description for tables: `full chain`, `DDPM, uniform`, ...
+    fn describe(&self) -> String;
+
+    /// Checks the sampler's own settings against the experiment around it
+    /// (the step count is checked for every sampler).
+    fn validate(&self, _check: &mut Checker, _context: SamplerContext) {}
+
+    /// The sampler's schedule of T' affine Gaussian steps on a model
+    /// trained with `training_betas` (`defaults`: the variance and x_0
+    /// clipping of the environment, for samplers that take them).
+    fn build(&self, training_betas: &[f64], defaults: DdpmDefaults) -> Result<Schedule, EnvError>;
+}
+
+/// Declares [`SamplerConfig`] (one variant per sampler: `Name(Settings)`,
+/// or `Name = Kind` for a sampler without settings, where `Kind` is a unit
+/// struct) and [`samplers`], from one line per sampler.
+macro_rules! sampler_registry {
+    ($( $(#[$doc:meta])* $variant:ident $(($config:path))? $(= $unit:path)? ),* $(,)?) => {
+        /// The sampler of an experiment (`env.sampler`). Each variant's
+        /// settings implement [`SamplerKind`].
+        #[derive(Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+        pub enum SamplerConfig {
+            $( $(#[$doc])* $variant $(($config))? ),*
+        }
+
+        impl SamplerConfig {
+            /// The chosen sampler's part of the registry.
+            pub fn kind(&self) -> &dyn SamplerKind {
+                $( sampler_registry!(@kind self, $variant $(($config))? $(= $unit)?); )*
+                unreachable!("every sampler is registered")
+            }
+        }
+
+        /// Written as `Name { field: value, .. }` (the settings without
+        /// their struct's name): comparison caches and sample file names
+        /// are keyed by this text, so it stays what it was when the
+        /// samplers were struct variants.
+        impl std::fmt::Debug for SamplerConfig {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                $( sampler_registry!(@debug self, f, $variant $(($config))? $(= $unit)?); )*
+                unreachable!("every sampler is registered")
+            }
+        }
+
+        /// Every sampler (`env.sampler`), built on the model's training
+        /// schedule (each sampler's [`SamplerKind::listed`], in registry order).
+        pub fn samplers() -> Vec<Registered> {
+            [$( sampler_registry!(@listed $(($config))? $(= $unit)?) ),*].concat()
+        }
+    };
+    (@kind $self:ident, $variant:ident ($config:path)) => {
+        if let SamplerConfig::$variant(config) = $self {
+            return config;
+        }
+    };
+    (@kind $self:ident, $variant:ident = $unit:path) => {
+        if let SamplerConfig::$variant = $self {
+            return &$unit;
+        }
+    };
+    (@debug $self:ident, $f:ident, $variant:ident ($config:path)) => {
+        if let SamplerConfig::$variant(config) = $self {
+            let settings = format!("{config:?}");
+            let fields = settings.split_once(' ').map_or("", |(_, fields)| fields);
+            return write!($f, "{} {fields}", stringify!($variant));
+        }
+    };
+    (@debug $self:ident, $f:ident, $variant:ident = $unit:path) => {
+        if let SamplerConfig::$variant = $self {
+            return write!($f, stringify!($variant));
+        }
+    };
+    (@listed ($config:path)) => { <$config as SamplerKind>::listed() };
+    (@listed = $unit:path) => { <$unit as SamplerKind>::listed() };
+}
+
+// The registry: one line per sampler (its file in `envs/src/samplers/`
+// implements `SamplerKind`).
+sampler_registry! {
     /// Every step of the training schedule with its DDPM variance (`env.variance`).
     #[default]
-    Full,
-    /// DDPM on a sub-sequence of `steps` training steps, with the
-    /// sub-sampled betas and `env.variance` (beta or betatilde).
-    Ddpm {
-        /// Sampling steps T'.
-        steps: usize,
-        /// Which training steps.
-        #[serde(default)]
-        spacing: Spacing,
-        /// The step variance (default: `env.variance`).
-        #[serde(default)]
-        variance: Option<Variance>,
-        /// Clamp the predicted x_0 to [-1, 1] in each step's mean, as Ho et
-        /// al.'s and the DDIM code's DDPM samplers do for images (default:
-        /// `env.clip_x0`).
-        #[serde(default)]
-        clip_x0: Option<bool>,
-    },
-    /// DDIM (Song et al.) on a sub-sequence: eta = 0 is deterministic, 1 is
-    /// DDPM with the betatilde variance.
-    Ddim {
-        /// Sampling steps T'.
-        steps: usize,
-        /// The noise scale eta in [0, 1].
-        #[serde(default)]
-        eta: f64,
-        /// Which training steps.
-        #[serde(default)]
-        spacing: Spacing,
-    },
+    Full = FullChain,
+    /// DDPM on a sub-sequence of training steps.
+    Ddpm(DdpmSampler),
+    /// DDIM (Song et al.) on a sub-sequence.
+    Ddim(DdimSampler),
     /// FastDPM (Kong & Ping 2021): STEP or VAR, linear or quadratic, with kappa.
-    FastDpm {
-        /// Sampling steps T'.
-        steps: usize,
-        /// VAR (continuous noise levels) or STEP (a sub-sequence).
-        #[serde(default)]
-        kind: FastDpmKind,
-        /// Linear or quadratic spacing.
-        #[serde(default)]
-        schedule: FastDpmSchedule,
-        /// The noise scale kappa in [0, 1] (1: DDPM-like, 0: deterministic).
-        #[serde(default = "one")]
-        kappa: f64,
-    },
-    /// Analytic-DPM (Bao et al. 2022, [`crate::analytic`]): DDPM on a
-    /// sub-sequence with the optimal variances, estimated from the trained
-    /// model and its training data by Monte Carlo. It samples trained models
-    /// (`compare_samplers`, comparison files, `rl-run sample --sampler`);
-    /// it cannot be a training run's sampler.
-    AnalyticDpm {
-        /// Sampling steps T'.
-        steps: usize,
-        /// Which training steps.
-        #[serde(default)]
-        spacing: Spacing,
-        /// Training images per step in the Monte Carlo estimate (all of
-        /// them when fewer).
-        #[serde(default = "analytic_mc_samples")]
-        mc_samples: usize,
-        /// The bound of the second-to-last step's noise, in pixel levels
-        /// (the authors': 2 for linear schedules, 1 for cosine; 0: none).
-        #[serde(default = "analytic_clip_pixel")]
-        clip_pixel: f64,
-    },
-}
-
-fn one() -> f64 {
-    1.0
-}
-
-fn analytic_mc_samples() -> usize {
-    1000
-}
-
-fn analytic_clip_pixel() -> f64 {
-    2.0
+    FastDpm(FastDpmSampler),
+    /// Analytic-DPM (Bao et al. 2022): samples trained models only.
+    AnalyticDpm(AnalyticDpmSampler),
 }
 
 /// What a sampler's settings are checked against: the experiment around it.
@@ -178,7 +207,7 @@ pub struct SamplerContext {
 
 impl SamplerConfig {
     /// Checks the sampler's settings against the experiment around it.
-    pub fn validate(&self, check: &mut crate::check::Checker, context: SamplerContext) {
+    pub fn validate(&self, check: &mut Checker, context: SamplerContext) {
         let steps = self.steps(context.training_steps);
         check.that(
             steps >= 1 && steps <= context.training_steps,
@@ -188,113 +217,25 @@ impl SamplerConfig {
                 context.training_steps
             ),
         );
-        match *self {
-            SamplerConfig::Ddim { eta, .. } => check.that(
-                (0.0..=1.0).contains(&eta),
-                "eta",
-                format!("must lie in [0, 1], got {eta}"),
-            ),
-            SamplerConfig::FastDpm { kind, kappa, .. } => {
-                check.that(
-                    (0.0..=1.0).contains(&kappa),
-                    "kappa",
-                    format!("must lie in [0, 1], got {kappa}"),
-                );
-                if kind == FastDpmKind::Var {
-                    check.that(
-                        context.linear_schedule,
-                        "kind",
-                        "Var inverts a linear training schedule; this one is not linear (use Step)"
-                            .into(),
-                    );
-                }
-            }
-            SamplerConfig::AnalyticDpm {
-                mc_samples,
-                clip_pixel,
-                ..
-            } => {
-                check.that(
-                    mc_samples >= 1,
-                    "mc_samples",
-                    "Analytic-DPM needs at least one Monte Carlo sample per step".into(),
-                );
-                check.non_negative("clip_pixel", clip_pixel);
-            }
-            SamplerConfig::Ddpm { clip_x0, .. } => check.that(
-                clip_x0 != Some(true) || context.images,
-                "clip_x0",
-                "clips x_0 to [-1, 1], the range of images; this data set is a toy distribution"
-                    .into(),
-            ),
-            SamplerConfig::Full => {}
-        }
+        self.kind().validate(check, context);
     }
 
     /// Sampling steps T' on a model trained with `training_steps` steps.
     pub fn steps(&self, training_steps: usize) -> usize {
-        match *self {
-            SamplerConfig::Full => training_steps,
-            SamplerConfig::Ddpm { steps, .. }
-            | SamplerConfig::Ddim { steps, .. }
-            | SamplerConfig::FastDpm { steps, .. }
-            | SamplerConfig::AnalyticDpm { steps, .. } => steps,
-        }
+        self.kind().steps(training_steps)
     }
 
     /// A short description for tables: `full chain`, `DDPM, uniform`, ...
     pub fn describe(&self) -> String {
-        match *self {
-            SamplerConfig::Full => "full chain".into(),
-            SamplerConfig::Ddpm {
-                spacing,
-                variance,
-                clip_x0,
-                ..
-            } => {
-                let mut text = format!("DDPM, {spacing:?} steps");
-                if let Some(variance) = variance {
-                    text.push_str(match variance {
-                        Variance::Beta => ", beta",
-                        Variance::PosteriorBetaTilde => ", betatilde",
-                    });
-                }
-                match clip_x0 {
-                    Some(true) => text.push_str(", x_0 clipped"),
-                    Some(false) => text.push_str(", x_0 not clipped"),
-                    None => {}
-                }
-                text
-            }
-            SamplerConfig::Ddim { eta, spacing, .. } => {
-                format!("DDIM eta {eta}, {spacing:?} steps")
-            }
-            SamplerConfig::FastDpm {
-                kind,
-                schedule,
-                kappa,
-                ..
-            } => format!("FastDPM {kind:?} {schedule:?}, kappa {kappa}"),
-            SamplerConfig::AnalyticDpm { spacing, .. } => {
-                format!("Analytic-DPM, {spacing:?} steps")
-            }
-        }
+        self.kind().describe()
     }
 
     /// For Analytic-DPM, the DDPM sub-sequence (betatilde variances) whose
     /// variances [`crate::analytic::analytic_sigmas`] replaces; `None` for
     /// the other samplers.
     pub fn analytic_base(&self, training_betas: &[f64]) -> Option<Result<Schedule, EnvError>> {
-        match *self {
-            SamplerConfig::AnalyticDpm { steps, spacing, .. } => Some(
-                spaced(spacing, training_betas.len(), steps).and_then(|tau| {
-                    Schedule::subsample(
-                        training_betas,
-                        &one_based(&tau),
-                        Variance::PosteriorBetaTilde,
-                    )
-                }),
-            ),
+        match self {
+            SamplerConfig::AnalyticDpm(analytic) => Some(analytic.base(training_betas)),
             _ => None,
         }
     }
@@ -307,69 +248,16 @@ impl SamplerConfig {
         training_betas: &[f64],
         defaults: impl Into<DdpmDefaults>,
     ) -> Result<Schedule, EnvError> {
-        let defaults = defaults.into();
-        let clipped = |schedule: Schedule, clip: bool| match clip {
-            true => schedule.with_clipped_x0(X0_BOUND),
-            false => Ok(schedule),
-        };
-        let t = training_betas.len();
-        match *self {
-            SamplerConfig::Full => clipped(
-                Schedule::new(training_betas.to_vec(), defaults.variance)?,
-                defaults.clip_x0,
-            ),
-            SamplerConfig::Ddpm {
-                steps,
-                spacing,
-                variance,
-                clip_x0,
-            } => clipped(
-                Schedule::subsample(
-                    training_betas,
-                    &one_based(&spaced(spacing, t, steps)?),
-                    variance.unwrap_or(defaults.variance),
-                )?,
-                clip_x0.unwrap_or(defaults.clip_x0),
-            ),
-            SamplerConfig::Ddim {
-                steps,
-                eta,
-                spacing,
-            } => Schedule::generalized_subsample(
-                training_betas,
-                &one_based(&spaced(spacing, t, steps)?),
-                eta,
-            ),
-            SamplerConfig::FastDpm {
-                steps,
-                kind: FastDpmKind::Step,
-                schedule,
-                kappa,
-            } => {
-                let spacing = match schedule {
-                    FastDpmSchedule::Linear => Spacing::Uniform,
-                    FastDpmSchedule::Quadratic => Spacing::Quadratic,
-                };
-                Schedule::generalized_subsample(
-                    training_betas,
-                    &one_based(&spaced(spacing, t, steps)?),
-                    kappa,
-                )
-            }
-            SamplerConfig::FastDpm {
-                steps,
-                kind: FastDpmKind::Var,
-                schedule,
-                kappa,
-            } => {
-                let (levels, times) = fastdpm_var(training_betas, steps, schedule)?;
-                Schedule::from_levels(levels, times, StepRule::Generalized { kappa })
-            }
-            SamplerConfig::AnalyticDpm { .. } => Err(invalid(
-                "env.sampler",
-                "Analytic-DPM's variances are estimated from a trained model and its data: it samples trained models (compare_samplers, comparison files, rl-run sample --sampler), it cannot be a run's own sampler".into(),
-            )),
-        }
+        self.kind().build(training_betas, defaults.into())
+    }
+}
+
+/// `schedule` with its predicted x_0 clamped to [-1, 1] where `clip` says.
+pub(crate) fn clipped(schedule: Schedule, clip: bool) -> Result<Schedule, EnvError> {
+    if clip {
+        schedule.with_clipped_x0(X0_BOUND)
+    } else {
+        Ok(schedule)
     }
 }
 
@@ -377,7 +265,8 @@ fn invalid(field: &'static str, reason: String) -> EnvError {
     EnvError::Invalid { field, reason }
 }
 
-fn one_based(tau: &[usize]) -> Vec<usize> {
+/// 1-based training steps of 0-based ones.
+pub(crate) fn one_based(tau: &[usize]) -> Vec<usize> {
     tau.iter().map(|t| t + 1).collect()
 }
 
@@ -632,19 +521,19 @@ mod tests {
     #[test]
     fn ddim_with_eta_one_is_ddpm_with_the_posterior_variance() {
         let betas = cifar_betas();
-        let ddim = SamplerConfig::Ddim {
+        let ddim = SamplerConfig::Ddim(DdimSampler {
             steps: 10,
             eta: 1.0,
             spacing: Spacing::Quadratic,
-        }
+        })
         .build(&betas, Variance::Beta)
         .unwrap();
-        let ddpm = SamplerConfig::Ddpm {
+        let ddpm = SamplerConfig::Ddpm(DdpmSampler {
             steps: 10,
             spacing: Spacing::Quadratic,
             variance: None,
             clip_x0: None,
-        }
+        })
         .build(&betas, Variance::PosteriorBetaTilde)
         .unwrap();
         let (a, b) = (
@@ -664,11 +553,11 @@ mod tests {
             );
         }
         // eta = 0 is deterministic; its log-density keeps the small fixed std.
-        let deterministic = SamplerConfig::Ddim {
+        let deterministic = SamplerConfig::Ddim(DdimSampler {
             steps: 10,
             eta: 0.0,
             spacing: Spacing::Leading,
-        }
+        })
         .build(&betas, Variance::Beta)
         .unwrap()
         .coefficients(tch::Device::Cpu);
@@ -679,6 +568,21 @@ mod tests {
                 .abs()
                 < 1e-9
         );
+    }
+
+    #[test]
+    fn samplers_print_as_the_struct_variants_they_were() {
+        // Comparison caches and sample file names are keyed by this text.
+        let ddim = SamplerConfig::Ddim(DdimSampler {
+            steps: 10,
+            eta: 0.5,
+            spacing: Spacing::Trailing,
+        });
+        assert_eq!(
+            format!("{ddim:?}"),
+            "Ddim { steps: 10, eta: 0.5, spacing: Trailing }"
+        );
+        assert_eq!(format!("{:?}", SamplerConfig::Full), "Full");
     }
 
     #[test]

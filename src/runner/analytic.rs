@@ -121,12 +121,12 @@ mod tests {
                 Some(*acc)
             })
             .collect();
-        let sampler = SamplerConfig::AnalyticDpm {
+        let sampler = SamplerConfig::AnalyticDpm(envs::sampler::AnalyticDpmSampler {
             steps: 10,
             spacing: Spacing::Uniform,
             mc_samples: 20_000,
             clip_pixel: 0.0,
-        };
+        });
         let base = sampler.analytic_base(&betas).unwrap().unwrap();
         let vs = VarStore::new(Device::Cpu);
         let policy =

@@ -199,16 +199,14 @@ pub fn policy_with_sampler(
     }
     let betas = exp.env.schedule.betas(exp.env.steps)?;
     let analytic = sampler.analytic_base(&betas).transpose()?;
-    if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm { steps, spacing, .. }) =
-        (&analytic, sampler)
-    {
+    if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm(a)) = (&analytic, sampler) {
         // Loaded as the DDPM sub-sequence whose variances it then replaces.
-        exp.env.sampler = envs::sampler::SamplerConfig::Ddpm {
-            steps,
-            spacing,
+        exp.env.sampler = envs::sampler::SamplerConfig::Ddpm(envs::sampler::DdpmSampler {
+            steps: a.steps,
+            spacing: a.spacing,
             variance: None,
             clip_x0: Some(false),
-        };
+        });
         exp.env.variance = envs::schedule::Variance::PosteriorBetaTilde;
     }
     let policy = match weights {
@@ -222,11 +220,11 @@ pub fn policy_with_sampler(
     match (analytic, sampler) {
         (
             Some(base),
-            envs::sampler::SamplerConfig::AnalyticDpm {
+            envs::sampler::SamplerConfig::AnalyticDpm(envs::sampler::AnalyticDpmSampler {
                 mc_samples,
                 clip_pixel,
                 ..
-            },
+            }),
         ) => {
             let data = super::data::Data::load(&exp, Device::Cpu)?;
             let data = data.first(data.len());

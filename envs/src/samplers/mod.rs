@@ -1,0 +1,16 @@
+//! One file per sampler: its settings (what `env.sampler` takes) and their
+//! [`SamplerKind`](crate::sampler::SamplerKind): steps, description,
+//! checks, the schedule it builds and its listing. The registry line of
+//! each is in [`crate::sampler`].
+
+mod analytic_dpm;
+mod ddim;
+mod ddpm;
+mod fastdpm;
+mod full;
+
+pub use analytic_dpm::AnalyticDpmSampler;
+pub use ddim::DdimSampler;
+pub use ddpm::DdpmSampler;
+pub use fastdpm::FastDpmSampler;
+pub use full::FullChain;

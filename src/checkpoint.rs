@@ -238,6 +238,8 @@ pub trait CheckpointStore {
     ) -> Result<(), RunError>;
     /// The latest checkpoint, if one was saved.
     fn latest(&self) -> Result<Option<Checkpoint>, RunError>;
+    /// The published result, if the run finished.
+    fn published(&self) -> Result<Option<Checkpoint>, RunError>;
     /// Publishes the latest checkpoint as the final result and says where it is.
     fn publish(&mut self) -> Result<PathBuf, RunError>;
 }
@@ -261,6 +263,11 @@ impl RunFolderStore {
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.run_dir.join("checkpoint")
     }
+
+    /// Where the published result lives.
+    pub fn final_dir(&self) -> PathBuf {
+        self.run_dir.join("final")
+    }
 }
 
 impl CheckpointStore for RunFolderStore {
@@ -274,17 +281,16 @@ impl CheckpointStore for RunFolderStore {
     }
 
     fn latest(&self) -> Result<Option<Checkpoint>, RunError> {
-        let dir = self.checkpoint_dir();
-        if Checkpoint::exists(&dir) {
-            Checkpoint::open(&dir).map(Some)
-        } else {
-            Ok(None)
-        }
+        Ok(Checkpoint::open(&self.checkpoint_dir()).ok())
+    }
+
+    fn published(&self) -> Result<Option<Checkpoint>, RunError> {
+        Ok(Checkpoint::open(&self.final_dir()).ok())
     }
 
     fn publish(&mut self) -> Result<PathBuf, RunError> {
         let checkpoint = Checkpoint::open(&self.checkpoint_dir())?;
-        let final_dir = self.run_dir.join("final");
+        let final_dir = self.final_dir();
         copy_dir(checkpoint.dir(), &final_dir)?;
         Ok(final_dir)
     }

@@ -401,6 +401,9 @@ mod tests {
         fn latest(&self) -> Result<Option<Checkpoint>, RunError> {
             self.0.latest()
         }
+        fn published(&self) -> Result<Option<Checkpoint>, RunError> {
+            self.0.published()
+        }
         fn publish(&mut self) -> Result<PathBuf, RunError> {
             self.0.publish()
         }

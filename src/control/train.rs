@@ -20,7 +20,7 @@ use envs::{Env, Space};
 use tch::{Kind, Tensor};
 
 use super::{ControlAgent, ControlEnv, ControlExperiment};
-use crate::checkpoint::{Checkpoint, CheckpointWriter, RunFolderStore};
+use crate::checkpoint::{Checkpoint, CheckpointStore, CheckpointWriter, RunFolderStore};
 use crate::error::RunError;
 use crate::recording::curves::{plot_curves, Curve};
 use crate::recording::Recorder;
@@ -56,7 +56,7 @@ pub fn run(
 ) -> Result<ControlReport, RunError> {
     let dir = Path::new(&exp.dir).join(&exp.name);
     let lock = RunLock::acquire(&dir, false)?;
-    if Checkpoint::exists(&dir.join("final")) {
+    if RunFolderStore::new(&dir).published()?.is_some() {
         if !options.retrain {
             return finished(exp, &dir);
         }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use tch::Device;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointStore, RunFolderStore};
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
 use data::{fresh_data, held_out_data, Data};
@@ -266,9 +266,9 @@ fn ensure_trained(
         }));
     }
     let dir = run_dir(exp);
-    let final_dir = dir.join("final");
-    let checkpoint_dir = dir.join("checkpoint");
-    if !main && Checkpoint::exists(&final_dir) {
+    let store = RunFolderStore::new(&dir);
+    let (final_dir, checkpoint_dir) = (store.final_dir(), store.checkpoint_dir());
+    if !main && store.published()?.is_some() {
         warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
@@ -285,7 +285,7 @@ fn ensure_trained(
     }
     // A dependency being trained by another rl-run is waited for; the run asked for is refused.
     let lock = lock::RunLock::acquire(&dir, !main)?;
-    let has_results = Checkpoint::exists(&final_dir) || Checkpoint::exists(&checkpoint_dir);
+    let has_results = store.published()?.is_some() || store.latest()?.is_some();
     if main && options.retrain && has_results {
         drop(lock);
         set_aside(&dir, &exp.name)?;
@@ -294,7 +294,7 @@ fn ensure_trained(
             ..options.clone()
         };
         return ensure_trained(path, exp, &fresh, main, device);
-    } else if Checkpoint::exists(&final_dir) {
+    } else if store.published()?.is_some() {
         if main && options.resume {
             eprintln!(
                 "rl-run: {} has already finished; nothing to resume",
@@ -304,14 +304,14 @@ fn ensure_trained(
         warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
-    let resume = if Checkpoint::exists(&checkpoint_dir) {
+    let resume = if let Some(latest) = store.latest()? {
         if main && !options.resume {
             return Err(RunError::Checkpoint {
                 path: checkpoint_dir,
                 message: "an unfinished run is here: pass --resume to continue it, or --retrain to start over".into(),
             });
         }
-        Some(Checkpoint::open(&checkpoint_dir)?)
+        Some(latest)
     } else {
         if main && options.resume {
             return Err(RunError::Checkpoint {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{CheckpointStore, RunFolderStore};
 use crate::config::Experiment;
 use crate::error::RunError;
 use crate::overrides::Override;
@@ -34,7 +34,7 @@ impl Background {
         let mut queue = Vec::new();
         for (path, overrides) in deps {
             let exp = crate::overrides::apply(Experiment::load(path)?, overrides, path)?;
-            let done = Checkpoint::exists(&run_dir(&exp).join("final"));
+            let done = RunFolderStore::new(&run_dir(&exp)).published()?.is_some();
             if !done && !queue.iter().any(|(name, _, _)| *name == exp.name) {
                 queue.push((exp.name.clone(), path.clone(), overrides.clone()));
             }

@@ -75,12 +75,35 @@ pub fn carried_to_dependency(
         .collect()
 }
 
+/// A file's settings that `--set` can change: written out in full, read
+/// back without validation, validated once all changes are in.
+pub trait Overridable: Sized {
+    /// Every field, the defaults included, in RON.
+    fn to_ron(&self) -> String;
+    /// Reads `text` (from `path`) without validating it.
+    fn parse_unvalidated(text: &str, path: &Path) -> Result<Self, ConfigError>;
+    /// Checks every value; returns the dotted field and what is wrong.
+    fn check(&self) -> Result<(), (String, String)>;
+}
+
+impl Overridable for Experiment {
+    fn to_ron(&self) -> String {
+        Experiment::to_ron(self)
+    }
+    fn parse_unvalidated(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        Experiment::parse_unvalidated(text, path)
+    }
+    fn check(&self) -> Result<(), (String, String)> {
+        self.validate()
+    }
+}
+
 /// `exp` (read from `path`) with `overrides` applied in order, validated.
-pub fn apply(
-    exp: Experiment,
+pub fn apply<T: Overridable>(
+    exp: T,
     overrides: &[Override],
     path: &Path,
-) -> Result<Experiment, ConfigError> {
+) -> Result<T, ConfigError> {
     let Some(last) = overrides.last() else {
         return Ok(exp);
     };
@@ -89,7 +112,7 @@ pub fn apply(
         .try_fold(exp, |exp, o| apply_one(exp, o, path))?;
     // Validated once all are in place, so that overrides may depend on each
     // other (a smaller data.n with a smaller eval.n) in any order.
-    edited.validate().map_err(|(field, message)| {
+    edited.check().map_err(|(field, message)| {
         let named = overrides
             .iter()
             .rev()
@@ -104,7 +127,7 @@ pub fn apply(
     Ok(edited)
 }
 
-fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, ConfigError> {
+fn apply_one<T: Overridable>(exp: T, o: &Override, path: &Path) -> Result<T, ConfigError> {
     let error = |message: String| ConfigError::Override {
         file: path.to_path_buf(),
         field: o.field.clone(),
@@ -139,7 +162,7 @@ fn apply_one(exp: Experiment, o: &Override, path: &Path) -> Result<Experiment, C
         o.value.clone()
     };
     let edited = format!("{}{value}{}", &text[..span.0], &text[span.1..]);
-    Experiment::parse_unvalidated(&edited, path).map_err(|e| {
+    T::parse_unvalidated(&edited, path).map_err(|e| {
         let message = match e {
             ConfigError::Parse { message, .. } => message,
             ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),

@@ -138,6 +138,40 @@ fn reinforce_and_ppo_solve_cartpole_and_log_their_curves() {
         .count();
     assert_eq!(kept, 1, "the previous run is kept beside the new one");
 
+    // --set changes a control file's fields for one run (here another seed,
+    // under another name); a finished run trained otherwise is reported
+    // with a warning; a bad value names its field.
+    let seeded = run_ok(rl_run().arg(&file).arg("--quiet").args([
+        "--set",
+        "name=cartpole_seed1",
+        "--set",
+        "seed=1",
+    ]));
+    assert!(String::from_utf8_lossy(&seeded.stdout).starts_with("solved at batch"));
+    let stored = std::fs::read_to_string(runs.join("cartpole_seed1/final/experiment.ron")).unwrap();
+    assert!(stored.contains("seed: 1,"), "{stored}");
+    assert_ne!(
+        returns(&runs.join("cartpole_seed1")),
+        returns(&runs.join("cartpole_reinforce"))
+    );
+    let other = run_ok(rl_run().arg(&file).arg("--quiet").args(["--set", "seed=2"]));
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("trained with other settings"),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let bad = rl_run()
+        .arg(&file)
+        .args(["--set", "updates=0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("updates"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
     // The seed fixes the run: the same file again gives the same curve.
     let again = run_shipped(
         "cartpole_reinforce",

@@ -736,8 +736,7 @@ impl Experiment {
     /// names its extensions), readable by both [`Experiment::parse`] and
     /// [`Experiment::parse_serialized`].
     pub fn to_ron(&self) -> String {
-        let pretty = ron::ser::PrettyConfig::default().extensions(ron_extensions());
-        ron::ser::to_string_pretty(self, pretty).expect("experiments serialise")
+        to_ron(self)
     }
 
     /// Checks every value against its domain; returns the dotted field path and what is wrong.
@@ -831,6 +830,13 @@ pub fn top_level_name(text: &str) -> Option<&str> {
 
 /// RON extensions of experiment files: `grad_clip: 1.0` for `Some(1.0)`, and
 /// `Pretrain(epochs: 10)` for `Pretrain((epochs: 10))`.
+/// `value` in RON as the files are written (the extensions user files may
+/// use: implicit `Some`, unwrapped variant newtypes), every field out.
+pub(crate) fn to_ron<T: Serialize>(value: &T) -> String {
+    let pretty = ron::ser::PrettyConfig::default().extensions(ron_extensions());
+    ron::ser::to_string_pretty(value, pretty).expect("settings serialise")
+}
+
 fn ron_extensions() -> ron::extensions::Extensions {
     ron::extensions::Extensions::IMPLICIT_SOME
         | ron::extensions::Extensions::UNWRAP_VARIANT_NEWTYPES

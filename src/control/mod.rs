@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{deserialize, locate_field, user_options, DeviceChoice};
 use crate::error::ConfigError;
+use crate::overrides::Overridable;
 
 pub use train::{run, train, ControlReport};
 
@@ -131,6 +132,20 @@ impl Default for SolvedWhen {
     }
 }
 
+impl crate::overrides::Overridable for ControlExperiment {
+    fn to_ron(&self) -> String {
+        ControlExperiment::to_ron(self)
+    }
+    fn parse_unvalidated(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        deserialize(text, path, user_options())
+    }
+    fn check(&self) -> Result<(), (String, String)> {
+        let mut check = Checker::new();
+        self.validate(&mut check);
+        check.result()
+    }
+}
+
 impl ControlExperiment {
     /// Reads and validates a `Control(...)` file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -140,10 +155,8 @@ impl ControlExperiment {
     /// Parses and validates `text`; errors name `path`, the line and the field.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let experiment: Self = deserialize(text, path, user_options())?;
-        let mut check = Checker::new();
-        experiment.validate(&mut check);
-        check
-            .result()
+        experiment
+            .check()
             .map_err(|(field, message)| ConfigError::Invalid {
                 file: path.to_path_buf(),
                 line: locate_field(text, &field),
@@ -151,6 +164,11 @@ impl ControlExperiment {
                 message,
             })?;
         Ok(experiment)
+    }
+
+    /// The run in RON, every field written out (stored with its weights).
+    pub fn to_ron(&self) -> String {
+        crate::config::to_ron(self)
     }
 
     /// Checks every part under its dotted name.

@@ -70,6 +70,18 @@ pub fn run(
 
 /// The report of a finished run, from the last row of its `returns.csv`.
 fn finished(exp: &ControlExperiment, dir: &Path) -> Result<ControlReport, RunError> {
+    use crate::overrides::Overridable;
+    let stored = Checkpoint::open(&dir.join("final"))
+        .and_then(|c| c.experiment_ron())
+        .ok()
+        .and_then(|text| ControlExperiment::parse_unvalidated(&text, dir).ok());
+    if stored.is_some_and(|stored| stored != *exp) {
+        eprintln!(
+            "rl-run: warning: {} was trained with other settings than {} now has; reporting it anyway (--retrain trains again)",
+            dir.display(),
+            exp.name
+        );
+    }
     let path = dir.join("returns.csv");
     let text = std::fs::read_to_string(&path).map_err(|source| RunError::Io {
         path: path.clone(),

@@ -82,14 +82,12 @@ pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let text = crate::error::read_text(path)?;
     if crate::config::top_level_name(&text) == Some("Control") {
         let exp = crate::control::ControlExperiment::parse(&text, path)?;
-        if let Some(first) = options.overrides.first() {
-            return Err(RunError::Config(crate::ConfigError::Override {
-                file: path.to_path_buf(),
-                field: first.field.clone(),
-                message: "--set changes Experiment files; edit the control file".into(),
-            }));
-        }
-        let report = crate::control::run(&exp, &text, options)?;
+        let report = if options.overrides.is_empty() {
+            crate::control::run(&exp, &text, options)?
+        } else {
+            let exp = crate::overrides::apply(exp, &options.overrides, path)?;
+            crate::control::run(&exp, &exp.to_ron(), options)?
+        };
         return Ok(Report::Control(report));
     }
     if crate::config::top_level_name(&text) == Some("Comparison") {

@@ -49,7 +49,7 @@ use agents::critic::AdversarialCritic;
 use agents::generator::Generator;
 use agents::registry::AgentConfig;
 use agents::reinforce::{BufferKind, Reinforce};
-use agents::{Agent, AgentError, UpdateStats};
+use agents::{Agent, AgentError, Learn, UpdateStats};
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::sampler::SamplerConfig;
 use envs::Step;
@@ -375,9 +375,11 @@ impl Agent<DiffusionEnv> for Timed {
             probe.transitions = self.inner.buffered();
         }
     }
+}
 
+impl Learn for Timed {
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
-        Agent::<DiffusionEnv>::update(&mut self.inner, critics)
+        self.inner.update(critics)
     }
 }
 

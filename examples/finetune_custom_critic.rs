@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use agents::generator::{Generator, GeneratorConfig};
 use agents::reinforce::{Reinforce, ReinforceConfig};
-use agents::{agent::Critics, optim::OptimizerConfig, policy::DiffusionPolicy, rollout, Agent};
+use agents::{agent::Critics, optim::OptimizerConfig, policy::DiffusionPolicy, rollout, Learn};
 use envs::{diffusion::DiffusionEnv, schedule::BetaSchedule, schedule::Schedule, RewardModel};
 use tch::{Device, Kind, Tensor};
 
@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .mean(Kind::Float)
                 .double_value(&[]),
         );
-        Agent::<DiffusionEnv>::update(&mut agent, &critics)?;
+        agent.update(&critics)?;
     }
     println!("E[f(x_0)]: {:.3} -> {:.3}", costs[0], costs[99]);
     if costs[99] < 0.5 * costs[0] {

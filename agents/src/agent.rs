@@ -46,11 +46,17 @@ impl UpdateStats {
 }
 
 /// Something that acts in an environment and learns from what it observed.
-pub trait Agent<E: Env> {
+pub trait Agent<E: Env>: Learn {
     /// Actions for every parallel episode in `obs` (no gradient tracking).
     fn act(&mut self, obs: &E::Obs) -> Result<E::Action, AgentError>;
     /// Records the transition `obs --action--> step`.
     fn observe(&mut self, obs: &E::Obs, action: &E::Action, step: &Step<E::Obs>);
+}
+
+/// The update half of an [`Agent`], apart so that it names no environment:
+/// `agent.update(&critics)` needs no annotation even for agents that can act
+/// in several environments.
+pub trait Learn {
     /// Updates the policy from the stored experience.
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError>;
 }

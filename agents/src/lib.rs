@@ -53,5 +53,5 @@ pub mod store;
 mod testing;
 pub mod unet;
 
-pub use agent::{drive, rollout, Agent, Episode, FineTuneAgent, UpdateStats};
+pub use agent::{drive, rollout, Agent, Episode, FineTuneAgent, Learn, UpdateStats};
 pub use error::AgentError;

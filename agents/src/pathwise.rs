@@ -12,6 +12,7 @@ use crate::agent::{Critics, FineTuneAgent};
 use crate::generator::Generator;
 use crate::policy::DiffusionPolicy;
 use crate::registry::{AgentKind, Registered};
+use crate::Learn;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// The pathwise agent's registry entry (it has no settings of its own).
@@ -109,7 +110,9 @@ impl Agent<DiffusionEnv> for Reparameterized<'_> {
     }
 
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, _step: &Step<ChainState>) {}
+}
 
+impl Learn for Reparameterized<'_> {
     fn update(&mut self, _critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         Err(AgentError::Unsupported(
             "the chains of a pathwise loss do not learn",
@@ -123,7 +126,9 @@ impl Agent<DiffusionEnv> for Pathwise {
     }
 
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, _step: &Step<ChainState>) {}
+}
 
+impl Learn for Pathwise {
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         let n_generator = self.generator.config().n_generator;
         let mut stats = UpdateStats::default();

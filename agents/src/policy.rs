@@ -10,6 +10,7 @@ use tch::{Device, Kind, Tensor};
 use crate::agent::Critics;
 use crate::networks::{EpsModel, ToyEpsNet};
 use crate::unet::{UNet, UNetConfig};
+use crate::Learn;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Name of the learned per-step log standard deviation in the generator's variables.
@@ -481,7 +482,9 @@ impl<F: FnMut(usize, &Tensor)> Agent<DiffusionEnv> for Sampler<'_, F> {
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, step: &Step<ChainState>) {
         (self.visit)(step.obs.t, &step.obs.x);
     }
+}
 
+impl<F: FnMut(usize, &Tensor)> Learn for Sampler<'_, F> {
     fn update(&mut self, _critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         Err(AgentError::Unsupported("a sampler does not learn"))
     }

@@ -37,6 +37,7 @@ use crate::registry::{AgentKind, Registered};
 use crate::reinforce::{cost_advantage, record_advantage};
 use crate::returns::Collector;
 use crate::store::{BufferKind, TransitionStore};
+use crate::Learn;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Settings of PPO-clip.
@@ -190,7 +191,9 @@ where
             step,
         );
     }
+}
 
+impl<L: PolicyLearner> Learn for Ppo<L> {
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         if self.transitions.is_empty() {
             return Err(AgentError::Empty(
@@ -268,7 +271,6 @@ impl FineTuneAgent for Ppo<Generator> {
 mod tests {
     use super::*;
     use crate::testing::{improves_on_a_tiny_problem, tiny_generator, DistanceToTarget};
-    use envs::diffusion::DiffusionEnv;
 
     #[test]
     fn ppo_lowers_the_critic_value() {
@@ -316,7 +318,7 @@ mod tests {
             .unwrap();
         assert!(first.approx_kl.abs() < 1e-6, "{}", first.approx_kl);
         assert_eq!(first.clip_fraction, 0.0);
-        let stats = Agent::<DiffusionEnv>::update(&mut agent, &critics).unwrap();
+        let stats = agent.update(&critics).unwrap();
         assert!(stats.get("generator/clip_fraction").unwrap() > 0.0);
         assert!(stats.get("generator/approx_kl").unwrap() > 0.0);
         assert_eq!(agent.generator().steps(), 3, "epochs x n_generator steps");

@@ -27,6 +27,7 @@ use crate::registry::{AgentKind, Registered};
 use crate::returns::Collector;
 pub use crate::store::BufferKind;
 use crate::store::TransitionStore;
+use crate::Learn;
 use crate::{Agent, AgentError, UpdateStats};
 
 /// Settings of the REINFORCE generator update (the shared ones are in
@@ -194,7 +195,9 @@ where
             step,
         );
     }
+}
 
+impl<L: PolicyLearner> Learn for Reinforce<L> {
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         if self.buffered() == 0 {
             return Err(AgentError::Empty(
@@ -267,7 +270,6 @@ impl FineTuneAgent for Reinforce<Generator> {
 mod tests {
     use super::*;
     use crate::testing::{improves_on_a_tiny_problem, tiny_generator};
-    use envs::diffusion::DiffusionEnv;
 
     #[test]
     fn the_policy_gradient_lowers_the_critic_value() {
@@ -323,7 +325,7 @@ mod tests {
                 let mut env = crate::testing::tiny_env();
                 crate::rollout(&mut env, &mut agent, Some(7)).unwrap();
                 assert_eq!(agent.buffered(), 192);
-                Agent::<DiffusionEnv>::update(&mut agent, &critics).unwrap();
+                agent.update(&critics).unwrap();
                 let mut named: Vec<(String, Tensor)> = agent
                     .generator()
                     .policy()

@@ -6,7 +6,7 @@
 //! a checkpoint and publishes the result. It knows nothing of experiment
 //! files: `rl-run` builds the parts from one (`runner::pretrain`,
 //! `runner::finetune`, `control::train`), a library user builds them in
-//! Rust (`examples/trainer_custom_critic.rs`).
+//! Rust (`examples/trainer_from_parts.rs`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -200,10 +200,16 @@ impl Trainer {
         training: &mut dyn Training,
         resume: Option<&Checkpoint>,
     ) -> Result<PathBuf, RunError> {
-        if let Some(checkpoint) = resume {
-            training.restore(checkpoint)?;
-            self.state = checkpoint.state()?;
-        }
+        self.state = match resume {
+            Some(checkpoint) => {
+                training.restore(checkpoint)?;
+                checkpoint.state()?
+            }
+            None => RunState {
+                epochs_done: 0,
+                global_step: 0,
+            },
+        };
         let progress = self.progress_bar();
         if self.state.epochs_done == 0 && self.config.evaluate_start {
             self.evaluate(training, 0)?;

@@ -271,7 +271,9 @@ fn the_cli_refuses_a_bad_file_before_doing_anything() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("env.sampler: Analytic-DPM's variances are estimated from a trained model"),
+        stderr.contains(
+            "bad.ron:5: env.sampler: Analytic-DPM's variances are estimated from a trained model"
+        ),
         "{stderr}"
     );
     assert!(!dir.join("runs/t").exists(), "nothing may be trained");

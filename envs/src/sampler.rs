@@ -121,7 +121,10 @@ pub trait SamplerKind {
 macro_rules! sampler_registry {
     ($( $(#[$doc:meta])* $variant:ident $(($config:path))? $(= $unit:path)? ),* $(,)?) => {
         /// The sampler of an experiment (`env.sampler`). Each variant's
-        /// settings implement [`SamplerKind`].
+        /// settings implement [`SamplerKind`]. In RON a sampler is written
+        /// `Name(field: value, ...)`, which needs RON's
+        /// `unwrap_variant_newtypes` extension (experiment files enable it,
+        /// and `shortcut::runner::sampling::parse_sampler` parses one).
         #[derive(Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
         pub enum SamplerConfig {
             $( $(#[$doc])* $variant $(($config))? ),*

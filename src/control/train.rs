@@ -71,9 +71,9 @@ pub fn run(
 /// The report of a finished run, from the last row of its `returns.csv`.
 fn finished(exp: &ControlExperiment, dir: &Path) -> Result<ControlReport, RunError> {
     use crate::overrides::Overridable;
-    let stored = Checkpoint::open(&dir.join("final"))
-        .and_then(|c| c.experiment_ron())
-        .ok()
+    let stored = RunFolderStore::new(dir)
+        .published()?
+        .and_then(|c| c.experiment_ron().ok())
         .and_then(|text| ControlExperiment::parse_unvalidated(&text, dir).ok());
     if stored.is_some_and(|stored| stored != *exp) {
         eprintln!(
@@ -116,10 +116,11 @@ fn finished(exp: &ControlExperiment, dir: &Path) -> Result<ControlReport, RunErr
 }
 
 /// Trains `exp` until its solved criterion is met or its updates run out;
-/// `experiment_ron`, the file it was read from, is stored with the weights.
-/// Each update is an epoch of the library's [`Trainer`], which records and
-/// checkpoints; the run is seeded once, at its start, and always starts
-/// afresh.
+/// `experiment_ron` (the file, or the experiment as `--set` changed it) is
+/// stored with the weights. Each batch of episodes is an epoch of the
+/// library's [`Trainer`], which records and checkpoints (the checkpoint's
+/// `epochs_done` counts the batches played, the last one included); the
+/// run is seeded once, at its start, and always starts afresh.
 pub fn train(
     exp: &ControlExperiment,
     experiment_ron: &str,
@@ -164,18 +165,6 @@ pub fn train(
     )
     .with_experiment(experiment_ron.to_string())
     .run(&mut control, None)?;
-    let window = exp.solved.episodes;
-    plot_curves(
-        &dir.join("returns.png"),
-        &format!("{}: mean return over the last {window} episodes", exp.name),
-        "episodes",
-        "return",
-        &[Curve {
-            label: exp.name.clone(),
-            points: control.curve,
-        }],
-        (800, 450),
-    )?;
     Ok(control.report)
 }
 
@@ -298,6 +287,20 @@ impl Training for ControlTraining {
         self.report.mean_return = window_mean;
         if solved {
             self.report.solved_at_batch = Some(batch);
+        }
+        if solved || batch == exp.updates {
+            // Drawn before the trainer publishes the run.
+            plot_curves(
+                &self.report.dir.join("returns.png"),
+                &format!("{}: mean return over the last {window} episodes", exp.name),
+                "episodes",
+                "return",
+                &[Curve {
+                    label: exp.name.clone(),
+                    points: self.curve.clone(),
+                }],
+                (800, 450),
+            )?;
         }
         Ok(EpochEnd {
             message: format!(

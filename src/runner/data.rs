@@ -65,6 +65,11 @@ impl Data {
         }
     }
 
+    /// The device the samples live on (where batches are gathered).
+    pub fn device(&self) -> tch::Device {
+        self.values.device()
+    }
+
     /// Number of training samples.
     pub fn len(&self) -> i64 {
         self.values.size()[0]

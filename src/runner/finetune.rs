@@ -63,7 +63,8 @@ pub struct FineTuning {
 }
 
 impl FineTuning {
-    /// Fine-tunes `sft`'s agent against its critic on `data`.
+    /// Fine-tunes `sft`'s agent against its critic on `data` (the data's
+    /// device gathers the batches).
     pub fn new(sft: SftPg, data: Data) -> Self {
         Self { sft, data }
     }
@@ -79,7 +80,7 @@ impl Training for FineTuning {
         let n = self.data.len();
         let n_critic = self.sft.n_critic();
         let batch = self.sft.env.num_envs();
-        let device = self.sft.env.device();
+        let device = self.data.device();
         let rounds_per_epoch = (n as usize).div_ceil(batch as usize * n_critic);
         let critic_steps = (rounds_per_epoch * n_critic) as i64;
         let order = data_order(n, critic_steps * batch, device);

@@ -256,10 +256,17 @@ fn ensure_trained(
     // trained model) is refused, for its own reason, before anything is
     // trained.
     if let Err(RunError::Env(envs::EnvError::Invalid { field, reason })) = model::schedule(exp) {
+        let field = if field.starts_with("env.") {
+            field.to_string()
+        } else {
+            format!("env.sampler.{field}")
+        };
+        let line = crate::error::read_text(path)
+            .map_or(1, |text| crate::config::locate_field(&text, &field));
         return Err(RunError::Config(crate::ConfigError::Invalid {
             file: path.to_path_buf(),
-            line: 1,
-            field: field.into(),
+            line,
+            field,
             message: reason,
         }));
     }

@@ -38,13 +38,13 @@ pub fn pretrain(
     let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     seed_initialisation(exp, PHASE);
     let policy = build_policy(exp, device)?;
-    let trainer = DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
+    let loss = DdpmPretrainer::new(task.pretrain_config(), &policy, &training_schedule(exp)?);
     // The average lives in a second generator of the same layout.
     let average = match task.ema_decay(&exp.model) {
         Some(decay) => Some((build_policy(exp, device)?, decay)),
         None => None,
     };
-    let mut pretraining = Pretraining::new(policy, trainer, average, data, task.batch)?;
+    let mut pretraining = Pretraining::new(policy, loss, average, data, task.batch)?;
     experiment_trainer(exp, run_dir, PHASE, reference, show_progress)?.run(&mut pretraining, resume)
 }
 
@@ -53,20 +53,21 @@ pub fn pretrain(
 /// order, in batches.
 pub struct Pretraining {
     policy: DiffusionPolicy,
-    trainer: DdpmPretrainer,
+    loss: DdpmPretrainer,
     average: Option<(DiffusionPolicy, WeightAverage)>,
     data: Data,
     batch: usize,
 }
 
 impl Pretraining {
-    /// Trains `policy` with `trainer` on `data` in batches of `batch`;
+    /// Trains `policy` by the denoising loss `loss` (with its optimiser)
+    /// on `data` in batches of `batch` (the data's device gathers them);
     /// with `average` (a second policy of the same layout and a decay),
     /// that policy keeps the moving average of the weights and is the
     /// sampler evaluated and published.
     pub fn new(
         policy: DiffusionPolicy,
-        trainer: DdpmPretrainer,
+        loss: DdpmPretrainer,
         average: Option<(DiffusionPolicy, f64)>,
         data: Data,
         batch: usize,
@@ -81,7 +82,7 @@ impl Pretraining {
         };
         Ok(Self {
             policy,
-            trainer,
+            loss,
             average,
             data,
             batch,
@@ -92,14 +93,14 @@ impl Pretraining {
 impl Training for Pretraining {
     fn epoch(&mut self, _epoch: usize, log: &mut EpochLog<'_>) -> Result<EpochEnd, RunError> {
         let n = self.data.len();
-        let device = self.policy.var_store().device();
+        let device = self.data.device();
         let order = Tensor::randperm(n, (Kind::Int64, device));
         let mut loss_sum = 0.0;
         let mut batches = 0;
         for start in (0..n).step_by(self.batch) {
             let idx = order.narrow(0, start, (self.batch as i64).min(n - start));
             loss_sum += memory::guard("a pretraining batch", "task.batch", self.batch, || {
-                Ok(self.trainer.step(&self.policy, &self.data.batch(&idx))?)
+                Ok(self.loss.step(&self.policy, &self.data.batch(&idx))?)
             })?;
             if let Some((_, ema)) = &mut self.average {
                 ema.update();
@@ -115,7 +116,7 @@ impl Training for Pretraining {
     fn checkpoint(&mut self) -> CheckpointWriter {
         let writer = CheckpointWriter::new()
             .vars("generator", self.sampler_policy().var_store())
-            .tensors("optim-generator", self.trainer.optimizer_mut().state());
+            .tensors("optim-generator", self.loss.optimizer_mut().state());
         if self.average.is_some() {
             writer.vars(TRAINED_WEIGHTS, self.policy.var_store())
         } else {
@@ -131,7 +132,7 @@ impl Training for Pretraining {
             }
             None => c.load_vars("generator", self.policy.var_store_mut())?,
         }
-        self.trainer
+        self.loss
             .optimizer_mut()
             .load_state(&c.tensors("optim-generator")?)?;
         Ok(())

@@ -402,7 +402,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Eval { checkpoint, seed }) => {
             configure_threads(cores());
             let (exp, policy) = load_policy(&checkpoint, tch::Device::Cpu)?;
-            let data = Data::load(&exp, tch::Device::Cpu)?.first(exp.eval.n as i64);
+            let data = Data::load(&exp.data, tch::Device::Cpu)?.first(exp.eval.n as i64);
             let held_out = held_out_data(&exp)?;
             let (train, held) = policy_quality(&exp, &policy, seed, &data, held_out.as_ref())?;
             println!(

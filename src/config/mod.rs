@@ -253,6 +253,32 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// The network's sampler, freshly initialised: an eps-network of this
+    /// kind stepping through `sampler` (a schedule the network takes, see
+    /// [`ModelConfig::check_times`]), for samples of `set`, trained on
+    /// `training_steps` steps; on `device`.
+    pub fn build(
+        &self,
+        sampler: &envs::schedule::Schedule,
+        set: &DataSet,
+        training_steps: usize,
+        device: tch::Device,
+    ) -> Result<agents::policy::DiffusionPolicy, String> {
+        self.check_times(sampler)?;
+        Ok(match self {
+            ModelConfig::Toy(toy) => agents::policy::DiffusionPolicy::toy(
+                sampler,
+                set.numel(),
+                toy.width,
+                training_steps as i64,
+                device,
+            ),
+            ModelConfig::UNet(config) => {
+                agents::policy::DiffusionPolicy::unet(sampler, config, device)
+            }
+        })
+    }
+
     /// Checks the network's settings and that it takes samples of `set`.
     pub fn validate(&self, check: &mut Checker, set: &DataSet) {
         match self {

@@ -157,7 +157,7 @@ fn final_table(
     init_path: Option<&Path>,
     device: Device,
 ) -> Result<Table, RunError> {
-    let data = Data::load(base, Device::Cpu)?.first(base.eval.n as i64);
+    let data = Data::load(&base.data, Device::Cpu)?.first(base.eval.n as i64);
     let shape = base.data.set.element_shape();
     let measure = |final_dir: &Path, seed: u64| -> Result<(f64, f64), RunError> {
         let (_, policy) = load_policy(final_dir, device)?;

@@ -208,7 +208,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // its references (all training images, and the test split where there
     // is one), measured once per network and kept in `<record.dir>/fid_stats`.
     let cache = model.record.dir.join(FID_STATS_DIR);
-    let train = Data::load(&model, Device::Cpu)?;
+    let train = Data::load(&model.data, Device::Cpu)?;
     let test = held_out_data(&model)?;
     let mut networks = Vec::new();
     for (i, config) in std::iter::once(&cmp.features).chain(&cmp.also).enumerate() {

@@ -5,7 +5,7 @@
 use envs::images::{self, Split};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::Experiment;
+use crate::config::{DataConfig, Experiment};
 use crate::error::RunError;
 
 /// Offset between the seed of the toy training set and that of a fresh sample
@@ -24,15 +24,16 @@ pub struct Data {
 }
 
 impl Data {
-    /// The experiment's training set on `device`.
-    pub fn load(exp: &Experiment, device: Device) -> Result<Self, RunError> {
-        let set = &exp.data.set;
+    /// The training set `config` describes, on `device` (the data set's
+    /// build step: generated toy points, or images read from its files).
+    pub fn load(config: &DataConfig, device: Device) -> Result<Self, RunError> {
+        let set = &config.set;
         let values = match set.toy() {
-            Some(toy) => toy.generate(exp.data.toy_points(), exp.data.seed)?,
+            Some(toy) => toy.generate(config.toy_points(), config.seed)?,
             None => {
                 let all = set.load_images(Split::Train)?;
                 let available = all.size()[0] as usize;
-                match exp.data.n {
+                match config.n {
                     Some(n) if n > available => {
                         return Err(RunError::Env(envs::EnvError::Invalid {
                             field: "data.n",
@@ -50,7 +51,7 @@ impl Data {
         Ok(Self::from_values(
             values.to_device(device),
             set.is_images(),
-            exp.data.flips(),
+            config.flips(),
         ))
     }
 

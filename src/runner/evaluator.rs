@@ -159,7 +159,7 @@ impl ExperimentEvaluator {
         }
         if self.fid.is_empty() {
             let device = policy.var_store().device();
-            let data = super::data::Data::load(&self.exp, tch::Device::Cpu)?;
+            let data = super::data::Data::load(&self.exp.data, tch::Device::Cpu)?;
             let networks = std::iter::once(&config.features).chain(&config.also);
             for (i, features) in networks.enumerate() {
                 let featurizer = super::fid::featurizer(features, &self.exp, device, false)?;

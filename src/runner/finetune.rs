@@ -33,7 +33,7 @@ pub fn finetune(
     resume: Option<&Checkpoint>,
     show_progress: bool,
 ) -> Result<PathBuf, RunError> {
-    let data = Data::load(exp, device)?;
+    let data = Data::load(&exp.data, device)?;
     let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     let shape = exp.data.set.element_shape();
     let batch = task.batch as i64;

@@ -438,7 +438,7 @@ fn comparison_table(
         ));
     }
     entries.push((path.to_path_buf(), exp.clone()));
-    let data = Data::load(exp, Device::Cpu)?;
+    let data = Data::load(&exp.data, Device::Cpu)?;
     let data = data.first(data.len());
     let held_out = held_out_data(exp)?;
     // Each sample set is compared with the first eval.n points of each reference.

@@ -34,22 +34,15 @@ pub fn sampler_steps(exp: &Experiment) -> usize {
 /// A freshly initialised generator for the experiment.
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
     let schedule = schedule(exp)?;
-    exp.model.check_times(&schedule).map_err(|reason| {
-        RunError::Env(envs::EnvError::Invalid {
-            field: "env.sampler",
-            reason,
-        })
-    })?;
-    let mut policy = match &exp.model {
-        ModelConfig::Toy(toy) => DiffusionPolicy::toy(
-            &schedule,
-            exp.data.set.numel(),
-            toy.width,
-            exp.env.steps as i64,
-            device,
-        ),
-        ModelConfig::UNet(config) => DiffusionPolicy::unet(&schedule, config, device),
-    };
+    let mut policy = exp
+        .model
+        .build(&schedule, &exp.data.set, exp.env.steps, device)
+        .map_err(|reason| {
+            RunError::Env(envs::EnvError::Invalid {
+                field: "env.sampler",
+                reason,
+            })
+        })?;
     if let Task::FineTune(task) = &exp.task {
         if let VarianceConfig::Learned { floor, .. } = task.generator.variance {
             policy.learn_variance(floor);
@@ -226,7 +219,7 @@ pub fn policy_with_sampler(
                 ..
             }),
         ) => {
-            let data = super::data::Data::load(&exp, Device::Cpu)?;
+            let data = super::data::Data::load(&exp.data, Device::Cpu)?;
             let data = data.first(data.len());
             super::analytic::with_analytic_variances(
                 policy,

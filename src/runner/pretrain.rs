@@ -34,7 +34,7 @@ pub fn pretrain(
     resume: Option<&Checkpoint>,
     show_progress: bool,
 ) -> Result<PathBuf, RunError> {
-    let data = Data::load(exp, device)?;
+    let data = Data::load(&exp.data, device)?;
     let reference = data.first(exp.eval.n as i64).to_device(Device::Cpu);
     seed_initialisation(exp, PHASE);
     let policy = build_policy(exp, device)?;

@@ -277,6 +277,20 @@ fn the_cli_refuses_a_bad_file_before_doing_anything() {
         "{stderr}"
     );
     assert!(!dir.join("runs/t").exists(), "nothing may be trained");
+    // So do the ODE solvers, whose steps are not Markov: named, with why.
+    let text = tiny_pretrain(&dir.join("runs"), "t", 10, 1)
+        .replace("steps: 10,", "steps: 10, sampler: UniPc(steps: 5),");
+    std::fs::write(&file, text).unwrap();
+    let out = rl_run().arg(&file).arg("--quiet").output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "bad.ron:5: env.sampler: UniPC is an ODE solver whose steps use earlier noise predictions"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.join("runs/t").exists(), "nothing may be trained");
     // A missing file and a file that is not UTF-8: one line each, the cause
     // said once, the line ended.
     let missing = dir.join("missing.ron");

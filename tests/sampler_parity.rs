@@ -139,10 +139,6 @@ fn ddpm_and_ddim_steps_match_diffusers_schedulers() {
 /// the same weights.
 #[test]
 fn ddim_sampling_matches_the_diffusers_pipeline() {
-    use shortcut::checkpoint::{CheckpointWriter, RunState};
-    use shortcut::config::{Experiment, ModelConfig};
-    use shortcut::weights::{diffusers::DiffusersFolder, import};
-
     let dir = temp_dir("ddim_pipeline");
     run_ok(
         python()
@@ -150,31 +146,12 @@ fn ddim_sampling_matches_the_diffusers_pipeline() {
             .arg(&dir),
     );
     // Our checkpoint of the same weights, sampled by DDIM with eta 0.
-    let folder = DiffusersFolder::open(&dir.join("model")).unwrap();
-    let text = r#"Experiment(
-    name: "imported",
-    data: (set: Mnist(dir: "unused", size: 16)),
-    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02),
-          sampler: Ddim(steps: 10, eta: 0.0, spacing: Leading)),
-    model: UNet(in_channels: 1, resolution: 16),
-    task: Pretrain(epochs: 1),
-)"#;
-    let mut exp = Experiment::parse(text, Path::new("imported.ron")).unwrap();
-    exp.model = ModelConfig::UNet(folder.config.clone());
-    let policy = shortcut::runner::model::build_policy(&exp, Device::Cpu).unwrap();
-    import::load_strict(&folder.weights().unwrap(), policy.var_store()).unwrap();
     let checkpoint = dir.join("checkpoint");
-    CheckpointWriter::new()
-        .vars("generator", policy.var_store())
-        .write(
-            &checkpoint,
-            &RunState {
-                epochs_done: 1,
-                global_step: 1,
-            },
-            &exp.to_ron(),
-        )
-        .unwrap();
+    common::checkpoint_of_diffusers_unet(
+        &dir.join("model"),
+        &checkpoint,
+        "Ddim(steps: 10, eta: 0.0, spacing: Leading)",
+    );
     let out = dir.join("ours.npy");
     run_ok(
         common::rl_run()

@@ -2,9 +2,12 @@
 
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::{self, LogProbReduction};
+use envs::ode::OdeSolver;
 use envs::schedule::{Schedule, StepCoefficients};
 use envs::Step;
+use std::sync::Arc;
 use tch::nn::VarStore;
+
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Critics;
@@ -79,6 +82,8 @@ pub struct DiffusionPolicy {
     /// Chains whose noise prediction is computed at once when acting
     /// without gradients (`None`: the whole batch).
     act_chunk: Option<i64>,
+    /// An ODE solver that samples instead of the schedule's steps.
+    solver: Option<Arc<dyn OdeSolver>>,
 }
 
 impl DiffusionPolicy {
@@ -106,6 +111,7 @@ impl DiffusionPolicy {
             },
             learned_std: None,
             act_chunk: None,
+            solver: None,
         }
     }
 
@@ -123,6 +129,7 @@ impl DiffusionPolicy {
             architecture: Architecture::UNet(config.clone()),
             learned_std: None,
             act_chunk: None,
+            solver: None,
         }
     }
 
@@ -137,6 +144,7 @@ impl DiffusionPolicy {
             architecture: Architecture::Custom,
             learned_std: None,
             act_chunk: None,
+            solver: None,
         }
     }
 
@@ -218,6 +226,7 @@ impl DiffusionPolicy {
             architecture: self.architecture.clone(),
             learned_std: None,
             act_chunk: self.act_chunk,
+            solver: self.solver.clone(),
         };
         if let Some(floor) = self.variance_floor() {
             copy.learn_variance(floor);
@@ -300,6 +309,38 @@ impl DiffusionPolicy {
     /// batch).
     pub fn set_act_chunk(&mut self, chunk: Option<i64>) {
         self.act_chunk = chunk.filter(|&c| c > 0);
+    }
+
+    /// Samples with `solver` (an ODE solver on the model's training
+    /// schedule) instead of the schedule's Gaussian steps: [`Self::sample`],
+    /// [`Self::sample_from`] and [`Self::sample_path_from`] then run the
+    /// solver, calling the network at its times. The Markov steps (`act`,
+    /// `log_prob`) keep the schedule: a policy with a solver samples, it is
+    /// not fine-tuned. `None` goes back to the schedule.
+    pub fn set_solver(&mut self, solver: Option<Arc<dyn OdeSolver>>) {
+        self.solver = solver;
+    }
+
+    /// The ODE solver that samples, if one was set.
+    pub fn solver(&self) -> Option<&dyn OdeSolver> {
+        self.solver.as_deref()
+    }
+
+    /// The noise prediction at network time `time` for every row of `x`,
+    /// without gradients, `act_chunk` rows at a time.
+    fn eps_at_time_without_grad(&self, x: &Tensor, time: usize) -> Tensor {
+        tch::no_grad(|| {
+            let eps = |x: &Tensor| {
+                let times = Tensor::full([x.size()[0]], time as f64, (Kind::Float, x.device()));
+                self.net.eps(x, &times)
+            };
+            match self.act_chunk {
+                Some(chunk) if x.size()[0] > chunk => {
+                    Tensor::cat(&x.split(chunk, 0).iter().map(eps).collect::<Vec<_>>(), 0)
+                }
+                _ => eps(x),
+            }
+        })
     }
 
     /// mu_theta(x, t) without gradients, `act_chunk` rows at a time.
@@ -444,7 +485,19 @@ impl DiffusionPolicy {
     /// state (x_T included) with its sampler position to `visit`: the
     /// environment's chains driven by [`crate::drive`], the policy acting as
     /// the sampler does.
-    fn run_chains(&self, x_t: Tensor, visit: impl FnMut(usize, &Tensor)) -> Tensor {
+    fn run_chains(&self, x_t: Tensor, mut visit: impl FnMut(usize, &Tensor)) -> Tensor {
+        if let Some(solver) = &self.solver {
+            return tch::no_grad(|| {
+                let x_t = x_t.to_device(self.vs.device());
+                visit(solver.grid().len(), &x_t);
+                envs::ode::solve(
+                    solver.as_ref(),
+                    x_t,
+                    |x, time| self.eps_at_time_without_grad(x, time),
+                    visit,
+                )
+            });
+        }
         tch::no_grad(|| {
             let x_t = x_t.to_device(self.vs.device());
             let size = x_t.size();

@@ -22,6 +22,7 @@ pub mod error;
 pub mod gaussian;
 pub mod image_folder;
 pub mod images;
+pub mod ode;
 pub mod registry;
 pub mod sampler;
 pub mod samplers;

@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::check::Checker;
 use crate::registry::Registered;
 pub use crate::samplers::{
-    AnalyticDpmSampler, DdimSampler, DdpmSampler, FastDpmSampler, FullChain,
+    AnalyticDpmSampler, DdimSampler, DdpmSampler, DpmSolverPpSampler, DpmSolverSampler,
+    FastDpmSampler, FullChain, IpndmSampler, UniPcSampler,
 };
 use crate::schedule::{Schedule, Variance};
 use crate::EnvError;
@@ -113,6 +114,16 @@ pub trait SamplerKind {
     /// trained with `training_betas` (`defaults`: the variance and x_0
     /// clipping of the environment, for samplers that take them).
     fn build(&self, training_betas: &[f64], defaults: DdpmDefaults) -> Result<Schedule, EnvError>;
+
+    /// For an ODE solver (not a chain of Gaussian steps, so [`SamplerKind::build`]
+    /// refuses it), the solver on a model trained with `training_betas`;
+    /// `None` for the samplers that build a schedule.
+    fn solver(
+        &self,
+        _training_betas: &[f64],
+    ) -> Option<Result<std::sync::Arc<dyn crate::ode::OdeSolver>, EnvError>> {
+        None
+    }
 }
 
 /// Declares [`SamplerConfig`] (one variant per sampler: `Name(Settings)`,
@@ -195,6 +206,14 @@ sampler_registry! {
     FastDpm(FastDpmSampler),
     /// Analytic-DPM (Bao et al. 2022): samples trained models only.
     AnalyticDpm(AnalyticDpmSampler),
+    /// DPM-Solver (Lu et al. 2022) on eps: an ODE solver, samples trained models only.
+    DpmSolver(DpmSolverSampler),
+    /// DPM-Solver++ (Lu et al. 2022b) on x_0: an ODE solver, samples trained models only.
+    DpmSolverPp(DpmSolverPpSampler),
+    /// UniPC (Zhao et al. 2023): an ODE solver, samples trained models only.
+    UniPc(UniPcSampler),
+    /// iPNDM (Zhang & Chen 2023): an ODE solver, samples trained models only.
+    Ipndm(IpndmSampler),
 }
 
 /// What a sampler's settings are checked against: the experiment around it.
@@ -241,6 +260,15 @@ impl SamplerConfig {
             SamplerConfig::AnalyticDpm(analytic) => Some(analytic.base(training_betas)),
             _ => None,
         }
+    }
+
+    /// For an ODE solver, the solver on a model trained with
+    /// `training_betas`; `None` for samplers that build a schedule.
+    pub fn solver(
+        &self,
+        training_betas: &[f64],
+    ) -> Option<Result<std::sync::Arc<dyn crate::ode::OdeSolver>, EnvError>> {
+        self.kind().solver(training_betas)
     }
 
     /// The sampler's schedule on a model trained with `training_betas`

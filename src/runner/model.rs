@@ -175,7 +175,8 @@ pub fn load_policy_with_sampler(
 }
 
 /// `exp`'s model with the weights of `weights`, sampled by `sampler`; for
-/// Analytic-DPM, with the variances estimated from `exp`'s training images.
+/// Analytic-DPM, with the variances estimated from `exp`'s training images;
+/// for an ODE solver, the training chain's policy sampling with the solver.
 pub fn policy_with_sampler(
     exp: &Experiment,
     weights: WeightsSource<'_>,
@@ -191,6 +192,11 @@ pub fn policy_with_sampler(
         }));
     }
     let betas = exp.env.schedule.betas(exp.env.steps)?;
+    let solver = sampler.solver(&betas).transpose()?;
+    if solver.is_some() {
+        // Loaded on the training chain, whose network times it calls.
+        exp.env.sampler = envs::sampler::SamplerConfig::Full;
+    }
     let analytic = sampler.analytic_base(&betas).transpose()?;
     if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm(a)) = (&analytic, sampler) {
         // Loaded as the DDPM sub-sequence whose variances it then replaces.
@@ -210,6 +216,10 @@ pub fn policy_with_sampler(
         }
         WeightsSource::Imported { exp_path, dir } => imported_policy(&exp, exp_path, dir, device)?,
     };
+    let mut policy = policy;
+    if solver.is_some() {
+        policy.set_solver(solver);
+    }
     match (analytic, sampler) {
         (
             Some(base),

@@ -135,3 +135,38 @@ pub fn assert_same_fine_tuning_state(a: &Path, b: &Path) {
         );
     }
 }
+
+/// Writes into `checkpoint` a run checkpoint of the diffusers U-Net folder
+/// `model` (T = 1000, linear betas 1e-4 .. 0.02, 16 x 16 one-channel
+/// images, sampled by `sampler`, a RON sampler), as `rl-run sample` reads it.
+pub fn checkpoint_of_diffusers_unet(model: &Path, checkpoint: &Path, sampler: &str) {
+    use shortcut::checkpoint::{CheckpointWriter, RunState};
+    use shortcut::config::{Experiment, ModelConfig};
+    use shortcut::weights::{diffusers::DiffusersFolder, import};
+
+    let folder = DiffusersFolder::open(model).unwrap();
+    let text = format!(
+        r#"Experiment(
+    name: "imported",
+    data: (set: Mnist(dir: "unused", size: 16)),
+    env: (steps: 1000, schedule: Linear(start: 1e-4, end: 0.02), sampler: {sampler}),
+    model: UNet(in_channels: 1, resolution: 16),
+    task: Pretrain(epochs: 1),
+)"#
+    );
+    let mut exp = Experiment::parse(&text, Path::new("imported.ron")).unwrap();
+    exp.model = ModelConfig::UNet(folder.config.clone());
+    let policy = shortcut::runner::model::build_policy(&exp, tch::Device::Cpu).unwrap();
+    import::load_strict(&folder.weights().unwrap(), policy.var_store()).unwrap();
+    CheckpointWriter::new()
+        .vars("generator", policy.var_store())
+        .write(
+            checkpoint,
+            &RunState {
+                epochs_done: 1,
+                global_step: 1,
+            },
+            &exp.to_ron(),
+        )
+        .unwrap();
+}

@@ -8,9 +8,11 @@ mod ddim;
 mod ddpm;
 mod fastdpm;
 mod full;
+mod solvers;
 
 pub use analytic_dpm::AnalyticDpmSampler;
 pub use ddim::DdimSampler;
 pub use ddpm::DdpmSampler;
 pub use fastdpm::FastDpmSampler;
 pub use full::FullChain;
+pub use solvers::{DpmSolverPpSampler, DpmSolverSampler, IpndmSampler, UniPcSampler};

@@ -214,6 +214,15 @@ impl Ablation {
                 base_path, &task.init,
             ))),
             Task::Pretrain(_) => None,
+            Task::Distill(_) => {
+                return Err((
+                    "base".into(),
+                    format!(
+                        "{} distils; ablations vary pretraining or fine-tuning runs",
+                        self.base
+                    ),
+                ))
+            }
         };
         let mut runs = Vec::new();
         for (index, variant) in self.variants.iter().enumerate() {
@@ -259,6 +268,7 @@ impl Ablation {
                             task.ema = variant.ema;
                         }
                     }
+                    Task::Distill(_) => unreachable!("refused above"),
                 }
                 exp.validate().map_err(|(field, message)| {
                     refuse(format!(

@@ -18,12 +18,38 @@ pub const EXPERIMENT_FILE: &str = "experiment.ron";
 const STATE_FILE: &str = "state.json";
 
 /// Progress of a run at the moment it was checkpointed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     /// Epochs completed.
     pub epochs_done: usize,
     /// Optimisation steps taken (the x axis of the logs).
     pub global_step: u64,
+    /// What the training has cost so far (absent from runs written before
+    /// it was counted: zero).
+    #[serde(default)]
+    pub cost: TrainingCost,
+}
+
+impl RunState {
+    /// A run before its first epoch.
+    pub fn start() -> Self {
+        Self {
+            epochs_done: 0,
+            global_step: 0,
+            cost: TrainingCost::default(),
+        }
+    }
+}
+
+/// What a training has cost: its epochs' wall time and the images its
+/// networks evaluated, evaluations for measuring aside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainingCost {
+    /// Seconds spent in epochs (evaluations and checkpoint writing aside).
+    pub seconds: f64,
+    /// Images the sampler's networks were evaluated on in training (one per
+    /// row of every forward pass; see [`crate::trainer::Training::network_evaluations`]).
+    pub network_evaluations: u64,
 }
 
 /// A set of named tensor groups to write as one checkpoint.
@@ -349,6 +375,7 @@ mod tests {
             let state = RunState {
                 epochs_done: epoch,
                 global_step: 10 * epoch as u64,
+                cost: Default::default(),
             };
             store
                 .save(

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Experiment, Task};
+use crate::config::Experiment;
 use crate::error::{ConfigError, RunError};
 use crate::fetch::catalog::{default_parent, Catalog, Resource};
 use crate::fetch::is_complete;
@@ -240,8 +240,8 @@ fn collect(
         .iter()
         .map(|c| Experiment::resolve_relative(path, c))
         .collect();
-    if let Task::FineTune(task) = &exp.task {
-        let init = Experiment::resolve_relative(path, &task.init);
+    if let Some(init) = exp.task.init() {
+        let init = Experiment::resolve_relative(path, init);
         if init.exists() {
             others.insert(0, init);
         } else if init.extension().is_none_or(|e| e != "ron") {

@@ -34,6 +34,14 @@ pub trait Training {
     fn sampler(&self) -> Option<&DiffusionPolicy> {
         None
     }
+
+    /// Images the training's diffusion networks have evaluated so far in
+    /// this process (its cost in network evaluations; the trainer takes
+    /// out what its evaluations spend). By default the sampler's count.
+    fn network_evaluations(&self) -> u64 {
+        self.sampler()
+            .map_or(0, DiffusionPolicy::network_evaluations)
+    }
 }
 
 /// What an epoch's [`Training::epoch`] hands the trainer.
@@ -163,10 +171,7 @@ impl Trainer {
             store,
             evaluator: None,
             experiment_ron: String::new(),
-            state: RunState {
-                epochs_done: 0,
-                global_step: 0,
-            },
+            state: RunState::start(),
         }
     }
 
@@ -205,14 +210,15 @@ impl Trainer {
                 training.restore(checkpoint)?;
                 checkpoint.state()?
             }
-            None => RunState {
-                epochs_done: 0,
-                global_step: 0,
-            },
+            None => RunState::start(),
         };
         let progress = self.progress_bar();
+        // The cost so far, and this process's counts of network
+        // evaluations: the training's, and those of the evaluations.
+        let (cost_before, counted_before) = (self.state.cost, training.network_evaluations());
+        let mut measuring = 0;
         if self.state.epochs_done == 0 && self.config.evaluate_start {
-            self.evaluate(training, 0)?;
+            measuring += self.evaluate_counted(training, 0)?.1;
         }
         for epoch in self.state.epochs_done..self.config.epochs {
             if let Some(seeds) = self.config.epoch_seeds {
@@ -227,13 +233,28 @@ impl Trainer {
                     step: &mut self.state.global_step,
                 },
             )?;
+            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            self.state.cost.seconds += seconds;
             let done = epoch + 1;
             let last = done == self.config.epochs || end.stop;
             if done.is_multiple_of(self.config.eval_every) || last {
-                end.message.push_str(&self.evaluate(training, done)?);
+                let (message, spent) = self.evaluate_counted(training, done)?;
+                end.message.push_str(&message);
+                measuring += spent;
             }
             self.state.epochs_done = done;
-            let seconds = started.elapsed().as_secs_f64().max(1e-9);
+            self.state.cost.network_evaluations = cost_before.network_evaluations
+                + (training.network_evaluations() - counted_before).saturating_sub(measuring);
+            self.recorder.scalar(
+                "cost/network_evaluations",
+                self.state.cost.network_evaluations as f64,
+                self.state.global_step,
+            )?;
+            self.recorder.scalar(
+                "cost/seconds",
+                self.state.cost.seconds,
+                self.state.global_step,
+            )?;
             let steps = (self.state.global_step - steps_before) as f64;
             self.recorder.scalar(
                 "speed/steps_per_sec",
@@ -254,6 +275,17 @@ impl Trainer {
         self.recorder.flush()?;
         progress.finish();
         self.store.publish()
+    }
+
+    /// [`Self::evaluate`], with the network evaluations it spent.
+    fn evaluate_counted(
+        &mut self,
+        training: &dyn Training,
+        epoch: usize,
+    ) -> Result<(String, u64), RunError> {
+        let before = training.network_evaluations();
+        let message = self.evaluate(training, epoch)?;
+        Ok((message, training.network_evaluations() - before))
     }
 
     /// Evaluates the training's sampler after `epoch` epochs, if there are
@@ -455,13 +487,9 @@ mod tests {
         assert_eq!(recorded.borrow().series("epoch").len(), 7);
         assert_eq!(recorded.borrow().series("speed/steps_per_sec").len(), 7);
         let last = Checkpoint::open(&published).unwrap();
-        assert_eq!(
-            last.state().unwrap(),
-            RunState {
-                epochs_done: 7,
-                global_step: 70
-            }
-        );
+        let state = last.state().unwrap();
+        assert_eq!((state.epochs_done, state.global_step), (7, 70));
+        assert!(state.cost.seconds > 0.0);
         let mut fresh = Jitter::new();
         last.load_vars("generator", fresh.policy.var_store_mut())
             .unwrap();

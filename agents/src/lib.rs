@@ -33,6 +33,7 @@ pub mod categorical;
 mod cpu;
 pub mod critic;
 pub mod critic_networks;
+pub mod distill;
 pub mod ema;
 pub mod error;
 pub mod generator;

@@ -5,6 +5,7 @@ use envs::gaussian::{self, LogProbReduction};
 use envs::ode::OdeSolver;
 use envs::schedule::{Schedule, StepCoefficients};
 use envs::Step;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tch::nn::VarStore;
 
@@ -84,6 +85,8 @@ pub struct DiffusionPolicy {
     act_chunk: Option<i64>,
     /// An ODE solver that samples instead of the schedule's steps.
     solver: Option<Arc<dyn OdeSolver>>,
+    /// Images the network has been evaluated on (forward passes).
+    evaluations: AtomicU64,
 }
 
 impl DiffusionPolicy {
@@ -112,6 +115,7 @@ impl DiffusionPolicy {
             learned_std: None,
             act_chunk: None,
             solver: None,
+            evaluations: AtomicU64::new(0),
         }
     }
 
@@ -130,6 +134,7 @@ impl DiffusionPolicy {
             learned_std: None,
             act_chunk: None,
             solver: None,
+            evaluations: AtomicU64::new(0),
         }
     }
 
@@ -145,6 +150,7 @@ impl DiffusionPolicy {
             learned_std: None,
             act_chunk: None,
             solver: None,
+            evaluations: AtomicU64::new(0),
         }
     }
 
@@ -215,11 +221,20 @@ impl DiffusionPolicy {
     /// A copy with the same weights whose variables do not train (the
     /// reference of a KL penalty). Not available for custom models.
     pub fn frozen_copy(&self) -> Option<Self> {
+        let mut copy = self.copy_on(&self.schedule)?;
+        copy.vs.freeze();
+        Some(copy)
+    }
+
+    /// A trainable copy with the same weights stepping through `schedule`
+    /// instead (a distillation student on half its teacher's steps). Not
+    /// available for custom models.
+    pub fn copy_on(&self, schedule: &Schedule) -> Option<Self> {
         let vs = VarStore::new(self.vs.device());
         let net = self.architecture.build(&vs)?;
         let mut copy = Self {
-            coefficients: self.coefficients.shallow_clone(),
-            schedule: self.schedule.clone(),
+            coefficients: schedule.coefficients_as(vs.device(), self.coefficients.kind()),
+            schedule: schedule.clone(),
             rollout_std: self.rollout_std,
             net,
             vs,
@@ -227,12 +242,12 @@ impl DiffusionPolicy {
             learned_std: None,
             act_chunk: self.act_chunk,
             solver: self.solver.clone(),
+            evaluations: AtomicU64::new(0),
         };
         if let Some(floor) = self.variance_floor() {
             copy.learn_variance(floor);
         }
         copy.vs.copy(&self.vs).ok()?;
-        copy.vs.freeze();
         Some(copy)
     }
 
@@ -262,7 +277,7 @@ impl DiffusionPolicy {
             .coefficients
             .network_times
             .index_select(0, &(steps - 1));
-        self.net.eps(x, &net_times)
+        self.evaluate(x, &net_times)
     }
 
     /// Switches the network's training behaviour (dropout) on or off.
@@ -272,7 +287,26 @@ impl DiffusionPolicy {
 
     /// The network's noise prediction at raw network times (used by pretraining).
     pub fn eps_at_network_steps(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
+        self.evaluate(x, net_steps)
+    }
+
+    /// The network on `x` at `net_steps`, counted.
+    fn evaluate(&self, x: &Tensor, net_steps: &Tensor) -> Tensor {
+        self.evaluations
+            .fetch_add(x.size()[0].max(0) as u64, Ordering::Relaxed);
         self.net.eps(x, net_steps)
+    }
+
+    /// The images the network has been evaluated on so far (one per row
+    /// of every forward pass, with or without gradients): a training
+    /// run's cost in network evaluations.
+    pub fn network_evaluations(&self) -> u64 {
+        self.evaluations.load(Ordering::Relaxed)
+    }
+
+    /// Adds `count` evaluations made elsewhere (a resumed run's earlier ones).
+    pub fn add_network_evaluations(&self, count: u64) {
+        self.evaluations.fetch_add(count, Ordering::Relaxed);
     }
 
     /// mu_theta(x, t) for a batch at 1-based sampler steps `steps` (tracks gradients).
@@ -332,7 +366,7 @@ impl DiffusionPolicy {
         tch::no_grad(|| {
             let eps = |x: &Tensor| {
                 let times = Tensor::full([x.size()[0]], time as f64, (Kind::Float, x.device()));
-                self.net.eps(x, &times)
+                self.evaluate(x, &times)
             };
             match self.act_chunk {
                 Some(chunk) if x.size()[0] > chunk => {

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::check::Checker;
 use crate::registry::Registered;
 pub use crate::samplers::{
-    AnalyticDpmSampler, DdimSampler, DdpmSampler, DpmSolverPpSampler, DpmSolverSampler,
-    FastDpmSampler, FullChain, IpndmSampler, UniPcSampler,
+    AnalyticDpmSampler, DdimEvenSampler, DdimSampler, DdpmSampler, DpmSolverPpSampler,
+    DpmSolverSampler, FastDpmSampler, FullChain, IpndmSampler, UniPcSampler,
 };
 use crate::schedule::{Schedule, Variance};
 use crate::EnvError;
@@ -206,6 +206,8 @@ sampler_registry! {
     FastDpm(FastDpmSampler),
     /// Analytic-DPM (Bao et al. 2022): samples trained models only.
     AnalyticDpm(AnalyticDpmSampler),
+    /// Deterministic DDIM at evenly spaced real times: progressive distillation's grid.
+    DdimEven(DdimEvenSampler),
     /// DPM-Solver (Lu et al. 2022) on eps: an ODE solver, samples trained models only.
     DpmSolver(DpmSolverSampler),
     /// DPM-Solver++ (Lu et al. 2022b) on x_0: an ODE solver, samples trained models only.

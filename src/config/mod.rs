@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+mod distill;
 pub mod migrate;
+
+pub use distill::DistillTask;
 
 /// One runnable experiment: what to train, on what, and how to record it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -342,6 +345,30 @@ pub enum Task {
     Pretrain(PretrainTask),
     /// Fine-tuning a pretrained sampler against an adversarial critic (SFT-PG).
     FineTune(Box<FineTuneTask>),
+    /// Progressive distillation of a pretrained model's DDIM sampler.
+    Distill(DistillTask),
+}
+
+impl Task {
+    /// The pretrained model a task starts from (`task.init`: an experiment
+    /// file or a diffusers folder, relative to the experiment's file);
+    /// `None` for pretraining.
+    pub fn init(&self) -> Option<&str> {
+        match self {
+            Task::Pretrain(_) => None,
+            Task::FineTune(task) => Some(&task.init),
+            Task::Distill(task) => Some(&task.init),
+        }
+    }
+
+    /// The run's epochs (a distillation's: all its rounds').
+    pub fn epochs(&self, sampler: &SamplerConfig) -> usize {
+        match self {
+            Task::Pretrain(p) => p.epochs,
+            Task::FineTune(f) => f.epochs,
+            Task::Distill(d) => d.epochs(sampler),
+        }
+    }
 }
 
 /// DDPM pretraining settings.
@@ -799,6 +826,12 @@ impl Experiment {
         check.within("task", |c| match &self.task {
             Task::Pretrain(p) => p.validate(c),
             Task::FineTune(f) => f.validate(c, &shape),
+            Task::Distill(d) => d.validate(
+                c,
+                &self.env.sampler,
+                self.env.steps,
+                matches!(self.model, ModelConfig::Toy(_)),
+            ),
         });
         check.within("eval", |c| self.eval.validate(c, &self.data));
         check.within("record", |c| {

@@ -155,10 +155,12 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // The pretrained model: a run (trained first if need be), or the
     // diffusers folder a fine-tuning file starts from.
     let imported = match &model.task {
-        Task::FineTune(task) => match init_source(&model_path, task) {
-            InitSource::Imported(dir) => Some(dir),
-            InitSource::Run(_) => None,
-        },
+        Task::FineTune(_) | Task::Distill(_) => {
+            match init_source(&model_path, model.task.init().unwrap_or_default()) {
+                InitSource::Imported(dir) => Some(dir),
+                InitSource::Run(_) => None,
+            }
+        }
         Task::Pretrain(_) => None,
     };
     let (model_final, model_name, model_weights_file) = match &imported {

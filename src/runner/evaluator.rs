@@ -340,10 +340,7 @@ pub fn read_eval_log(run_dir: &Path) -> Result<Vec<(usize, f64)>, RunError> {
 
 /// Number of epochs the experiment trains for.
 pub fn epochs_of(exp: &Experiment) -> usize {
-    match &exp.task {
-        crate::config::Task::Pretrain(p) => p.epochs,
-        crate::config::Task::FineTune(f) => f.epochs,
-    }
+    exp.task.epochs(&exp.env.sampler)
 }
 
 #[cfg(test)]

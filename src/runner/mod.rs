@@ -5,6 +5,7 @@ pub mod ablation;
 pub mod analytic;
 pub mod compare;
 pub mod data;
+pub mod distill;
 pub mod eps;
 pub mod evaluate;
 pub mod evaluator;
@@ -170,12 +171,9 @@ fn dependencies(
     path: &Path,
     exp: &Experiment,
 ) -> Result<(Option<PathBuf>, Vec<PathBuf>), RunError> {
-    let init = match &exp.task {
-        Task::FineTune(task) => match model::init_source(path, task) {
-            model::InitSource::Run(init_path) => Some(init_path),
-            model::InitSource::Imported(_) => None,
-        },
-        Task::Pretrain(_) => None,
+    let init = match exp.task.init().map(|init| model::init_source(path, init)) {
+        Some(model::InitSource::Run(init_path)) => Some(init_path),
+        Some(model::InitSource::Imported(_)) | None => None,
     };
     let others = exp
         .compare
@@ -278,8 +276,8 @@ fn ensure_trained(
         return Ok(final_dir);
     }
     // A start that does not fit is refused before anything is moved or trained.
-    if let Task::FineTune(task) = &exp.task {
-        match model::init_source(path, task) {
+    if let Some(init) = exp.task.init() {
+        match model::init_source(path, init) {
             model::InitSource::Run(init_path) => {
                 check_compatible(exp, &load_dependency(&init_path, exp, options)?, &init_path)?
             }
@@ -342,32 +340,58 @@ fn ensure_trained(
             resume.as_ref(),
             options.show_progress,
         ),
-        Task::FineTune(task) => {
-            let policy = match model::init_source(path, task) {
-                model::InitSource::Run(init_path) => {
-                    let init = load_dependency(&init_path, exp, options)?;
-                    check_compatible(exp, &init, &init_path)?;
-                    let dependency = RunOptions {
-                        overrides: Vec::new(),
-                        ..options.clone()
-                    };
-                    let init_final = ensure_trained(&init_path, &init, &dependency, false, device)?;
-                    // The pretrained weights, sampled by this run's sampler.
-                    load_policy_with_sampler(&init_final, exp.env.sampler, device)?
-                }
-                model::InitSource::Imported(dir) => {
-                    model::imported_policy(exp, path, &dir, device)?
-                }
-            };
-            finetune::finetune(
+        Task::FineTune(task) => finetune::finetune(
+            exp,
+            task,
+            pretrained_start(path, exp, exp.env.sampler, options, device)?,
+            &dir,
+            device,
+            resume.as_ref(),
+            options.show_progress,
+        ),
+        Task::Distill(task) => {
+            // The first teacher: the pretrained model on the even grid of from_steps.
+            let first = envs::sampler::SamplerConfig::DdimEven(envs::sampler::DdimEvenSampler {
+                steps: task.from_steps,
+            });
+            distill::distill(
                 exp,
                 task,
-                policy,
+                pretrained_start(path, exp, first, options, device)?,
                 &dir,
                 device,
                 resume.as_ref(),
                 options.show_progress,
             )
+        }
+    }
+}
+
+/// The pretrained model `exp` starts from (`task.init`: a run, trained
+/// first if need be, or a diffusers folder), sampled by `sampler`.
+fn pretrained_start(
+    path: &Path,
+    exp: &Experiment,
+    sampler: envs::sampler::SamplerConfig,
+    options: &RunOptions,
+    device: Device,
+) -> Result<agents::policy::DiffusionPolicy, RunError> {
+    let init = exp.task.init().expect("a task with a start");
+    match model::init_source(path, init) {
+        model::InitSource::Run(init_path) => {
+            let init = load_dependency(&init_path, exp, options)?;
+            check_compatible(exp, &init, &init_path)?;
+            let dependency = RunOptions {
+                overrides: Vec::new(),
+                ..options.clone()
+            };
+            let init_final = ensure_trained(&init_path, &init, &dependency, false, device)?;
+            load_policy_with_sampler(&init_final, sampler, device)
+        }
+        model::InitSource::Imported(dir) => {
+            let mut on_sampler = exp.clone();
+            on_sampler.env.sampler = sampler;
+            model::imported_policy(&on_sampler, path, &dir, device)
         }
     }
 }
@@ -421,8 +445,8 @@ fn comparison_table(
 ) -> Result<Table, RunError> {
     let mut entries: Vec<(PathBuf, Experiment)> = Vec::new();
     let mut imported = None;
-    if let Task::FineTune(task) = &exp.task {
-        match model::init_source(path, task) {
+    if let Some(init) = exp.task.init() {
+        match model::init_source(path, init) {
             model::InitSource::Run(init_path) => entries.push((
                 init_path.clone(),
                 load_dependency(&init_path, exp, options)?,
@@ -491,7 +515,7 @@ fn comparison_table(
         )?;
     }
     let mut own_final = None;
-    let run_init = matches!(exp.task, Task::FineTune(_)) && imported.is_none();
+    let run_init = exp.task.init().is_some() && imported.is_none();
     for (i, (entry_path, entry)) in entries.iter().enumerate() {
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
         let (_, policy) = load_policy(&final_dir, device)?;
@@ -567,5 +591,9 @@ fn describe(exp: &Experiment) -> String {
             };
             format!("{} ({regularizer}) ({})", f.agent.label(), exp.name)
         }
+        Task::Distill(d) => format!(
+            "progressive distillation from {} steps ({})",
+            d.from_steps, exp.name
+        ),
     }
 }

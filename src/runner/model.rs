@@ -61,10 +61,10 @@ pub enum InitSource {
     Imported(PathBuf),
 }
 
-/// The start named by `task.init` of the experiment in `path`: a folder is
-/// an imported model, anything else an experiment file.
-pub fn init_source(path: &Path, task: &crate::config::FineTuneTask) -> InitSource {
-    let init = Experiment::resolve_relative(path, &task.init);
+/// The start named by `task.init` (`init`) of the experiment in `path`: a
+/// folder is an imported model, anything else an experiment file.
+pub fn init_source(path: &Path, init: &str) -> InitSource {
+    let init = Experiment::resolve_relative(path, init);
     if init.is_dir() {
         InitSource::Imported(init)
     } else {

@@ -141,6 +141,15 @@ impl Training for Pretraining {
     fn sampler(&self) -> Option<&DiffusionPolicy> {
         Some(self.sampler_policy())
     }
+
+    /// The trained network's evaluations (the average's are evaluations').
+    fn network_evaluations(&self) -> u64 {
+        self.policy.network_evaluations()
+            + self
+                .average
+                .as_ref()
+                .map_or(0, |(shadow, _)| shadow.network_evaluations())
+    }
 }
 
 impl Pretraining {

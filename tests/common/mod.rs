@@ -163,8 +163,9 @@ pub fn checkpoint_of_diffusers_unet(model: &Path, checkpoint: &Path, sampler: &s
         .write(
             checkpoint,
             &RunState {
-                epochs_done: 1,
                 global_step: 1,
+                epochs_done: 1,
+                ..RunState::start()
             },
             &exp.to_ron(),
         )

@@ -5,6 +5,7 @@
 
 mod analytic_dpm;
 mod ddim;
+mod ddim_even;
 mod ddpm;
 mod fastdpm;
 mod full;
@@ -12,6 +13,7 @@ mod solvers;
 
 pub use analytic_dpm::AnalyticDpmSampler;
 pub use ddim::DdimSampler;
+pub use ddim_even::{even_times, interpolated_alpha_bar, DdimEvenSampler};
 pub use ddpm::DdpmSampler;
 pub use fastdpm::FastDpmSampler;
 pub use full::FullChain;

@@ -1,0 +1,177 @@
+//! Progressive distillation (Salimans & Ho 2022, Algorithm 2): a student
+//! whose one deterministic DDIM step matches two of its teacher's.
+//!
+//! The student takes S steps at the even real times tau_i = i T / S - 1
+//! ([`envs::samplers::even_times`]; continuous time t = i / S), its
+//! teacher 2S. For a training image x, a step i drawn uniformly from 1..=S
+//! and noise eps: z_t = alpha_t x + sigma_t eps; two teacher DDIM steps
+//! t -> t' = t - 1/(2S) -> t'' = t - 1/S give z_t''; the target is the x
+//! whose single DDIM step from z_t lands there,
+//! x~ = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
+//! and the loss is the truncated-SNR weighted max(alpha_t^2/sigma_t^2, 1)
+//! ||x~ - x^_student(z_t)||^2 (pixel mean, batch mean). Our networks
+//! predict eps, so x^ = (z - sigma eps^)/alpha: the eps-parameterisation
+//! (Salimans & Ho's own rows used v; the student starts from its teacher's
+//! eps-network, as the algorithm's theta <- eta requires).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+use crate::error::ensure_finite;
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::policy::DiffusionPolicy;
+use crate::AgentError;
+use envs::samplers::interpolated_alpha_bar;
+
+/// Settings of a distillation round.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillConfig {
+    /// The student's optimiser (fresh each round).
+    pub optimizer: OptimizerConfig,
+    /// Clip the gradient's global norm at this value.
+    pub grad_clip: Option<f64>,
+}
+
+/// The levels of one student step: abar and network time at t, t', t''.
+#[derive(Debug)]
+struct StepLevels {
+    /// `[S, 3]` abar at (t, t', t'').
+    alpha_bar: Tensor,
+    /// `[S, 3]` network times at (t, t', t'').
+    times: Tensor,
+}
+
+/// One round of progressive distillation: the student's optimiser and the
+/// levels of its S steps.
+pub struct Distiller {
+    config: DistillConfig,
+    optimizer: Optimizer,
+    levels: StepLevels,
+    student_steps: usize,
+}
+
+impl Distiller {
+    /// A round distilling a 2S-step teacher into `student` (S =
+    /// `student_steps`) on a model trained with `training_betas`.
+    pub fn new(
+        config: DistillConfig,
+        student: &DiffusionPolicy,
+        training_betas: &[f64],
+        student_steps: usize,
+    ) -> Self {
+        let t = training_betas.len() as f64;
+        let s = student_steps as f64;
+        let mut bars = Vec::with_capacity(3 * student_steps);
+        let mut times = Vec::with_capacity(3 * student_steps);
+        for i in 1..=student_steps {
+            for half_steps_back in 0..3 {
+                let tau = (i as f64 - 0.5 * half_steps_back as f64) * t / s - 1.0;
+                bars.push(interpolated_alpha_bar(training_betas, tau));
+                times.push(tau);
+            }
+        }
+        let device = student.var_store().device();
+        let table = |v: Vec<f64>| {
+            Tensor::from_slice(&v)
+                .view([student_steps as i64, 3])
+                .to_kind(Kind::Float)
+                .to_device(device)
+        };
+        Self {
+            optimizer: config.optimizer.build(student.var_store()),
+            config,
+            levels: StepLevels {
+                alpha_bar: table(bars),
+                times: table(times),
+            },
+            student_steps,
+        }
+    }
+
+    /// The student's steps S.
+    pub fn student_steps(&self) -> usize {
+        self.student_steps
+    }
+
+    /// The optimiser, for checkpoints and the learning-rate schedule.
+    pub fn optimizer_mut(&mut self) -> &mut Optimizer {
+        &mut self.optimizer
+    }
+
+    /// The truncated-SNR weighted loss of `student` against two steps of
+    /// `teacher` on a batch of images `x0` (any element shape).
+    pub fn loss(
+        &self,
+        teacher: &DiffusionPolicy,
+        student: &DiffusionPolicy,
+        x0: &Tensor,
+    ) -> Tensor {
+        let b = x0.size()[0];
+        let device = x0.device();
+        let step = Tensor::randint(self.student_steps as i64, [b], (Kind::Int64, device));
+        let bars = self.levels.alpha_bar.index_select(0, &step);
+        let times = self.levels.times.index_select(0, &step);
+        let mut shape = vec![b];
+        shape.extend(std::iter::repeat_n(1, x0.dim() - 1));
+        let column = |table: &Tensor, k: i64| table.select(1, k).contiguous();
+        let scale = |k: i64| {
+            let bar = column(&bars, k).view(shape.as_slice());
+            (bar.sqrt(), (-bar + 1.0).clamp_min(0.0).sqrt())
+        };
+        let (alpha, sigma) = scale(0);
+        let (alpha_mid, sigma_mid) = scale(1);
+        let (alpha_end, sigma_end) = scale(2);
+        let noise = x0.randn_like();
+        let z = x0 * &alpha + &noise * &sigma;
+        let target = tch::no_grad(|| {
+            let ddim =
+                |z: &Tensor, k: i64, (a, s): (&Tensor, &Tensor), (a2, s2): (&Tensor, &Tensor)| {
+                    let eps = teacher.eps_at_network_steps(z, &column(&times, k));
+                    let x = (z - &eps * s) / a;
+                    x * a2 + eps * s2
+                };
+            let z_mid = ddim(&z, 0, (&alpha, &sigma), (&alpha_mid, &sigma_mid));
+            let z_end = ddim(
+                &z_mid,
+                1,
+                (&alpha_mid, &sigma_mid),
+                (&alpha_end, &sigma_end),
+            );
+            let ratio = &sigma_end / &sigma;
+            (z_end - &z * &ratio) / (&alpha_end - &alpha * &ratio)
+        });
+        let eps = student.eps_at_network_steps(&z, &column(&times, 0));
+        let predicted = (&z - eps * &sigma) / &alpha;
+        let weight = (alpha.square() / sigma.square()).clamp_min(1.0);
+        let per_image = (predicted - target).square().mean_dim(
+            Some((1..x0.dim() as i64).collect::<Vec<_>>().as_slice()),
+            false,
+            Kind::Float,
+        );
+        (per_image * weight.view([b])).mean(Kind::Float)
+    }
+
+    /// One optimisation step of the student on a batch at learning rate
+    /// `lr` (the teacher in evaluation mode, the student in training mode:
+    /// dropout as pretrained); returns the loss.
+    pub fn step(
+        &mut self,
+        teacher: &DiffusionPolicy,
+        student: &DiffusionPolicy,
+        x0: &Tensor,
+        lr: f64,
+    ) -> Result<f64, AgentError> {
+        self.optimizer.set_learning_rate("", lr);
+        self.optimizer.zero_grad();
+        teacher.set_training(false);
+        student.set_training(true);
+        let loss = self.loss(teacher, student, x0);
+        student.set_training(false);
+        let value = ensure_finite("distillation loss", loss.double_value(&[]))?;
+        loss.backward();
+        self.optimizer.clip_grad_norm(self.config.grad_clip);
+        self.optimizer.step();
+        Ok(value)
+    }
+}

@@ -117,8 +117,10 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     );
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     for expected in [
-        "| sampler | NFE | classifier FID, training set | KID, training set (x1e3) | classifier FID, test set | KID, test set (x1e3) |",
-        "| full chain (tiny_ddpm) | 50 |",
+        "| sampler | NFE | training evaluations | training time | classifier FID, training set | KID, training set (x1e3) | classifier FID, test set | KID, test set (x1e3) |",
+        "| full chain (tiny_ddpm) | 50 | - | - |",
+        // 128 images, one evaluation each per epoch, 4 epochs.
+        "The pretrained model's own training: 5.120e2 network evaluations",
         "| DDPM, Uniform steps (tiny_ddpm) | 4 |",
         "| Analytic-DPM, Uniform steps (tiny_ddpm) | 4 |",
         "| SFT-PG (B) (tiny_sft) | 4 |",
@@ -157,13 +159,24 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
         .lines()
         .find(|l| l.starts_with("| DDPM, Uniform steps (tiny_ddpm) | 4 |"))
         .unwrap();
-    let cell: f64 = row.split('|').nth(3).unwrap().trim().parse().unwrap();
+    let cell: f64 = row.split('|').nth(5).unwrap().trim().parse().unwrap();
     assert!((cell - fid).abs() <= 0.005 + 1e-9 * fid, "{cell} vs {fid}");
+    // The fine-tuned row's own training cost: its rollouts and updates.
+    let tuned = table
+        .lines()
+        .find(|l| l.starts_with("| SFT-PG (B) (tiny_sft) | 4 |"))
+        .unwrap();
+    let evaluations: f64 = tuned.split('|').nth(3).unwrap().trim().parse().unwrap();
+    assert!(evaluations > 0.0, "{tuned}");
+    assert!(
+        tuned.split('|').nth(4).unwrap().trim().ends_with(" s"),
+        "{tuned}"
+    );
     // Samplers differ: not every row has the same FID.
     let fids: Vec<&str> = table
         .lines()
         .filter(|l| l.contains("(tiny_"))
-        .map(|l| l.split('|').nth(3).unwrap().trim())
+        .map(|l| l.split('|').nth(5).unwrap().trim())
         .collect();
     assert_eq!(fids.len(), 4);
     assert!(fids.iter().any(|f| f != &fids[0]), "{fids:?}");
@@ -259,7 +272,7 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
         "the samples are reused"
     );
     for expected in [
-        "| sampler | NFE | classifier FID (JPEG q75), training set | KID, training set (x1e3) | classifier FID (JPEG q75), test set | KID, test set (x1e3) |",
+        "| sampler | NFE | training evaluations | training time | classifier FID (JPEG q75), training set | KID, training set (x1e3) | classifier FID (JPEG q75), test set | KID, test set (x1e3) |",
         "Protocol: the paper's JPEG one",
         "quality 75",
         "| test images (floor) | - |",
@@ -269,7 +282,7 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     assert!(table.contains("Protocol: lossless"), "{table}");
     let cell_of = |table: &str, prefix: &str| -> f64 {
         let row = table.lines().find(|l| l.starts_with(prefix)).unwrap();
-        row.split('|').nth(3).unwrap().trim().parse().unwrap()
+        row.split('|').nth(5).unwrap().trim().parse().unwrap()
     };
     let ddpm_row = "| DDPM, Uniform steps (tiny_ddpm) | 4 |";
     let jpeg_fid = fid_of(

@@ -23,6 +23,7 @@ use super::model::{
     init_source, load_policy, policy_with_sampler, sampler_steps, InitSource, WeightsSource,
 };
 use super::{configure_threads, ensure_trained, RunOptions};
+use crate::checkpoint::TrainingCost;
 use crate::comparison::{Comparison, FeatureConfig, FidProtocol};
 use crate::config::{Experiment, Task};
 use crate::error::RunError;
@@ -50,11 +51,31 @@ struct Network<'a> {
     rows: Vec<Row>,
 }
 
-/// One row: FID and KID against each reference.
+/// One row: FID and KID against each reference, and what training the
+/// sampler cost beyond the pretrained model (none for its samplers).
 struct Row {
     label: String,
     nfe: Option<usize>,
+    cost: Option<TrainingCost>,
     against: Vec<(f64, KidEstimate)>,
+}
+
+/// The training cost a final checkpoint folder records.
+fn cost_of(final_dir: &Path) -> Result<TrainingCost, RunError> {
+    Ok(crate::checkpoint::Checkpoint::open(final_dir)?
+        .state()?
+        .cost)
+}
+
+/// Seconds as a table shows them: `42 s`, `16.5 min`, `2.3 h`.
+fn duration(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.0} s")
+    } else if seconds < 3600.0 {
+        format!("{:.1} min", seconds / 60.0)
+    } else {
+        format!("{:.1} h", seconds / 3600.0)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
@@ -271,6 +292,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         .transpose()?;
     let mut measure_row = |label: String,
                            nfe: usize,
+                           cost: Option<TrainingCost>,
                            stem: String,
                            make: &mut dyn FnMut() -> Result<DiffusionPolicy, RunError>,
                            exp: &Experiment,
@@ -298,6 +320,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
             network.rows.push(Row {
                 label: label.clone(),
                 nfe: Some(nfe),
+                cost,
                 against,
             });
         }
@@ -309,6 +332,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         measure_row(
             label,
             sampler.steps(model.env.steps),
+            None,
             slug(&format!("{model_name} {sampler:?}")),
             &mut || policy_with_sampler(&model, model_weights, *sampler, device),
             &model,
@@ -321,6 +345,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         measure_row(
             super::describe(exp),
             sampler_steps(exp),
+            Some(cost_of(final_dir)?),
             slug(&exp.name),
             &mut || Ok(load_policy(final_dir, device)?.1),
             exp,
@@ -357,12 +382,14 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         network.rows.push(Row {
             label: "test images (floor)".into(),
             nfe: None,
+            cost: None,
             against,
         });
     }
+    let model_cost = model_final.as_deref().map(cost_of).transpose()?;
     let table = networks
         .iter()
-        .map(|network| markdown(&cmp, &model, network))
+        .map(|network| markdown(&cmp, &model, model_cost, network))
         .collect::<Vec<_>>()
         .join("\n");
     let file = dir.join("table.md");
@@ -371,7 +398,12 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
 }
 
 /// One network's table: its caption, then a row per sampler.
-fn markdown(cmp: &Comparison, model: &Experiment, network: &Network) -> String {
+fn markdown(
+    cmp: &Comparison,
+    model: &Experiment,
+    model_cost: Option<TrainingCost>,
+    network: &Network,
+) -> String {
     let Network {
         config,
         featurizer,
@@ -401,9 +433,20 @@ fn markdown(cmp: &Comparison, model: &Experiment, network: &Network) -> String {
             ),
         ),
     };
+    let pretraining = match model_cost {
+        Some(c) if c.network_evaluations > 0 => format!(
+            " The pretrained model's own training: {:.3e} network evaluations, {}.",
+            c.network_evaluations as f64,
+            duration(c.seconds)
+        ),
+        _ => String::new(),
+    };
     let mut out = format!(
         "{} on {}: {} samples per sampler (seed {}), against {}.\n\n\
-         Features: {}. {protocol} KID x 1e3: mean ± standard deviation over {} subsets of up to {} images.\n\n",
+         Features: {}. {protocol} KID x 1e3: mean ± standard deviation over {} subsets of up to {} images. \
+         Training: what a sampler's own training cost beyond the pretrained model, in network \
+         evaluations (images through the diffusion networks) and wall time on the machine that \
+         trained it.{pretraining}\n\n",
         cmp.name,
         model.data.set.name(),
         cmp.n,
@@ -413,8 +456,8 @@ fn markdown(cmp: &Comparison, model: &Experiment, network: &Network) -> String {
         cmp.kid_subsets,
         cmp.kid_subset_size
     );
-    out.push_str("| sampler | NFE |");
-    let mut rule = String::from("|---|---|");
+    out.push_str("| sampler | NFE | training evaluations | training time |");
+    let mut rule = String::from("|---|---|---|---|");
     for (name, _) in references {
         out.push_str(&format!(" {fid_name}, {name} | KID, {name} (x1e3) |"));
         rule.push_str("---|---|");
@@ -424,7 +467,17 @@ fn markdown(cmp: &Comparison, model: &Experiment, network: &Network) -> String {
     out.push('\n');
     for row in rows {
         let nfe = row.nfe.map_or("-".to_string(), |n| n.to_string());
-        out.push_str(&format!("| {} | {nfe} |", row.label));
+        let (evaluations, time) = match row.cost {
+            Some(c) => (
+                format!("{:.3e}", c.network_evaluations as f64),
+                duration(c.seconds),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        out.push_str(&format!(
+            "| {} | {nfe} | {evaluations} | {time} |",
+            row.label
+        ));
         for i in 0..references.len() {
             match row.against.get(i) {
                 Some((fid, k)) => out.push_str(&format!(

@@ -1008,7 +1008,7 @@ mod tests {
         let user = Experiment::load(&path).unwrap();
         let lambda = |e: &Experiment| match &e.task {
             Task::FineTune(f) => f.critic.regularizer,
-            Task::Pretrain(_) => panic!("a fine-tuning experiment"),
+            _ => panic!("a fine-tuning experiment"),
         };
         assert_eq!(lambda(&user), CriticRegularizer::Baseline { lambda: 0.1 });
         // What rl-run stores names the schema and reads back unchanged.
@@ -1050,7 +1050,7 @@ mod tests {
         let user = Experiment::load(&path).unwrap();
         let task = |e: &Experiment| match &e.task {
             Task::FineTune(f) => (f.generator.deterministic_step, f.critic.baseline_head),
-            Task::Pretrain(_) => panic!("a fine-tuning experiment"),
+            _ => panic!("a fine-tuning experiment"),
         };
         // Today's defaults: the authors' noisy last step and image head.
         assert_eq!(

@@ -142,7 +142,7 @@ impl Training for Distillation {
             self.start_round(round)?;
         }
         let per_round = self.task.epochs_per_round * self.batches();
-        let mut update = (epoch % self.task.epochs_per_round) * self.batches();
+        let first_update = (epoch % self.task.epochs_per_round) * self.batches();
         let lr0 = self.task.optimizer.lr();
         let n = self.data.len();
         let device = self.data.device();
@@ -151,10 +151,10 @@ impl Training for Distillation {
         let distiller = self.distiller.as_mut().expect("a round has a distiller");
         let (mut loss_sum, mut lr) = (0.0, lr0);
         let mut batches = 0;
-        for start in (0..n).step_by(self.task.batch) {
+        for (i, start) in (0..n).step_by(self.task.batch).enumerate() {
             let idx = order.narrow(0, start, (self.task.batch as i64).min(n - start));
             if self.task.anneal {
-                lr = lr0 * (1.0 - update as f64 / per_round as f64);
+                lr = lr0 * (1.0 - (first_update + i) as f64 / per_round as f64);
             }
             loss_sum += memory::guard(
                 "a distillation batch",
@@ -162,7 +162,6 @@ impl Training for Distillation {
                 self.task.batch,
                 || Ok(distiller.step(teacher, &self.student, &self.data.batch(&idx), lr)?),
             )?;
-            update += 1;
             batches += 1;
             *log.step += 1;
         }

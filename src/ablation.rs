@@ -214,11 +214,11 @@ impl Ablation {
                 base_path, &task.init,
             ))),
             Task::Pretrain(_) => None,
-            Task::Distill(_) => {
+            Task::Distill(_) | Task::CovarianceHead(_) => {
                 return Err((
                     "base".into(),
                     format!(
-                        "{} distils; ablations vary pretraining or fine-tuning runs",
+                        "{} neither pretrains nor fine-tunes; ablations vary pretraining or fine-tuning runs",
                         self.base
                     ),
                 ))
@@ -268,7 +268,7 @@ impl Ablation {
                             task.ema = variant.ema;
                         }
                     }
-                    Task::Distill(_) => unreachable!("refused above"),
+                    Task::Distill(_) | Task::CovarianceHead(_) => unreachable!("refused above"),
                 }
                 exp.validate().map_err(|(field, message)| {
                     refuse(format!(

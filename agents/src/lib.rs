@@ -30,6 +30,7 @@
 pub mod agent;
 pub mod buffer;
 pub mod categorical;
+pub mod covariance;
 mod cpu;
 pub mod critic;
 pub mod critic_networks;

@@ -2,7 +2,7 @@
 
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::{self, LogProbReduction};
-use envs::ode::OdeSolver;
+use envs::ode::NetworkSampler;
 use envs::schedule::{Schedule, StepCoefficients};
 use envs::Step;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -84,7 +84,7 @@ pub struct DiffusionPolicy {
     /// without gradients (`None`: the whole batch).
     act_chunk: Option<i64>,
     /// An ODE solver that samples instead of the schedule's steps.
-    solver: Option<Arc<dyn OdeSolver>>,
+    solver: Option<Arc<dyn NetworkSampler>>,
     /// Images the network has been evaluated on (forward passes).
     evaluations: AtomicU64,
 }
@@ -351,12 +351,12 @@ impl DiffusionPolicy {
     /// solver, calling the network at its times. The Markov steps (`act`,
     /// `log_prob`) keep the schedule: a policy with a solver samples, it is
     /// not fine-tuned. `None` goes back to the schedule.
-    pub fn set_solver(&mut self, solver: Option<Arc<dyn OdeSolver>>) {
+    pub fn set_solver(&mut self, solver: Option<Arc<dyn NetworkSampler>>) {
         self.solver = solver;
     }
 
     /// The ODE solver that samples, if one was set.
-    pub fn solver(&self) -> Option<&dyn OdeSolver> {
+    pub fn solver(&self) -> Option<&dyn NetworkSampler> {
         self.solver.as_deref()
     }
 

@@ -269,7 +269,7 @@ fn linear(path: Path, c_in: i64, c_out: i64) -> nn::Linear {
 
 /// GroupNorm with an affine weight (ones) and bias (zeros).
 #[derive(Debug)]
-struct GroupNorm {
+pub(crate) struct GroupNorm {
     weight: Tensor,
     bias: Tensor,
     groups: i64,
@@ -277,7 +277,7 @@ struct GroupNorm {
 }
 
 impl GroupNorm {
-    fn new(path: Path, groups: i64, channels: i64, eps: f64) -> Self {
+    pub(crate) fn new(path: Path, groups: i64, channels: i64, eps: f64) -> Self {
         Self {
             weight: path.var("weight", &[channels], nn::Init::Const(1.0)),
             bias: path.var("bias", &[channels], nn::Init::Const(0.0)),
@@ -286,7 +286,7 @@ impl GroupNorm {
         }
     }
 
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
         x.group_norm(
             self.groups,
             Some(&self.weight),
@@ -587,6 +587,12 @@ impl UNet {
     /// eps(x, t) for `[B, C, H, W]` images `x` and `[B]` times `t` (any
     /// numeric kind; real values are fine).
     pub fn forward(&self, x: &Tensor, t: &Tensor) -> Tensor {
+        self.output(&self.features(x, t))
+    }
+
+    /// The last up block's feature map (`[B, channels, H, W]`), which the
+    /// output block (GroupNorm, SiLU, `conv_out`) turns into eps.
+    pub fn features(&self, x: &Tensor, t: &Tensor) -> Tensor {
         let train = self.train.get();
         // In float32, then in the network's kind, as diffusers does.
         let temb = self
@@ -627,7 +633,15 @@ impl UNet {
                 h = Self::upsample(conv, &h);
             }
         }
-        self.conv_norm_out.forward(&h).silu().apply(&self.conv_out)
+        h
+    }
+
+    /// The output block on [`UNet::features`]: eps.
+    pub fn output(&self, features: &Tensor) -> Tensor {
+        self.conv_norm_out
+            .forward(features)
+            .silu()
+            .apply(&self.conv_out)
     }
 }
 

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::check::Checker;
 use crate::registry::Registered;
 pub use crate::samplers::{
-    AnalyticDpmSampler, DdimEvenSampler, DdimSampler, DdpmSampler, DpmSolverPpSampler,
-    DpmSolverSampler, FastDpmSampler, FullChain, IpndmSampler, UniPcSampler,
+    AnalyticDpmSampler, CovarianceTarget, DdimEvenSampler, DdimSampler, DdpmSampler,
+    DpmSolverPpSampler, DpmSolverSampler, FastDpmSampler, FullChain, IpndmSampler, NprDdpm, SnDdpm,
+    SnDdpmSampler, UniPcSampler,
 };
 use crate::schedule::{Schedule, Variance};
 use crate::EnvError;
@@ -121,7 +122,13 @@ pub trait SamplerKind {
     fn solver(
         &self,
         _training_betas: &[f64],
-    ) -> Option<Result<std::sync::Arc<dyn crate::ode::OdeSolver>, EnvError>> {
+    ) -> Option<Result<std::sync::Arc<dyn crate::ode::NetworkSampler>, EnvError>> {
+        None
+    }
+
+    /// For SN-DDPM and NPR-DDPM, what the covariance head they read
+    /// predicts (the model must have one: `task: CovarianceHead`).
+    fn covariance_target(&self) -> Option<CovarianceTarget> {
         None
     }
 }
@@ -216,6 +223,10 @@ sampler_registry! {
     UniPc(UniPcSampler),
     /// iPNDM (Zhang & Chen 2023): an ODE solver, samples trained models only.
     Ipndm(IpndmSampler),
+    /// SN-DDPM (Bao et al. 2022b): variances from a squared-noise head.
+    SnDdpm(SnDdpm),
+    /// NPR-DDPM (Bao et al. 2022b): variances from a noise-residual head.
+    NprDdpm(NprDdpm),
 }
 
 /// What a sampler's settings are checked against: the experiment around it.
@@ -264,12 +275,17 @@ impl SamplerConfig {
         }
     }
 
+    /// For SN-DDPM and NPR-DDPM, what their covariance head predicts.
+    pub fn covariance_target(&self) -> Option<CovarianceTarget> {
+        self.kind().covariance_target()
+    }
+
     /// For an ODE solver, the solver on a model trained with
     /// `training_betas`; `None` for samplers that build a schedule.
     pub fn solver(
         &self,
         training_betas: &[f64],
-    ) -> Option<Result<std::sync::Arc<dyn crate::ode::OdeSolver>, EnvError>> {
+    ) -> Option<Result<std::sync::Arc<dyn crate::ode::NetworkSampler>, EnvError>> {
         self.kind().solver(training_betas)
     }
 

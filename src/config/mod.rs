@@ -22,9 +22,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 
+mod covariance;
 mod distill;
 pub mod migrate;
 
+pub use covariance::CovarianceTask;
 pub use distill::DistillTask;
 
 /// One runnable experiment: what to train, on what, and how to record it.
@@ -347,6 +349,8 @@ pub enum Task {
     FineTune(Box<FineTuneTask>),
     /// Progressive distillation of a pretrained model's DDIM sampler.
     Distill(DistillTask),
+    /// A covariance head on a frozen pretrained model (SN-DDPM, NPR-DDPM).
+    CovarianceHead(CovarianceTask),
 }
 
 impl Task {
@@ -358,6 +362,7 @@ impl Task {
             Task::Pretrain(_) => None,
             Task::FineTune(task) => Some(&task.init),
             Task::Distill(task) => Some(&task.init),
+            Task::CovarianceHead(task) => Some(&task.init),
         }
     }
 
@@ -367,6 +372,7 @@ impl Task {
             Task::Pretrain(p) => p.epochs,
             Task::FineTune(f) => f.epochs,
             Task::Distill(d) => d.epochs(sampler),
+            Task::CovarianceHead(c) => c.epochs,
         }
     }
 }
@@ -831,6 +837,11 @@ impl Experiment {
                 &self.env.sampler,
                 self.env.steps,
                 matches!(self.model, ModelConfig::Toy(_)),
+            ),
+            Task::CovarianceHead(t) => t.validate(
+                c,
+                &self.env.sampler,
+                matches!(self.model, ModelConfig::UNet(_)),
             ),
         });
         check.within("eval", |c| self.eval.validate(c, &self.data));

@@ -73,7 +73,7 @@ pub fn run_ablation(path: &Path, options: &RunOptions) -> Result<AblationReport,
             )?;
             Some(init_path)
         }
-        Task::Pretrain(_) | Task::Distill(_) => None,
+        Task::Pretrain(_) | Task::Distill(_) | Task::CovarianceHead(_) => None,
     };
 
     match &options.parallel {

@@ -176,7 +176,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // The pretrained model: a run (trained first if need be), or the
     // diffusers folder a fine-tuning file starts from.
     let imported = match &model.task {
-        Task::FineTune(_) | Task::Distill(_) => {
+        Task::FineTune(_) | Task::Distill(_) | Task::CovarianceHead(_) => {
             match init_source(&model_path, model.task.init().unwrap_or_default()) {
                 InitSource::Imported(dir) => Some(dir),
                 InitSource::Run(_) => None,

@@ -4,6 +4,7 @@
 pub mod ablation;
 pub mod analytic;
 pub mod compare;
+pub mod covariance;
 pub mod data;
 pub mod distill;
 pub mod eps;
@@ -252,8 +253,11 @@ fn ensure_trained(
 ) -> Result<PathBuf, RunError> {
     // A sampler that cannot be built on its own (Analytic-DPM needs a
     // trained model) is refused, for its own reason, before anything is
-    // trained.
-    if let Err(RunError::Env(envs::EnvError::Invalid { field, reason })) = model::schedule(exp) {
+    // trained; SN-DDPM's is the sampler of the head a covariance run trains.
+    let own_head = matches!(exp.task, Task::CovarianceHead(_));
+    if let (false, Err(RunError::Env(envs::EnvError::Invalid { field, reason }))) =
+        (own_head, model::schedule(exp))
+    {
         let field = if field.starts_with("env.") {
             field.to_string()
         } else {
@@ -364,6 +368,21 @@ fn ensure_trained(
                 options.show_progress,
             )
         }
+        Task::CovarianceHead(task) => covariance::fit(
+            exp,
+            task,
+            pretrained_start(
+                path,
+                exp,
+                envs::sampler::SamplerConfig::Full,
+                options,
+                device,
+            )?,
+            &dir,
+            device,
+            resume.as_ref(),
+            options.show_progress,
+        ),
     }
 }
 
@@ -595,5 +614,6 @@ fn describe(exp: &Experiment) -> String {
             "progressive distillation from {} steps ({})",
             d.from_steps, exp.name
         ),
+        Task::CovarianceHead(_) => format!("{} ({})", exp.env.sampler.describe(), exp.name),
     }
 }

@@ -31,8 +31,25 @@ pub fn sampler_steps(exp: &Experiment) -> usize {
     exp.env.sampler.steps(exp.env.steps)
 }
 
-/// A freshly initialised generator for the experiment.
+/// A freshly initialised generator for the experiment (for a covariance
+/// run, the U-Net with its covariance head, sampled by its SN-DDPM or
+/// NPR-DDPM).
 pub fn build_policy(exp: &Experiment, device: Device) -> Result<DiffusionPolicy, RunError> {
+    if let Task::CovarianceHead(_) = &exp.task {
+        let ModelConfig::UNet(config) = &exp.model else {
+            return Err(RunError::Env(envs::EnvError::Invalid {
+                field: "model",
+                reason:
+                    "a covariance head reads a U-Net's feature map: the model must be UNet(...)"
+                        .into(),
+            }));
+        };
+        let betas = exp.env.schedule.betas(exp.env.steps)?;
+        let mut policy =
+            agents::covariance::covariance_policy(&training_schedule(exp)?, config, device);
+        policy.set_solver(exp.env.sampler.solver(&betas).transpose()?);
+        return Ok(policy);
+    }
     let schedule = schedule(exp)?;
     let mut policy = exp
         .model
@@ -183,6 +200,28 @@ pub fn policy_with_sampler(
     sampler: envs::sampler::SamplerConfig,
     device: Device,
 ) -> Result<DiffusionPolicy, RunError> {
+    // SN-DDPM and NPR-DDPM read a covariance head: a covariance run's, of
+    // their own kind; such a run samples with them alone.
+    let own_head = match &exp.task {
+        Task::CovarianceHead(_) => exp.env.sampler.covariance_target(),
+        _ => None,
+    };
+    if sampler.covariance_target() != own_head {
+        let reason = match own_head {
+            Some(_) => format!(
+                "{} trained a covariance head for {:?}; its model samples with that sampler (other samplers: sample the pretrained model it starts from)",
+                exp.name, exp.env.sampler
+            ),
+            None => format!(
+                "{sampler:?} reads a covariance head, which {} does not have: train one (task: CovarianceHead) and sample that run",
+                exp.name
+            ),
+        };
+        return Err(RunError::Env(envs::EnvError::Invalid {
+            field: "sampler",
+            reason,
+        }));
+    }
     let mut exp = exp.clone();
     exp.env.sampler = sampler;
     if let Err((field, message)) = exp.validate() {
@@ -193,7 +232,7 @@ pub fn policy_with_sampler(
     }
     let betas = exp.env.schedule.betas(exp.env.steps)?;
     let solver = sampler.solver(&betas).transpose()?;
-    if solver.is_some() {
+    if solver.is_some() && own_head.is_none() {
         // Loaded on the training chain, whose network times it calls.
         exp.env.sampler = envs::sampler::SamplerConfig::Full;
     }
@@ -217,7 +256,7 @@ pub fn policy_with_sampler(
         WeightsSource::Imported { exp_path, dir } => imported_policy(&exp, exp_path, dir, device)?,
     };
     let mut policy = policy;
-    if solver.is_some() {
+    if solver.is_some() && own_head.is_none() {
         policy.set_solver(solver);
     }
     match (analytic, sampler) {

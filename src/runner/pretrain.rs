@@ -2,9 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use agents::covariance::CovarianceFitter;
 use agents::ema::WeightAverage;
+use agents::optim::Optimizer;
 use agents::policy::DiffusionPolicy;
 use agents::pretrain::DdpmPretrainer;
+use agents::AgentError;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
@@ -48,12 +51,54 @@ pub fn pretrain(
     experiment_trainer(exp, run_dir, PHASE, reference, show_progress)?.run(&mut pretraining, resume)
 }
 
+/// A loss that trains a sampler's networks on batches of data, with its
+/// optimiser: denoising score matching ([`DdpmPretrainer`]) or a covariance
+/// head's ([`CovarianceFitter`]).
+pub trait BatchLoss {
+    /// One optimisation step on a batch; returns the loss.
+    fn step(&mut self, policy: &DiffusionPolicy, x0: &Tensor) -> Result<f64, AgentError>;
+
+    /// The optimiser, for checkpoints.
+    fn optimizer_mut(&mut self) -> &mut Optimizer;
+
+    /// The loss's TensorBoard tag.
+    fn tag(&self) -> &'static str;
+}
+
+impl BatchLoss for DdpmPretrainer {
+    fn step(&mut self, policy: &DiffusionPolicy, x0: &Tensor) -> Result<f64, AgentError> {
+        DdpmPretrainer::step(self, policy, x0)
+    }
+
+    fn optimizer_mut(&mut self) -> &mut Optimizer {
+        DdpmPretrainer::optimizer_mut(self)
+    }
+
+    fn tag(&self) -> &'static str {
+        "pretrain/loss"
+    }
+}
+
+impl BatchLoss for CovarianceFitter {
+    fn step(&mut self, policy: &DiffusionPolicy, x0: &Tensor) -> Result<f64, AgentError> {
+        CovarianceFitter::step(self, policy, x0)
+    }
+
+    fn optimizer_mut(&mut self) -> &mut Optimizer {
+        CovarianceFitter::optimizer_mut(self)
+    }
+
+    fn tag(&self) -> &'static str {
+        "covariance/loss"
+    }
+}
+
 /// Denoising score matching of a sampler on a data set (the pretraining
-/// task as a [`Training`]): an epoch is one pass over the data in random
-/// order, in batches.
+/// task as a [`Training`]), or any [`BatchLoss`]: an epoch is one pass over
+/// the data in random order, in batches.
 pub struct Pretraining {
     policy: DiffusionPolicy,
-    loss: DdpmPretrainer,
+    loss: Box<dyn BatchLoss>,
     average: Option<(DiffusionPolicy, WeightAverage)>,
     data: Data,
     batch: usize,
@@ -67,7 +112,7 @@ impl Pretraining {
     /// sampler evaluated and published.
     pub fn new(
         policy: DiffusionPolicy,
-        loss: DdpmPretrainer,
+        loss: impl BatchLoss + 'static,
         average: Option<(DiffusionPolicy, f64)>,
         data: Data,
         batch: usize,
@@ -82,7 +127,7 @@ impl Pretraining {
         };
         Ok(Self {
             policy,
-            loss,
+            loss: Box::new(loss),
             average,
             data,
             batch,
@@ -109,7 +154,7 @@ impl Training for Pretraining {
             *log.step += 1;
         }
         let loss = loss_sum / batches as f64;
-        log.recorder.scalar("pretrain/loss", loss, *log.step)?;
+        log.recorder.scalar(self.loss.tag(), loss, *log.step)?;
         Ok(EpochEnd::going_on(format!("loss {loss:.4}")))
     }
 

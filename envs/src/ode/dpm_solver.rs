@@ -15,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::{data_prediction, History, Level, OdeSolver, SolverGrid, SolverSteps};
+use super::{data_prediction, History, Level, NetworkSampler, NetworkSteps, SolverGrid};
 
 /// What a DPM-Solver integrates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,12 +84,12 @@ fn singlestep_orders(steps: usize, order: usize, ends_at_zero: bool) -> Vec<usiz
     orders
 }
 
-impl OdeSolver for DpmSolver {
+impl NetworkSampler for DpmSolver {
     fn grid(&self) -> &SolverGrid {
         &self.grid
     }
 
-    fn start(&self) -> Box<dyn SolverSteps + '_> {
+    fn start(&self) -> Box<dyn NetworkSteps + '_> {
         Box::new(DpmSolve {
             solver: self,
             outputs: History::new(self.order),
@@ -212,7 +212,7 @@ impl Coefficients {
     }
 }
 
-impl SolverSteps for DpmSolve<'_> {
+impl NetworkSteps for DpmSolve<'_> {
     fn step(&mut self, eps: &Tensor, x: &Tensor) -> Tensor {
         let level = self.solver.grid.level(self.index);
         let output = match self.solver.prediction {

@@ -11,7 +11,7 @@
 
 use tch::Tensor;
 
-use super::{History, OdeSolver, SolverGrid, SolverSteps};
+use super::{History, NetworkSampler, NetworkSteps, SolverGrid};
 
 /// The Adams-Bashforth weights of orders 1 to 4, newest first.
 const ADAMS_BASHFORTH: [&[f64]; 4] = [
@@ -39,12 +39,12 @@ impl Ipndm {
     }
 }
 
-impl OdeSolver for Ipndm {
+impl NetworkSampler for Ipndm {
     fn grid(&self) -> &SolverGrid {
         &self.grid
     }
 
-    fn start(&self) -> Box<dyn SolverSteps + '_> {
+    fn start(&self) -> Box<dyn NetworkSteps + '_> {
         Box::new(IpndmSolve {
             solver: self,
             eps: History::new(self.order),
@@ -59,7 +59,7 @@ struct IpndmSolve<'a> {
     index: usize,
 }
 
-impl SolverSteps for IpndmSolve<'_> {
+impl NetworkSteps for IpndmSolve<'_> {
     fn step(&mut self, eps: &Tensor, x: &Tensor) -> Tensor {
         self.eps.push(eps.shallow_clone());
         let weights = ADAMS_BASHFORTH[self.eps.len() - 1];

@@ -9,6 +9,11 @@
 //! not a Markov policy: these solvers sample trained models (comparisons,
 //! `rl-run sample --sampler`) and are refused as a run's own sampler.
 //!
+//! They are [`NetworkSampler`]s: samplers that drive the network
+//! themselves, one evaluation per grid point, with what they remember of
+//! earlier ones. SN-DDPM ([`crate::samplers::SnDdpmSampler`]), whose step
+//! variance depends on the sample, is one too.
+//!
 //! Every solver runs on a [`SolverGrid`]: S network times t_0 > ... >
 //! t_{S-1} (0-based training steps, one network evaluation each, so S is the
 //! NFE) and S + 1 noise levels sigma_i = sqrt((1 - abar)/abar) at those
@@ -115,19 +120,9 @@ pub struct SolverGrid {
 }
 
 impl SolverGrid {
-    /// The grid of `steps` network evaluations on a model trained with
-    /// `training_betas`, spaced by `spacing`, ending at `last`.
-    ///
-    /// # Errors
-    /// When there are no steps, more steps than training steps, or the
-    /// spacing repeats a time.
-    pub fn new(
-        training_betas: &[f64],
-        steps: usize,
-        spacing: SolverSpacing,
-        last: FinalLevel,
-    ) -> Result<Self, EnvError> {
-        let times = spacing.times(training_betas.len(), steps)?;
+    /// The grid of the network times `times` (0-based, decreasing) on a
+    /// model trained with `training_betas`, ending at `last`.
+    pub fn from_times(training_betas: &[f64], times: Vec<usize>, last: FinalLevel) -> Self {
         let alpha_bar: Vec<f64> = training_betas
             .iter()
             .scan(1.0, |acc, b| {
@@ -141,7 +136,23 @@ impl SolverGrid {
             FinalLevel::Zero => 0.0,
             FinalLevel::SigmaMin => level(alpha_bar[0]),
         });
-        Ok(Self { times, sigmas })
+        Self { times, sigmas }
+    }
+
+    /// The grid of `steps` network evaluations on a model trained with
+    /// `training_betas`, spaced by `spacing`, ending at `last`.
+    ///
+    /// # Errors
+    /// When there are no steps, more steps than training steps, or the
+    /// spacing repeats a time.
+    pub fn new(
+        training_betas: &[f64],
+        steps: usize,
+        spacing: SolverSpacing,
+        last: FinalLevel,
+    ) -> Result<Self, EnvError> {
+        let times = spacing.times(training_betas.len(), steps)?;
+        Ok(Self::from_times(training_betas, times, last))
     }
 
     /// Network evaluations (S).
@@ -155,14 +166,14 @@ impl SolverGrid {
     }
 
     /// The level at grid position `i` (0 ..= S).
-    pub(crate) fn level(&self, i: usize) -> Level {
+    pub fn level(&self, i: usize) -> Level {
         Level::of(self.sigmas[i])
     }
 }
 
 /// A noise level as the solvers use it.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Level {
+pub struct Level {
     /// sqrt(abar): the data's scale.
     pub alpha: f64,
     /// sqrt(1 - abar): the noise's scale.
@@ -183,17 +194,25 @@ impl Level {
     }
 }
 
-/// A deterministic multistep or singlestep solver on its grid.
-pub trait OdeSolver: std::fmt::Debug + Send + Sync {
+/// A sampler that drives the network itself on its grid (an ODE solver,
+/// SN-DDPM), as opposed to a [`crate::schedule::Schedule`] of affine
+/// Gaussian steps.
+pub trait NetworkSampler: std::fmt::Debug + Send + Sync {
     /// The grid it runs on.
     fn grid(&self) -> &SolverGrid;
 
+    /// Channels of the network output it reads per image channel (1: the
+    /// noise prediction; 2: the noise prediction, then a covariance head's).
+    fn output_channels_per_channel(&self) -> i64 {
+        1
+    }
+
     /// A fresh solve of one batch of chains.
-    fn start(&self) -> Box<dyn SolverSteps + '_>;
+    fn start(&self) -> Box<dyn NetworkSteps + '_>;
 }
 
 /// One solve in progress: what it remembers of earlier steps.
-pub trait SolverSteps {
+pub trait NetworkSteps {
     /// The chains at the next grid position, given `x` at the current one
     /// (`i`-th call: position i, time `grid.times[i]`) and the network's
     /// noise prediction `eps` there.
@@ -204,7 +223,7 @@ pub trait SolverSteps {
 /// with the chains and each network time, and `visit` with each new state
 /// and its position from the end (S - 1 down to 0); returns the last state.
 pub fn solve(
-    solver: &dyn OdeSolver,
+    solver: &dyn NetworkSampler,
     x_t: Tensor,
     mut eps: impl FnMut(&Tensor, usize) -> Tensor,
     mut visit: impl FnMut(usize, &Tensor),

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::{data_prediction, History, OdeSolver, SolverGrid, SolverSteps};
+use super::{data_prediction, History, NetworkSampler, NetworkSteps, SolverGrid};
 
 /// UniPC's B(h).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -46,12 +46,12 @@ impl UniPc {
     }
 }
 
-impl OdeSolver for UniPc {
+impl NetworkSampler for UniPc {
     fn grid(&self) -> &SolverGrid {
         &self.grid
     }
 
-    fn start(&self) -> Box<dyn SolverSteps + '_> {
+    fn start(&self) -> Box<dyn NetworkSteps + '_> {
         Box::new(UniPcSolve {
             solver: self,
             outputs: History::new(self.order),
@@ -202,7 +202,7 @@ impl UniPcSolve<'_> {
     }
 }
 
-impl SolverSteps for UniPcSolve<'_> {
+impl NetworkSteps for UniPcSolve<'_> {
     fn step(&mut self, eps: &Tensor, x: &Tensor) -> Tensor {
         let grid = &self.solver.grid;
         let model = data_prediction(grid.level(self.index), eps, x);

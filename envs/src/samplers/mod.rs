@@ -9,6 +9,7 @@ mod ddim_even;
 mod ddpm;
 mod fastdpm;
 mod full;
+mod sn_ddpm;
 mod solvers;
 
 pub use analytic_dpm::AnalyticDpmSampler;
@@ -17,4 +18,5 @@ pub use ddim_even::{even_times, interpolated_alpha_bar, DdimEvenSampler};
 pub use ddpm::DdpmSampler;
 pub use fastdpm::FastDpmSampler;
 pub use full::FullChain;
+pub use sn_ddpm::{CovarianceDdpm, CovarianceTarget, NprDdpm, SnDdpm, SnDdpmSampler};
 pub use solvers::{DpmSolverPpSampler, DpmSolverSampler, IpndmSampler, UniPcSampler};

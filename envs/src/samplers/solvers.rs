@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::Checker;
 use crate::ode::{
-    DpmSolver, FinalLevel, Ipndm, OdeSolver, Prediction, SolverGrid, SolverSpacing, UniPc,
+    DpmSolver, FinalLevel, Ipndm, NetworkSampler, Prediction, SolverGrid, SolverSpacing, UniPc,
     UniPcVariant,
 };
 use crate::registry::Registered;
@@ -123,7 +123,7 @@ impl SamplerKind for DpmSolverSampler {
         Err(sampling_only("DPM-Solver"))
     }
 
-    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn OdeSolver>, EnvError>> {
+    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn NetworkSampler>, EnvError>> {
         Some(
             grid(
                 training_betas,
@@ -137,7 +137,7 @@ impl SamplerKind for DpmSolverSampler {
                     self.order,
                     self.multistep,
                     Prediction::Noise,
-                )) as Arc<dyn OdeSolver>
+                )) as Arc<dyn NetworkSampler>
             }),
         )
     }
@@ -187,7 +187,7 @@ impl SamplerKind for DpmSolverPpSampler {
         Err(sampling_only("DPM-Solver++"))
     }
 
-    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn OdeSolver>, EnvError>> {
+    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn NetworkSampler>, EnvError>> {
         Some(
             grid(training_betas, self.steps, self.spacing, FinalLevel::Zero).map(|grid| {
                 Arc::new(DpmSolver::new(
@@ -195,7 +195,7 @@ impl SamplerKind for DpmSolverPpSampler {
                     self.order,
                     self.multistep,
                     Prediction::Data,
-                )) as Arc<dyn OdeSolver>
+                )) as Arc<dyn NetworkSampler>
             }),
         )
     }
@@ -246,10 +246,10 @@ impl SamplerKind for UniPcSampler {
         Err(sampling_only("UniPC"))
     }
 
-    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn OdeSolver>, EnvError>> {
+    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn NetworkSampler>, EnvError>> {
         Some(
             grid(training_betas, self.steps, self.spacing, FinalLevel::Zero).map(|grid| {
-                Arc::new(UniPc::new(grid, self.order, self.variant)) as Arc<dyn OdeSolver>
+                Arc::new(UniPc::new(grid, self.order, self.variant)) as Arc<dyn NetworkSampler>
             }),
         )
     }
@@ -294,10 +294,10 @@ impl SamplerKind for IpndmSampler {
         Err(sampling_only("iPNDM"))
     }
 
-    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn OdeSolver>, EnvError>> {
+    fn solver(&self, training_betas: &[f64]) -> Option<Result<Arc<dyn NetworkSampler>, EnvError>> {
         Some(
             grid(training_betas, self.steps, self.spacing, FinalLevel::Zero)
-                .map(|grid| Arc::new(Ipndm::new(grid, self.order)) as Arc<dyn OdeSolver>),
+                .map(|grid| Arc::new(Ipndm::new(grid, self.order)) as Arc<dyn NetworkSampler>),
         )
     }
 }

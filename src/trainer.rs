@@ -37,7 +37,9 @@ pub trait Training {
 
     /// Images the training's diffusion networks have evaluated so far in
     /// this process (its cost in network evaluations; the trainer takes
-    /// out what its evaluations spend). By default the sampler's count.
+    /// out what its evaluations spend). The count never falls: a training
+    /// that drops a network keeps that network's count. By default the
+    /// sampler's count.
     fn network_evaluations(&self) -> u64 {
         self.sampler()
             .map_or(0, DiffusionPolicy::network_evaluations)
@@ -233,8 +235,9 @@ impl Trainer {
                     step: &mut self.state.global_step,
                 },
             )?;
-            let seconds = started.elapsed().as_secs_f64().max(1e-9);
-            self.state.cost.seconds += seconds;
+            let elapsed = started.elapsed().as_secs_f64();
+            self.state.cost.seconds += elapsed;
+            let seconds = elapsed.max(1e-9);
             let done = epoch + 1;
             let last = done == self.config.epochs || end.stop;
             if done.is_multiple_of(self.config.eval_every) || last {
@@ -243,8 +246,10 @@ impl Trainer {
                 measuring += spent;
             }
             self.state.epochs_done = done;
-            self.state.cost.network_evaluations = cost_before.network_evaluations
-                + (training.network_evaluations() - counted_before).saturating_sub(measuring);
+            let counted = training.network_evaluations() - counted_before;
+            debug_assert!(counted >= measuring, "evaluations count as training");
+            self.state.cost.network_evaluations =
+                cost_before.network_evaluations + counted.saturating_sub(measuring);
             self.recorder.scalar(
                 "cost/network_evaluations",
                 self.state.cost.network_evaluations as f64,

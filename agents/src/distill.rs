@@ -33,12 +33,15 @@ pub struct DistillConfig {
     pub grad_clip: Option<f64>,
 }
 
-/// The levels of one student step: abar and network time at t, t', t''.
+/// The levels of the student's steps at t, t' and t'': each `[S, 3]`,
+/// computed in f64 and stored in f32 (1 - abar is not taken in f32).
 #[derive(Debug)]
 struct StepLevels {
-    /// `[S, 3]` abar at (t, t', t'').
-    alpha_bar: Tensor,
-    /// `[S, 3]` network times at (t, t', t'').
+    /// sqrt(abar).
+    alpha: Tensor,
+    /// sqrt(1 - abar).
+    sigma: Tensor,
+    /// The network times.
     times: Tensor,
 }
 
@@ -62,12 +65,15 @@ impl Distiller {
     ) -> Self {
         let t = training_betas.len() as f64;
         let s = student_steps as f64;
-        let mut bars = Vec::with_capacity(3 * student_steps);
+        let mut alphas = Vec::with_capacity(3 * student_steps);
+        let mut sigmas = Vec::with_capacity(3 * student_steps);
         let mut times = Vec::with_capacity(3 * student_steps);
         for i in 1..=student_steps {
             for half_steps_back in 0..3 {
                 let tau = (i as f64 - 0.5 * half_steps_back as f64) * t / s - 1.0;
-                bars.push(interpolated_alpha_bar(training_betas, tau));
+                let bar = interpolated_alpha_bar(training_betas, tau);
+                alphas.push(bar.sqrt());
+                sigmas.push((1.0 - bar).max(0.0).sqrt());
                 times.push(tau);
             }
         }
@@ -82,7 +88,8 @@ impl Distiller {
             optimizer: config.optimizer.build(student.var_store()),
             config,
             levels: StepLevels {
-                alpha_bar: table(bars),
+                alpha: table(alphas),
+                sigma: table(sigmas),
                 times: table(times),
             },
             student_steps,
@@ -110,14 +117,17 @@ impl Distiller {
         let b = x0.size()[0];
         let device = x0.device();
         let step = Tensor::randint(self.student_steps as i64, [b], (Kind::Int64, device));
-        let bars = self.levels.alpha_bar.index_select(0, &step);
+        let alphas = self.levels.alpha.index_select(0, &step);
+        let sigmas = self.levels.sigma.index_select(0, &step);
         let times = self.levels.times.index_select(0, &step);
         let mut shape = vec![b];
         shape.extend(std::iter::repeat_n(1, x0.dim() - 1));
         let column = |table: &Tensor, k: i64| table.select(1, k).contiguous();
         let scale = |k: i64| {
-            let bar = column(&bars, k).view(shape.as_slice());
-            (bar.sqrt(), (-bar + 1.0).clamp_min(0.0).sqrt())
+            (
+                column(&alphas, k).view(shape.as_slice()),
+                column(&sigmas, k).view(shape.as_slice()),
+            )
         };
         let (alpha, sigma) = scale(0);
         let (alpha_mid, sigma_mid) = scale(1);

@@ -205,6 +205,16 @@ impl Generator {
         &self.config
     }
 
+    /// Images the generator's networks have evaluated: the policy's and,
+    /// with a KL penalty, its frozen reference's.
+    pub fn network_evaluations(&self) -> u64 {
+        self.policy.network_evaluations()
+            + self
+                .reference
+                .as_ref()
+                .map_or(0, DiffusionPolicy::network_evaluations)
+    }
+
     /// The policy being trained.
     pub fn policy(&self) -> &DiffusionPolicy {
         &self.policy

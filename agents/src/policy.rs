@@ -304,11 +304,6 @@ impl DiffusionPolicy {
         self.evaluations.load(Ordering::Relaxed)
     }
 
-    /// Adds `count` evaluations made elsewhere (a resumed run's earlier ones).
-    pub fn add_network_evaluations(&self, count: u64) {
-        self.evaluations.fetch_add(count, Ordering::Relaxed);
-    }
-
     /// mu_theta(x, t) for a batch at 1-based sampler steps `steps` (tracks gradients).
     pub fn mean(&self, x: &Tensor, steps: &Tensor) -> Tensor {
         gaussian::mean_from_eps(&self.coefficients, x, &self.eps(x, steps), steps)
@@ -353,6 +348,14 @@ impl DiffusionPolicy {
     /// not fine-tuned. `None` goes back to the schedule.
     pub fn set_solver(&mut self, solver: Option<Arc<dyn NetworkSampler>>) {
         self.solver = solver;
+    }
+
+    /// The steps sampling takes: the solver's grid when one is set, else
+    /// the schedule's T'.
+    pub fn sampling_steps(&self) -> usize {
+        self.solver
+            .as_ref()
+            .map_or_else(|| self.horizon(), |s| s.grid().len())
     }
 
     /// The ODE solver that samples, if one was set.

@@ -95,6 +95,14 @@ impl DistillTask {
         whole_times: bool,
     ) {
         check.that(
+            self.from_steps <= training_steps,
+            "from_steps",
+            format!(
+                "the first teacher's grid i T/from_steps - 1 must stay within the {training_steps} training steps (at most {training_steps}), got {}",
+                self.from_steps
+            ),
+        );
+        check.that(
             !whole_times || training_steps.is_multiple_of(self.from_steps.max(1)),
             "from_steps",
             format!(

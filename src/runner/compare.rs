@@ -468,11 +468,12 @@ fn markdown(
     for row in rows {
         let nfe = row.nfe.map_or("-".to_string(), |n| n.to_string());
         let (evaluations, time) = match row.cost {
-            Some(c) => (
+            // Runs written before costs were counted record none.
+            Some(c) if c.network_evaluations > 0 || c.seconds > 0.0 => (
                 format!("{:.3e}", c.network_evaluations as f64),
                 duration(c.seconds),
             ),
-            None => ("-".into(), "-".into()),
+            _ => ("-".into(), "-".into()),
         };
         out.push_str(&format!(
             "| {} | {nfe} | {evaluations} | {time} |",

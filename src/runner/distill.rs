@@ -232,3 +232,90 @@ impl Training for Distillation {
                 .map_or(0, DiffusionPolicy::network_evaluations)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use agents::optim::OptimizerConfig;
+    use envs::schedule::BetaSchedule;
+    use tch::{Device, Kind, Tensor};
+
+    use super::*;
+    use crate::checkpoint::{CheckpointStore, RunFolderStore};
+    use crate::recording::MemoryRecorder;
+    use crate::trainer::{Trainer, TrainerConfig};
+
+    const ROUNDS_OF: usize = 2;
+
+    fn betas() -> Vec<f64> {
+        BetaSchedule::Linear {
+            start: 0.05,
+            end: 0.6,
+        }
+        .betas(8)
+        .unwrap()
+    }
+
+    /// 8 -> 4 -> 2 steps, two epochs a round, on a toy network.
+    fn distillation() -> Distillation {
+        let task = DistillTask {
+            init: "unused".into(),
+            from_steps: 8,
+            epochs_per_round: ROUNDS_OF,
+            batch: 40,
+            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            anneal: true,
+            grad_clip: Some(1.0),
+        };
+        tch::manual_seed(11);
+        let schedule = SamplerConfig::DdimEven(DdimEvenSampler { steps: 8 })
+            .build(&betas(), envs::schedule::Variance::PosteriorBetaTilde)
+            .unwrap();
+        let start = DiffusionPolicy::toy(&schedule, 2, 16, 8, Device::Cpu);
+        let data = Data::from_values(
+            Tensor::randn([120, 2], (Kind::Float, Device::Cpu)),
+            false,
+            false,
+        );
+        Distillation::new(task, start, betas(), data).unwrap()
+    }
+
+    fn run(dir: &Path, epochs: usize, training: &mut Distillation) -> PathBuf {
+        let config = TrainerConfig {
+            checkpoint_every: 1,
+            ..TrainerConfig::new("distill", epochs, 5)
+        };
+        let store = RunFolderStore::new(dir);
+        let resume = store.latest().unwrap();
+        Trainer::new(config, Box::new(MemoryRecorder::default()), Box::new(store))
+            .run(training, resume.as_ref())
+            .unwrap()
+    }
+
+    fn bytes(dir: &Path) -> Vec<Vec<u8>> {
+        ["generator", "teacher", "optim-generator"]
+            .iter()
+            .map(|part| std::fs::read(dir.join(format!("{part}.safetensors"))).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_run_cut_at_or_within_a_round_resumes_to_the_same_bytes() {
+        let _rng = envs::testing::seeded(0);
+        let root = std::env::temp_dir().join(format!("shortcut-distill-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let whole = run(&root.join("whole"), 2 * ROUNDS_OF, &mut distillation());
+        for cut in [ROUNDS_OF, ROUNDS_OF + 1] {
+            let dir = root.join(format!("cut{cut}"));
+            // Stopped after `cut` epochs (its last checkpoint), then resumed
+            // by a fresh process.
+            run(&dir, cut, &mut distillation());
+            let resumed = run(&dir, 2 * ROUNDS_OF, &mut distillation());
+            assert!(bytes(&resumed) == bytes(&whole), "cut after {cut} epochs");
+        }
+        let done = crate::checkpoint::Checkpoint::open(&whole).unwrap();
+        assert_eq!(done.state().unwrap().cost.network_evaluations, 3 * 120 * 4);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -215,7 +215,7 @@ impl ExperimentEvaluator {
     fn chain_paths(&self, policy: &DiffusionPolicy) -> Vec<Tensor> {
         const CHAINS: i64 = 8;
         const STATES: usize = 11;
-        let horizon = policy.horizon();
+        let horizon = policy.sampling_steps();
         let mut keep: Vec<usize> = (0..STATES)
             .map(|i| (horizon * (STATES - 1 - i) + (STATES - 1) / 2) / (STATES - 1))
             .collect();

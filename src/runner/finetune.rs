@@ -139,6 +139,11 @@ impl Training for FineTuning {
     fn sampler(&self) -> Option<&DiffusionPolicy> {
         Some(self.sft.agent.generator().policy())
     }
+
+    /// The generator's networks: its policy and its KL reference.
+    fn network_evaluations(&self) -> u64 {
+        self.sft.agent.generator().network_evaluations()
+    }
 }
 
 /// Indices of the data points used by the critic steps of one epoch: whole

@@ -525,7 +525,10 @@ fn comparison_table(
         });
         Ok::<(), RunError>(())
     };
-    if let Some(dir) = &imported {
+    // A covariance head's sampler reads the head, which the pretrained
+    // model does not have: its start is measured by no sampler of its own.
+    let start_sampler = exp.env.sampler.covariance_target().is_none();
+    if let (Some(dir), true) = (&imported, start_sampler) {
         let policy = model::imported_policy(exp, path, dir, device)?;
         measure(
             format!("pretrained ({})", dir.display()),
@@ -539,11 +542,16 @@ fn comparison_table(
         let final_dir = ensure_trained(entry_path, entry, options, false, device)?;
         let (_, policy) = load_policy(&final_dir, device)?;
         measure(describe(entry), model::sampler_steps(entry), &policy)?;
-        // The pretrained model under this run's sampler: where fine-tuning starts.
-        if i == 0 && run_init && entry.env.sampler != exp.env.sampler {
+        // The pretrained model under this run's sampler: where fine-tuning
+        // starts, what distillation is measured against.
+        if i == 0 && run_init && start_sampler && entry.env.sampler != exp.env.sampler {
             let start = load_policy_with_sampler(&final_dir, exp.env.sampler, device)?;
+            let role = match exp.task {
+                Task::Distill(_) => "undistilled",
+                _ => "start",
+            };
             measure(
-                format!("start: {} ({})", exp.env.sampler.describe(), entry.name),
+                format!("{role}: {} ({})", exp.env.sampler.describe(), entry.name),
                 model::sampler_steps(exp),
                 &start,
             )?;

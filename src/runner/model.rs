@@ -223,8 +223,14 @@ pub fn policy_with_sampler(
         }));
     }
     let mut exp = exp.clone();
+    let own_sampler = exp.env.sampler;
     exp.env.sampler = sampler;
-    if let Err((field, message)) = exp.validate() {
+    // The sampler must fit the model and its schedule (the task that
+    // trained the model is not asked again: a distilled run samples with
+    // DDIM too).
+    let mut check = envs::check::Checker::new();
+    check.within("env", |c| exp.env.validate(c, &exp.data.set, &exp.model));
+    if let Err((field, message)) = check.result() {
         return Err(RunError::Env(envs::EnvError::Invalid {
             field: "sampler",
             reason: format!("{sampler:?} does not fit {}: {field}: {message}", exp.name),
@@ -233,8 +239,9 @@ pub fn policy_with_sampler(
     let betas = exp.env.schedule.betas(exp.env.steps)?;
     let solver = sampler.solver(&betas).transpose()?;
     if solver.is_some() && own_head.is_none() {
-        // Loaded on the training chain, whose network times it calls.
-        exp.env.sampler = envs::sampler::SamplerConfig::Full;
+        // Loaded as the run was (its variables, a learned variance's
+        // included, fit its own sampler); the solver then samples.
+        exp.env.sampler = own_sampler;
     }
     let analytic = sampler.analytic_base(&betas).transpose()?;
     if let (Some(_), envs::sampler::SamplerConfig::AnalyticDpm(a)) = (&analytic, sampler) {

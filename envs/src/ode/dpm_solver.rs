@@ -38,9 +38,11 @@ pub struct DpmSolver {
 }
 
 impl DpmSolver {
-    /// A solver of `order` (1 to 3) integrating `prediction` on `grid`;
-    /// the last steps of a short grid (fewer than 15) and the step to a
-    /// zero level are taken at lower order, as diffusers does.
+    /// A solver of `order` (1 to 3) integrating `prediction` on `grid`, at
+    /// lower orders where diffusers lowers them: a multistep solver at the
+    /// last steps of a short grid (fewer than 15) and on the step to a zero
+    /// level; a singlestep one where the steps do not divide into its
+    /// order's cycles or the last step ends at zero.
     ///
     /// # Panics
     /// When `order` is not 1, 2 or 3.

@@ -201,12 +201,6 @@ pub trait NetworkSampler: std::fmt::Debug + Send + Sync {
     /// The grid it runs on.
     fn grid(&self) -> &SolverGrid;
 
-    /// Channels of the network output it reads per image channel (1: the
-    /// noise prediction; 2: the noise prediction, then a covariance head's).
-    fn output_channels_per_channel(&self) -> i64 {
-        1
-    }
-
     /// A fresh solve of one batch of chains.
     fn start(&self) -> Box<dyn NetworkSteps + '_>;
 }

@@ -65,8 +65,16 @@ impl SamplerKind for DdimEvenSampler {
         "DDIM, even real times".into()
     }
 
-    fn validate(&self, check: &mut Checker, _context: SamplerContext) {
+    fn validate(&self, check: &mut Checker, context: SamplerContext) {
         check.at_least("steps", self.steps, 1);
+        check.that(
+            self.steps <= context.training_steps,
+            "steps",
+            format!(
+                "the first time T/S - 1 must be a training time: at most {} steps, got {}",
+                context.training_steps, self.steps
+            ),
+        );
     }
 
     fn build(&self, training_betas: &[f64], _defaults: DdpmDefaults) -> Result<Schedule, EnvError> {

@@ -188,10 +188,6 @@ impl NetworkSampler for CovarianceDdpm {
             index: 0,
         })
     }
-
-    fn output_channels_per_channel(&self) -> i64 {
-        2
-    }
 }
 
 struct CovarianceSteps<'a> {

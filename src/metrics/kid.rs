@@ -153,7 +153,8 @@ mod tests {
     use super::*;
 
     fn features(rows: i64, dim: i64, shift: f64, seed: i64) -> Tensor {
-        tch::manual_seed(seed);
+        // libtorch's generator is shared: draw while holding it.
+        let _rng = envs::testing::seeded(seed);
         Tensor::randn([rows, dim], (Kind::Double, Device::Cpu)) + shift
     }
 

@@ -45,7 +45,7 @@ fn dpmpp(steps: usize, order: usize, multistep: bool, spacing: SolverSpacing) ->
 
 #[test]
 fn solver_steps_match_diffusers_schedulers() {
-    use SolverSpacing::{Leading, Linspace, Trailing};
+    use SolverSpacing::{Karras, Leading, Linspace, Trailing};
     let dir = temp_dir("solver_parity");
     run_ok(
         python()
@@ -89,6 +89,14 @@ fn solver_steps_match_diffusers_schedulers() {
                 steps: 10,
                 order: 4,
                 spacing: Linspace,
+            }),
+        ),
+        (
+            "ipndm_karras",
+            SamplerConfig::Ipndm(IpndmSampler {
+                steps: 10,
+                order: 4,
+                spacing: Karras,
             }),
         ),
     ];

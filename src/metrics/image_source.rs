@@ -24,6 +24,10 @@ use super::jpeg;
 /// with room for samples that overshoot).
 const FLOAT_LIMIT: f32 = 4.0;
 
+/// Float images with more than one value in this many beyond
+/// [`FLOAT_LIMIT`] are refused as pixels, not samples.
+const OUTLIER_SHARE: usize = 100;
+
 /// Extensions of image files pytorch-fid reads that are not decoded here.
 const UNSUPPORTED: [&str; 6] = ["bmp", "pgm", "ppm", "tif", "tiff", "webp"];
 
@@ -295,13 +299,20 @@ fn check_unit_range(path: &Path, values: &[f32]) -> Result<(), MetricError> {
             format!("holds the non-finite value {bad}"),
         ));
     }
-    // Samples overshoot [-1, 1] a little and are clamped, as a PNG of them
-    // would be; pixels in [0, 255] are refused.
-    if let Some(bad) = values.iter().find(|v| v.abs() > FLOAT_LIMIT) {
+    // Samples overshoot [-1, 1] and are clamped, as a PNG of them would be;
+    // a solver that ends near sigma = 0 (DPM-Solver, iPNDM) leaves a few
+    // values far out. Pixels in [0, 255] saved as floats are refused: they
+    // are never negative, and many of them lie beyond the limit.
+    let beyond = values.iter().filter(|v| v.abs() > FLOAT_LIMIT).count();
+    let negative = values.iter().any(|&v| v < 0.0);
+    if beyond > 0 && (!negative || beyond * OUTLIER_SHARE > values.len()) {
+        let bad = values.iter().find(|v| v.abs() > FLOAT_LIMIT).unwrap();
         return Err(images_error(
             path,
             format!(
-                "holds {bad}: float images are read in the model's range [-1, 1] (values beyond ±{FLOAT_LIMIT} are refused); save pixels as uint8"
+                "holds {bad} ({beyond} of {} values beyond ±{FLOAT_LIMIT}{}): float images are read in the model's range [-1, 1] (a few outliers of samples are clamped); save pixels as uint8",
+                values.len(),
+                if negative { "" } else { ", none negative" }
             ),
         ));
     }
@@ -421,6 +432,29 @@ mod tests {
         );
         let err = read_all(&path, 2).unwrap_err().to_string();
         assert!(err.contains("holds 200") && err.contains("uint8"), "{err}");
+        std::fs::remove_file(path).unwrap();
+
+        // Mostly black pixels, a few bright ones: none negative, refused.
+        let dark = Tensor::zeros([2, 3, 4, 4], (Kind::Float, tch::Device::Cpu));
+        let _ = dark.get(0).get(0).get(0).get(0).fill_(255.0);
+        let path = written("darkpixelfloats", &dark);
+        let err = read_all(&path, 2).unwrap_err().to_string();
+        assert!(err.contains("none negative"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn a_few_far_outliers_of_samples_are_clamped() {
+        let samples = Tensor::linspace(-1.0, 1.0, 2 * 3 * 8 * 8, (Kind::Float, tch::Device::Cpu))
+            .view([2, 3, 8, 8]);
+        let _ = samples.get(0).get(0).get(0).get(0).fill_(-9.0);
+        let _ = samples.get(1).get(2).get(7).get(7).fill_(7.5);
+        let path = written("outliers", &samples);
+        let got = read_all(&path, 2).unwrap();
+        let want = envs::images::to_pixels(&samples.clamp(-1.0, 1.0));
+        assert!(got.equal(&want));
+        assert_eq!(got.get(0).get(0).get(0).get(0).int64_value(&[]), 0);
+        assert_eq!(got.get(1).get(2).get(7).get(7).int64_value(&[]), 255);
         std::fs::remove_file(path).unwrap();
     }
 }

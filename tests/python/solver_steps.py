@@ -11,7 +11,8 @@ betas 1e-4 .. 0.02, no thresholding.
 
 IPNDMScheduler keeps its own cosine noise levels and takes a v-prediction
 (its ets = sample * sigma + output * alpha); the iPNDM case replaces its
-levels by the model's at the DPM-Solver grid's times (then 0) and feeds
+levels by the model's at the DPM-Solver grid's times (then 0; with Karras
+sigmas, the training steps diffusers rounds them to) and feeds
 output = (eps - sample * sigma) / alpha, so that ets is the model's eps.
 """
 
@@ -40,7 +41,8 @@ CASES = {
     "unipc_bh2": (UniPCMultistepScheduler, dict(), 10),
     "unipc_bh1_3_trailing": (UniPCMultistepScheduler, dict(
         solver_order=3, solver_type="bh1", timestep_spacing="trailing"), 12),
-    "ipndm": (IPNDMScheduler, None, 10),
+    "ipndm": (IPNDMScheduler, dict(), 10),
+    "ipndm_karras": (IPNDMScheduler, dict(use_karras_sigmas=True), 10),
 }
 
 
@@ -55,10 +57,11 @@ def model_levels(times):
 
 def run(case, out):
     cls, config, steps = CASES[case]
-    if config is None:
+    ipndm = cls is IPNDMScheduler
+    if ipndm:
         sched = IPNDMScheduler(num_train_timesteps=1000)
         sched.set_timesteps(steps)
-        grid = DPMSolverMultistepScheduler(**COMMON)
+        grid = DPMSolverMultistepScheduler(**COMMON, **config)
         grid.set_timesteps(steps)
         times = grid.timesteps.numpy()
         sched.alphas, sched.betas = model_levels(times)
@@ -74,7 +77,7 @@ def run(case, out):
     for i, t in enumerate(sched.timesteps):
         eps = torch.randn(x.shape, generator=g)
         output = eps
-        if config is None:
+        if ipndm:
             output = (eps - sample * sched.betas[i]) / sched.alphas[i]
         sample = sched.step(output, t, sample).prev_sample
         eps_all.append(eps)

@@ -46,16 +46,49 @@ pub enum SolverSpacing {
     Leading,
     /// round(T - i T / S) - 1 for i = 0 .. S - 1.
     Trailing,
+    /// Karras et al.'s (EDM) polynomial levels, rho = 7: sigma_i =
+    /// (smax^(1/7) + i/(S-1) (smin^(1/7) - smax^(1/7)))^7 between the noise
+    /// levels of the last and first training steps, each at the training
+    /// step nearest in log sigma (diffusers' `use_karras_sigmas`, whose
+    /// sigmas we then take at those steps so that every level is the
+    /// network's own). Even in sigma^(1/7), so near even in the ODE's own
+    /// variable where Adams-Bashforth's fixed weights (iPNDM) need it.
+    Karras,
 }
 
+/// The exponent of [`SolverSpacing::Karras`]'s polynomial (EDM's rho).
+const KARRAS_RHO: f64 = 7.0;
+
 impl SolverSpacing {
-    /// The network times (0-based, decreasing) of `steps` evaluations on
-    /// `t` training steps.
+    /// The network times (0-based, decreasing) of `steps` evaluations on a
+    /// model trained with `training_betas`.
     ///
     /// # Errors
     /// When there are no steps, more steps than training steps, or the
     /// spacing repeats a time.
-    pub fn times(self, t: usize, steps: usize) -> Result<Vec<usize>, EnvError> {
+    pub fn times(self, training_betas: &[f64], steps: usize) -> Result<Vec<usize>, EnvError> {
+        let t = training_betas.len();
+        let times = match self.index_times(t, steps)? {
+            Some(times) => times,
+            None => karras_times(training_betas, steps),
+        };
+        self.distinct(t, steps, times)
+    }
+
+    /// Checks what can be checked of `steps` evaluations on `t` training
+    /// steps without the schedule (all of it, but for Karras's repeats).
+    ///
+    /// # Errors
+    /// As [`SolverSpacing::times`].
+    pub fn check(self, t: usize, steps: usize) -> Result<(), EnvError> {
+        if let Some(times) = self.index_times(t, steps)? {
+            self.distinct(t, steps, times)?;
+        }
+        Ok(())
+    }
+
+    /// The times of the spacings that depend on T alone (None for Karras).
+    fn index_times(self, t: usize, steps: usize) -> Result<Option<Vec<usize>>, EnvError> {
         if steps == 0 || steps > t {
             return Err(EnvError::Invalid {
                 field: "steps",
@@ -63,7 +96,7 @@ impl SolverSpacing {
             });
         }
         let (tf, sf) = (t as f64, steps as f64);
-        let times: Vec<usize> = match self {
+        Ok(Some(match self {
             SolverSpacing::Linspace => {
                 // numpy's linspace(0, T - 1, S + 1), rounded half to even.
                 let step = (tf - 1.0) / sf;
@@ -89,7 +122,12 @@ impl SolverSpacing {
                     .map(|i| ((tf - i as f64 * ratio).round_ties_even() as usize).saturating_sub(1))
                     .collect()
             }
-        };
+            SolverSpacing::Karras => return Ok(None),
+        }))
+    }
+
+    /// `times`, unless one repeats.
+    fn distinct(self, t: usize, steps: usize, times: Vec<usize>) -> Result<Vec<usize>, EnvError> {
         if times.windows(2).any(|w| w[0] <= w[1]) {
             return Err(EnvError::Invalid {
                 field: "steps",
@@ -98,6 +136,49 @@ impl SolverSpacing {
         }
         Ok(times)
     }
+}
+
+/// The training steps nearest (in log sigma) to Karras et al.'s `steps`
+/// levels between the first and last training steps' noise levels.
+fn karras_times(training_betas: &[f64], steps: usize) -> Vec<usize> {
+    let log_sigmas: Vec<f64> = alpha_bars(training_betas)
+        .into_iter()
+        .map(|abar| ((1.0 - abar) / abar).sqrt().ln())
+        .collect();
+    let (low, high) = (log_sigmas[0], log_sigmas[log_sigmas.len() - 1]);
+    let (min_inv, max_inv) = ((low / KARRAS_RHO).exp(), (high / KARRAS_RHO).exp());
+    (0..steps)
+        .map(|i| {
+            let ramp = if steps == 1 {
+                0.0
+            } else {
+                i as f64 / (steps - 1) as f64
+            };
+            let log_sigma = KARRAS_RHO * (max_inv + ramp * (min_inv - max_inv)).ln();
+            // log sigma rises with t: interpolate the fractional step, then round.
+            let upper = log_sigmas.partition_point(|&l| l < log_sigma);
+            let fractional = match upper {
+                0 => 0.0,
+                u if u >= log_sigmas.len() => (log_sigmas.len() - 1) as f64,
+                u => {
+                    let (a, b) = (log_sigmas[u - 1], log_sigmas[u]);
+                    (u - 1) as f64 + (log_sigma - a) / (b - a)
+                }
+            };
+            fractional.round_ties_even() as usize
+        })
+        .collect()
+}
+
+/// abar_t = prod_{s <= t} (1 - beta_s) for every training step.
+fn alpha_bars(training_betas: &[f64]) -> Vec<f64> {
+    training_betas
+        .iter()
+        .scan(1.0, |acc, b| {
+            *acc *= 1.0 - b;
+            Some(*acc)
+        })
+        .collect()
 }
 
 /// Where sampling ends: diffusers' `final_sigmas_type`.
@@ -123,13 +204,7 @@ impl SolverGrid {
     /// The grid of the network times `times` (0-based, decreasing) on a
     /// model trained with `training_betas`, ending at `last`.
     pub fn from_times(training_betas: &[f64], times: Vec<usize>, last: FinalLevel) -> Self {
-        let alpha_bar: Vec<f64> = training_betas
-            .iter()
-            .scan(1.0, |acc, b| {
-                *acc *= 1.0 - b;
-                Some(*acc)
-            })
-            .collect();
+        let alpha_bar = alpha_bars(training_betas);
         let level = |abar: f64| ((1.0 - abar) / abar).sqrt();
         let mut sigmas: Vec<f64> = times.iter().map(|&i| level(alpha_bar[i])).collect();
         sigmas.push(match last {
@@ -151,7 +226,7 @@ impl SolverGrid {
         spacing: SolverSpacing,
         last: FinalLevel,
     ) -> Result<Self, EnvError> {
-        let times = spacing.times(training_betas.len(), steps)?;
+        let times = spacing.times(training_betas, steps)?;
         Ok(Self::from_times(training_betas, times, last))
     }
 

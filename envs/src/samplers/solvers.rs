@@ -35,7 +35,7 @@ fn validate_solver(
     order: usize,
     orders: std::ops::RangeInclusive<usize>,
 ) {
-    if let Err(EnvError::Invalid { reason, .. }) = spacing.times(context.training_steps, steps) {
+    if let Err(EnvError::Invalid { reason, .. }) = spacing.check(context.training_steps, steps) {
         check.that(false, "steps", reason);
     }
     check.that(
@@ -70,9 +70,6 @@ fn order_three() -> usize {
     3
 }
 
-fn order_four() -> usize {
-    4
-}
 
 /// DPM-Solver (Lu et al. 2022) on the noise prediction, ending at the
 /// first training step's noise level. The default, singlestep order 3,
@@ -262,8 +259,10 @@ impl SamplerKind for UniPcSampler {
 pub struct IpndmSampler {
     /// Network evaluations (NFE).
     pub steps: usize,
-    /// The highest Adams-Bashforth order, 1 to 4.
-    #[serde(default = "order_four")]
+    /// The highest Adams-Bashforth order, 1 to 4. The default is 3, not
+    /// diffusers' 4: at 10 NFE the fourth order diverged on our digits
+    /// model on both the even and Karras grids (docs/decisions.md).
+    #[serde(default = "order_three")]
     pub order: usize,
     /// Where the network times lie.
     #[serde(default)]
@@ -273,7 +272,7 @@ pub struct IpndmSampler {
 impl SamplerKind for IpndmSampler {
     fn listed() -> &'static [Registered] {
         &[Registered {
-            ron: "Ipndm(steps: 10, order: 4, spacing: Linspace)",
+            ron: "Ipndm(steps: 10, order: 3, spacing: Linspace)",
             summary: "iPNDM (Zhang & Chen): DDIM steps with Adams-Bashforth noise; an ODE solver, samples trained models only",
         }]
     }

@@ -110,11 +110,18 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
     std::fs::write(dir.join("ddpm.ron"), pretrain(&runs, &digits)).unwrap();
     std::fs::write(dir.join("sft.ron"), fine_tune(&runs, &digits)).unwrap();
     std::fs::write(dir.join("table3.ron"), COMPARISON).unwrap();
+    // Two jobs: the model first, then the fine-tuned row in a child process.
     let out = run_ok(
         rl_run()
             .arg(dir.join("table3.ron"))
-            .args(["--quiet", "--jobs", "1"]),
+            .args(["--quiet", "--jobs", "2"]),
     );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("training tiny_sft in the background") && log.contains("tiny_sft finished"),
+        "{log}"
+    );
+    assert!(runs.join("tiny_sft/log.txt").is_file());
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     for expected in [
         "| sampler | NFE | training evaluations | training time | classifier FID, training set | KID, training set (x1e3) | classifier FID, test set | KID, test set (x1e3) |",

@@ -208,7 +208,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
         },
         (None, None) => unreachable!("a model is trained or imported"),
     };
-    let mut tuned = Vec::new();
+    let mut rows = Vec::new();
     for file in &cmp.fine_tuned {
         let tuned_path = Experiment::resolve_relative(path, file);
         let exp = Experiment::load(&tuned_path)?;
@@ -223,6 +223,18 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
                 ),
             }));
         }
+        rows.push((tuned_path, exp));
+    }
+    // The trained rows depend on the model alone: side by side in child
+    // processes, `jobs` at a time, where the command allows more than one.
+    if let Some((executable, jobs)) = &options.parallel {
+        if *jobs > 1 {
+            let deps: Vec<_> = rows.iter().map(|(p, _)| (p.clone(), Vec::new())).collect();
+            super::parallel::Background::start(executable, &deps, *jobs)?.finish()?;
+        }
+    }
+    let mut tuned = Vec::new();
+    for (tuned_path, exp) in rows {
         let final_dir = ensure_trained(&tuned_path, &exp, &dependency, false, device)?;
         tuned.push((exp, final_dir));
     }

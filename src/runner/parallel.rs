@@ -74,6 +74,13 @@ impl Background {
             for o in &overrides {
                 cmd.arg("--set").arg(o.to_arg());
             }
+            // Side by side on shared cores, libgomp's default of spinning in
+            // its barriers makes multi-threaded runs wait on each other (two
+            // 2-thread processes on 2 cores: 4.6x slower than passive
+            // waiting, docs/performance.md); the numbers do not change.
+            if self.jobs > 1 && std::env::var_os("OMP_WAIT_POLICY").is_none() {
+                cmd.env("OMP_WAIT_POLICY", "PASSIVE");
+            }
             let child = cmd
                 .stdout(Stdio::null())
                 .stderr(file)

@@ -70,7 +70,6 @@ fn order_three() -> usize {
     3
 }
 
-
 /// DPM-Solver (Lu et al. 2022) on the noise prediction, ending at the
 /// first training step's noise level. The default, singlestep order 3,
 /// is DPM-Solver-fast's orders at 10 NFE (3, 3, 3, 1), the paper's 4.70

@@ -379,6 +379,36 @@ fn a_comparison_tabulates_fid_and_kid_of_every_sampler() {
         (also_fid - fid).abs() > 1e-6 * fid,
         "another network, another FID: {also_fid} vs {fid}"
     );
+
+    // Another table of the same model with a row in common (Tables 3 and 4):
+    // that row's samples come from the shared cache, the very same file.
+    std::fs::write(
+        dir.join("table4.ron"),
+        COMPARISON
+            .replace("tiny_table3", "tiny_table4")
+            .replace("Full, ", "")
+            .replace("fine_tuned: [\"sft.ron\"]", "fine_tuned: []"),
+    )
+    .unwrap();
+    let other = run_ok(
+        rl_run()
+            .arg(dir.join("table4.ron"))
+            .args(["--quiet", "--jobs", "1"]),
+    );
+    let other = String::from_utf8_lossy(&other.stdout).into_owned();
+    let shared = runs
+        .join("tiny_table4/samples")
+        .join(samples.file_name().unwrap());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(&shared).unwrap().ino(),
+        std::fs::metadata(&samples).unwrap().ino(),
+        "{} is a link to {}",
+        shared.display(),
+        samples.display()
+    );
+    assert_eq!(cell_of(&other, ddpm_row), cell_of(&table, ddpm_row));
+    assert!(!other.contains("full chain"), "{other}");
 }
 
 /// Every number in a text.

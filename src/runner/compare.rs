@@ -106,20 +106,66 @@ fn sample_request(
     ))
 }
 
+/// Where sampled rows are shared between comparisons (under `record.dir`):
+/// `<SHA-256 of the request>.npy`, `.png` and `.request.txt`, so that two
+/// tables of one model (Tables 3 and 4) sample a common row once.
+pub const SAMPLE_CACHE_DIR: &str = "sample_cache";
+
+/// Whether `file` holds the samples of `request` (its stamp says so).
+fn holds(file: &Path, request: &str) -> bool {
+    file.is_file()
+        && std::fs::read_to_string(file.with_extension("request.txt")).is_ok_and(|s| s == request)
+}
+
+/// Puts `from` at `to` (a hard link, or a copy where linking fails),
+/// through a temporary name renamed into place.
+fn link_or_copy(from: &Path, to: &Path) -> Result<(), RunError> {
+    let part = to.with_extension("linking");
+    let _ = std::fs::remove_file(&part);
+    if std::fs::hard_link(from, &part).is_err() {
+        std::fs::copy(from, &part).map_err(io(from))?;
+    }
+    std::fs::rename(&part, to).map_err(io(to))
+}
+
+/// The files of a row's samples: the `.npy`, its PNG grid, its stamp last.
+fn sample_files(file: &Path) -> [PathBuf; 3] {
+    [
+        file.to_path_buf(),
+        file.with_extension("png"),
+        file.with_extension("request.txt"),
+    ]
+}
+
 /// The samples of a row as uint8 `[N, C, H, W]`: those in `file` when its
-/// stamp (`<file stem>.request.txt`) holds `request`, else `n` new ones of
-/// the policy `make` gives, written as `.npy` (uint8 `[N, H, W, C]`) with a
-/// PNG grid of the first 64, the stamp last (each through a temporary file
-/// renamed into place).
+/// stamp (`<file stem>.request.txt`) holds `request`, else those of the
+/// same request in the shared `cache` folder, else `n` new ones of the
+/// policy `make` gives, written as `.npy` (uint8 `[N, H, W, C]`) with a PNG
+/// grid of the first 64, the stamp last (each through a temporary file
+/// renamed into place), and linked into `cache`.
 fn samples(
     make: impl FnOnce() -> Result<DiffusionPolicy, RunError>,
     exp: &Experiment,
     cmp: &Comparison,
     file: &Path,
     request: &str,
+    cache: &Path,
 ) -> Result<Tensor, RunError> {
+    use sha2::{Digest, Sha256};
     let stamp = file.with_extension("request.txt");
-    if file.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == request) {
+    let key: String = Sha256::digest(request.as_bytes())
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let shared = cache.join(format!("{key}.npy"));
+    if !holds(file, request) && holds(&shared, request) {
+        let _ = std::fs::remove_file(&stamp);
+        for (from, to) in sample_files(&shared).iter().zip(&sample_files(file)) {
+            link_or_copy(from, to)?;
+        }
+    }
+    if holds(file, request) {
         let source = crate::metrics::image_source::ImageSource::open(file)?;
         let mut parts = Vec::new();
         source.for_each_batch(10_000, |batch| {
@@ -151,6 +197,10 @@ fn samples(
     let part = stamp.with_extension("partial");
     std::fs::write(&part, request).map_err(io(&part))?;
     std::fs::rename(&part, &stamp).map_err(io(&stamp))?;
+    std::fs::create_dir_all(cache).map_err(io(cache))?;
+    for (from, to) in sample_files(file).iter().zip(&sample_files(&shared)) {
+        link_or_copy(from, to)?;
+    }
     Ok(pixels)
 }
 
@@ -243,6 +293,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
     // its references (all training images, and the test split where there
     // is one), measured once per network and kept in `<record.dir>/fid_stats`.
     let cache = model.record.dir.join(FID_STATS_DIR);
+    let sample_cache = model.record.dir.join(SAMPLE_CACHE_DIR);
     let train = Data::load(&model.data, Device::Cpu)?;
     let test = held_out_data(&model)?;
     let mut networks = Vec::new();
@@ -310,7 +361,7 @@ pub fn run_comparison(path: &Path, options: &RunOptions) -> Result<ComparisonRep
                            exp: &Experiment,
                            request: String| {
         let file = dir.join("samples").join(format!("{stem}.npy"));
-        let pixels = samples(make, exp, &cmp, &file, &request)?;
+        let pixels = samples(make, exp, &cmp, &file, &request, &sample_cache)?;
         let pixels = match jpeg.as_mut() {
             Some(jpeg) => jpeg.batch(&pixels)?,
             None => pixels,

@@ -161,7 +161,7 @@ fn solver_sampling_matches_diffusers() {
         ("dpm_solver_fast", "DpmSolver(steps: 10)"),
         ("dpmpp_2m", "DpmSolverPp(steps: 10)"),
         ("unipc_bh2", "UniPc(steps: 10)"),
-        ("ipndm", "Ipndm(steps: 10)"),
+        ("ipndm", "Ipndm(steps: 10, order: 4)"),
     ];
     for (case, sampler) in cases {
         let out = dir.join(format!("ours_{case}.npy"));

@@ -163,8 +163,10 @@ impl Distiller {
     }
 
     /// One optimisation step of the student on a batch at learning rate
-    /// `lr` (the teacher in evaluation mode, the student in training mode:
-    /// dropout as pretrained); returns the loss.
+    /// `lr`, teacher and student both without dropout (the authors'
+    /// distillation configs: "same as teacher but with 0 dropout"; with
+    /// it, the truncated-SNR weight amplifies dropout's noise at the top
+    /// step thousands of times); returns the loss.
     pub fn step(
         &mut self,
         teacher: &DiffusionPolicy,
@@ -175,9 +177,8 @@ impl Distiller {
         self.optimizer.set_learning_rate("", lr);
         self.optimizer.zero_grad();
         teacher.set_training(false);
-        student.set_training(true);
-        let loss = self.loss(teacher, student, x0);
         student.set_training(false);
+        let loss = self.loss(teacher, student, x0);
         let value = ensure_finite("distillation loss", loss.double_value(&[]))?;
         loss.backward();
         self.optimizer.clip_grad_norm(self.config.grad_clip);

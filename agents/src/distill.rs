@@ -31,6 +31,24 @@ pub struct DistillConfig {
     pub optimizer: OptimizerConfig,
     /// Clip the gradient's global norm at this value.
     pub grad_clip: Option<f64>,
+    /// The weight of each image's x_0 error.
+    pub weighting: DistillWeighting,
+}
+
+/// The weight of a student step's squared x_0 error (docs/conventions.md,
+/// section 4b).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum DistillWeighting {
+    /// Salimans & Ho's truncated SNR, max(alpha_t^2 / sigma_t^2, 1): in an
+    /// eps-network's units max(1, 1/SNR), which puts nearly all the weight
+    /// on the noisiest step of a short grid.
+    #[default]
+    TruncatedSnr,
+    /// The squared error of the step's landing point z_t'' instead of x_0:
+    /// (alpha_t'' - (sigma_t''/sigma_t) alpha_t)^2, the weight that makes
+    /// the loss the distance between the student's and the teacher's
+    /// z_t'' (ours; better conditioned for eps-networks).
+    StepOutput,
 }
 
 /// The levels of the student's steps at t, t' and t'': each `[S, 3]`,
@@ -106,7 +124,7 @@ impl Distiller {
         &mut self.optimizer
     }
 
-    /// The truncated-SNR weighted loss of `student` against two steps of
+    /// The weighted loss (`weighting`) of `student` against two steps of
     /// `teacher` on a batch of images `x0` (any element shape).
     pub fn loss(
         &self,
@@ -153,7 +171,10 @@ impl Distiller {
         });
         let eps = student.eps_at_network_steps(&z, &column(&times, 0));
         let predicted = (&z - eps * &sigma) / &alpha;
-        let weight = (alpha.square() / sigma.square()).clamp_min(1.0);
+        let weight = match self.config.weighting {
+            DistillWeighting::TruncatedSnr => (alpha.square() / sigma.square()).clamp_min(1.0),
+            DistillWeighting::StepOutput => (&alpha_end - &alpha * (&sigma_end / &sigma)).square(),
+        };
         let per_image = (predicted - target).square().mean_dim(
             Some((1..x0.dim() as i64).collect::<Vec<_>>().as_slice()),
             false,

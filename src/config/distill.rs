@@ -2,7 +2,7 @@
 //! model's deterministic DDIM sampler halved round by round (Salimans & Ho
 //! 2022) into the experiment's sampler, `DdimEven(steps: S)`.
 
-use agents::distill::DistillConfig;
+use agents::distill::{DistillConfig, DistillWeighting};
 use agents::optim::OptimizerConfig;
 use envs::check::Checker;
 use envs::sampler::SamplerConfig;
@@ -40,6 +40,10 @@ pub struct DistillTask {
     /// Clip the gradient's global norm at this value.
     #[serde(default = "default_clip")]
     pub grad_clip: Option<f64>,
+    /// The weight of each image's error: `TruncatedSnr` (Salimans & Ho's,
+    /// the default) or `StepOutput` (the error of the step's z_t'').
+    #[serde(default)]
+    pub weighting: DistillWeighting,
 }
 
 fn default_batch() -> usize {
@@ -80,6 +84,7 @@ impl DistillTask {
         DistillConfig {
             optimizer: self.optimizer,
             grad_clip: self.grad_clip,
+            weighting: self.weighting,
         }
     }
 

@@ -267,6 +267,7 @@ mod tests {
             optimizer: OptimizerConfig::Adam { lr: 1e-3 },
             anneal: true,
             grad_clip: Some(1.0),
+            weighting: Default::default(),
         };
         tch::manual_seed(11);
         let schedule = SamplerConfig::DdimEven(DdimEvenSampler { steps: 8 })

@@ -8,8 +8,9 @@
 //! t -> t' = t - 1/(2S) -> t'' = t - 1/S give z_t''; the target is the x
 //! whose single DDIM step from z_t lands there,
 //! x~ = (z_t'' - (sigma_t''/sigma_t) z_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
-//! and the loss is the truncated-SNR weighted max(alpha_t^2/sigma_t^2, 1)
-//! ||x~ - x^_student(z_t)||^2 (pixel mean, batch mean). Our networks
+//! and the loss is w ||x~ - x^_student(z_t)||^2 (pixel mean, batch mean),
+//! w the truncated SNR max(alpha_t^2/sigma_t^2, 1) of the paper or, by
+//! default, (alpha_t'' - (sigma_t''/sigma_t) alpha_t)^2 ([`DistillWeighting`]). Our networks
 //! predict eps, so x^ = (z - sigma eps^)/alpha: the eps-parameterisation
 //! (Salimans & Ho's own rows used v; the student starts from its teacher's
 //! eps-network, as the algorithm's theta <- eta requires).
@@ -42,12 +43,13 @@ pub enum DistillWeighting {
     /// Salimans & Ho's truncated SNR, max(alpha_t^2 / sigma_t^2, 1): in an
     /// eps-network's units max(1, 1/SNR), which puts nearly all the weight
     /// on the noisiest step of a short grid.
-    #[default]
     TruncatedSnr,
     /// The squared error of the step's landing point z_t'' instead of x_0:
     /// (alpha_t'' - (sigma_t''/sigma_t) alpha_t)^2, the weight that makes
     /// the loss the distance between the student's and the teacher's
-    /// z_t'' (ours; better conditioned for eps-networks).
+    /// z_t'' (ours; better conditioned for eps-networks, and better on the
+    /// digits: docs/decisions.md). The default.
+    #[default]
     StepOutput,
 }
 

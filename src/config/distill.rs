@@ -40,8 +40,8 @@ pub struct DistillTask {
     /// Clip the gradient's global norm at this value.
     #[serde(default = "default_clip")]
     pub grad_clip: Option<f64>,
-    /// The weight of each image's error: `TruncatedSnr` (Salimans & Ho's,
-    /// the default) or `StepOutput` (the error of the step's z_t'').
+    /// The weight of each image's error: `StepOutput` (the error of the
+    /// step's z_t'', the default) or `TruncatedSnr` (Salimans & Ho's).
     #[serde(default)]
     pub weighting: DistillWeighting,
 }

@@ -209,3 +209,72 @@ impl Distiller {
         Ok(value)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envs::sampler::SamplerConfig;
+    use envs::samplers::DdimEvenSampler;
+    use envs::schedule::{BetaSchedule, Variance};
+    use tch::Device;
+
+    use super::*;
+
+    /// `StepOutput` is the squared distance between where the student's one
+    /// DDIM step and the teacher's two land, z_t'', per pixel and image.
+    #[test]
+    fn step_output_weighting_is_the_distance_of_the_landing_points() {
+        let _rng = envs::testing::seeded(7);
+        let betas = BetaSchedule::Linear {
+            start: 0.05,
+            end: 0.6,
+        }
+        .betas(8)
+        .unwrap();
+        let schedule = SamplerConfig::DdimEven(DdimEvenSampler { steps: 8 })
+            .build(&betas, Variance::PosteriorBetaTilde)
+            .unwrap();
+        let teacher = DiffusionPolicy::toy(&schedule, 3, 16, 8, Device::Cpu);
+        let student = DiffusionPolicy::toy(&schedule, 3, 16, 8, Device::Cpu);
+        let config = DistillConfig {
+            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            grad_clip: None,
+            weighting: DistillWeighting::StepOutput,
+        };
+        let distiller = Distiller::new(config, &student, &betas, 4);
+        let x0 = Tensor::randn([64, 3], (Kind::Float, Device::Cpu));
+        tch::manual_seed(3);
+        let loss = tch::no_grad(|| distiller.loss(&teacher, &student, &x0)).double_value(&[]);
+
+        // The same draws, then both chains by hand.
+        tch::manual_seed(3);
+        let step = Tensor::randint(4, [64], (Kind::Int64, Device::Cpu));
+        let noise = x0.randn_like();
+        let levels = &distiller.levels;
+        let at = |table: &Tensor, k: i64| table.index_select(0, &step).select(1, k).view([64, 1]);
+        let (a, s) = (at(&levels.alpha, 0), at(&levels.sigma, 0));
+        let z = &x0 * &a + &noise * &s;
+        let ddim = |net: &DiffusionPolicy, z: &Tensor, k: i64, a2: &Tensor, s2: &Tensor| {
+            let times = at(&levels.times, k).view([64]);
+            let (a1, s1) = (at(&levels.alpha, k), at(&levels.sigma, k));
+            let eps = net.eps_at_network_steps(z, &times);
+            (z - &eps * &s1) / a1 * a2 + eps * s2
+        };
+        let expected = tch::no_grad(|| {
+            let (a_mid, s_mid) = (at(&levels.alpha, 1), at(&levels.sigma, 1));
+            let (a_end, s_end) = (at(&levels.alpha, 2), at(&levels.sigma, 2));
+            let mid = ddim(&teacher, &z, 0, &a_mid, &s_mid);
+            let teacher_end = ddim(&teacher, &mid, 1, &a_end, &s_end);
+            let student_end = ddim(&student, &z, 0, &a_end, &s_end);
+            (student_end - teacher_end)
+                .square()
+                .mean_dim(Some([1i64].as_slice()), false, Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[])
+        });
+        assert!(
+            (loss - expected).abs() <= 1e-5 * expected.abs().max(1e-6),
+            "{loss} vs {expected}"
+        );
+        assert!(expected > 0.0);
+    }
+}

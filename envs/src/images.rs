@@ -32,8 +32,13 @@ pub enum Fit {
     /// Pad with background (zeros) around the centre.
     #[default]
     Pad,
-    /// Bilinear resize.
+    /// Bilinear resize, without antialiasing (for enlarging).
     Resize,
+    /// Shrink by averaging each output pixel's area of the input (torch's
+    /// `interpolate(mode="area")`, i.e. adaptive average pooling): a stroke
+    /// narrower than the step between samples is kept, where `Resize` would
+    /// miss it. Only shrinks.
+    Area,
 }
 
 fn data_error(path: &Path, message: impl Into<String>) -> EnvError {
@@ -165,6 +170,22 @@ pub fn fit_digits(images: Tensor, size: i64, fit: Fit) -> Result<Tensor, EnvErro
             .round()
             .clamp(0.0, 255.0)
             .to_kind(Kind::Uint8)),
+        Fit::Area => {
+            if size > h || size > w {
+                return Err(EnvError::Invalid {
+                    field: "fit",
+                    reason: format!(
+                        "Area only shrinks; {h} x {w} images cannot become {size} x {size} (use Pad or Resize)"
+                    ),
+                });
+            }
+            Ok(images
+                .to_kind(Kind::Float)
+                .adaptive_avg_pool2d([size, size])
+                .round()
+                .clamp(0.0, 255.0)
+                .to_kind(Kind::Uint8))
+        }
     }
 }
 
@@ -270,6 +291,34 @@ mod tests {
         let resized = fit_digits(train, 32, Fit::Resize).unwrap();
         assert_eq!(resized.size(), vec![2, 1, 32, 32]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn area_fit_averages_each_output_pixels_window() {
+        // One bright pixel per 4 x 4 block: Area keeps all of it as a mean of
+        // 16 / 16 of its block, where bilinear sampling would miss most.
+        let mut data = vec![0u8; 28 * 28];
+        for by in 0..7 {
+            for bx in 0..7 {
+                data[(by * 4 + 1) * 28 + bx * 4 + 2] = 160;
+            }
+        }
+        let image = Tensor::from_slice(&data).view([1, 1, 28, 28]);
+        let seven = fit_digits(image.shallow_clone(), 7, Fit::Area).unwrap();
+        assert_eq!(seven.size(), vec![1, 1, 7, 7]);
+        assert!(seven.eq(10).all().int64_value(&[]) == 1, "{seven}");
+        // 28 -> 8: output pixel i covers columns floor(3.5 i) .. ceil(3.5 (i + 1)),
+        // four of them, whose mean on a ramp of step 8 is a whole number.
+        let ramp: Vec<u8> = (0..28 * 28).map(|i| (i % 28) as u8 * 8).collect();
+        let ramp = Tensor::from_slice(&ramp).view([1, 1, 28, 28]);
+        let eight = fit_digits(ramp, 8, Fit::Area).unwrap();
+        for i in 0..8i64 {
+            let (lo, hi) = ((7 * i) / 2, (7 * (i + 1) + 1) / 2);
+            let mean = (lo..hi).map(|c| c as f64 * 8.0).sum::<f64>() / (hi - lo) as f64;
+            assert_eq!(eight.int64_value(&[0, 0, 3, i]), mean.round() as i64, "column {i}");
+        }
+        let err = fit_digits(image, 32, Fit::Area).unwrap_err().to_string();
+        assert!(err.contains("Area only shrinks"), "{err}");
     }
 
     #[test]

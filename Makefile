@@ -20,6 +20,8 @@ test: setup
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cargo test --release --locked --workspace
+	cargo clippy --release --locked -p collective --all-targets --features mpi -- -D warnings
+	cargo test --release --locked -p collective --features mpi
 	cargo run --release --locked --example finetune_custom_critic
 	cargo run --release --locked --example trainer_from_parts
 

@@ -15,7 +15,9 @@
 #     `.cargo/config.toml` hands to torch-sys as LIBTORCH;
 #   - cmake (apt-get, when missing and run as root), with which the
 #     turbojpeg crate builds its bundled libjpeg-turbo (FID's JPEG protocol;
-#     without nasm it builds without SIMD and writes the same bytes).
+#     without nasm it builds without SIMD and writes the same bytes);
+#   - OpenMPI and libclang (apt-get, the same way), for the `mpi` feature of
+#     the collective crate (data-parallel ranks) and its tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,15 +31,28 @@ export_data() {
   fi
 }
 
-build_tools() {
-  command -v cmake >/dev/null 2>&1 && return 0
+apt_install() {
+  # $1: why; the rest: Debian packages.
+  local why=$1
+  shift
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing cmake with apt-get (libjpeg-turbo's build)" >&2
+    echo "setup: installing $* with apt-get ($why)" >&2
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   else
-    echo "setup: cmake is missing: install it (the turbojpeg crate builds libjpeg-turbo with it)" >&2
+    echo "setup: missing $*: install them ($why)" >&2
     exit 1
+  fi
+}
+
+build_tools() {
+  command -v cmake >/dev/null 2>&1 ||
+    apt_install "the turbojpeg crate builds libjpeg-turbo with cmake" cmake
+  # The `mpi` feature (collective/, data-parallel ranks): OpenMPI, and
+  # libclang for mpi-sys's bindgen. `make test` tests it.
+  if ! command -v mpirun >/dev/null 2>&1 || ! command -v mpicc >/dev/null 2>&1 ||
+    ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/null 2>&1; then
+    apt_install "data-parallel ranks: the mpi feature and its tests" openmpi-bin libopenmpi-dev libclang-dev
   fi
 }
 build_tools

@@ -77,6 +77,26 @@ impl CheckpointWriter {
         self
     }
 
+    /// A 64-bit digest (SHA-256's first 8 bytes) of every part's names,
+    /// shapes, kinds and values: equal on the ranks of a data-parallel run
+    /// exactly when their weights and optimiser states are.
+    pub fn fingerprint(&self) -> u64 {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for (part, tensors) in &self.parts {
+            hash.update(part.as_bytes());
+            for (name, tensor) in tensors {
+                let flat = tensor.detach().to_device(tch::Device::Cpu).contiguous();
+                hash.update(name.as_bytes());
+                hash.update(format!("{:?}{:?}", flat.kind(), flat.size()).as_bytes());
+                let mut bytes = vec![0u8; flat.numel() * flat.kind().elt_size_in_bytes()];
+                flat.copy_data_u8(&mut bytes, flat.numel());
+                hash.update(&bytes);
+            }
+        }
+        u64::from_le_bytes(hash.finalize()[..8].try_into().expect("8 bytes"))
+    }
+
     /// Writes everything to `dir` atomically.
     pub fn write(
         &self,

@@ -119,6 +119,26 @@ pub enum RunError {
     /// A run diverged.
     #[error("{0}")]
     Diverged(String),
+    /// The ranks of a data-parallel run hold different weights or
+    /// optimiser states (fingerprints by rank), which equal updates rule out.
+    #[error("after epoch {epoch} the ranks' weights differ (fingerprints by rank: {fingerprints:x?}); the checkpoint was not written")]
+    RanksDiverged {
+        /// Epochs done.
+        epoch: usize,
+        /// Each rank's [`crate::checkpoint::CheckpointWriter::fingerprint`].
+        fingerprints: Vec<u64>,
+    },
+    /// A collective of a data-parallel run failed.
+    #[error(transparent)]
+    Collective(#[from] collective::CollectiveError),
+    /// What a data-parallel run cannot do (yet).
+    #[error("on {world} ranks: {message}")]
+    DataParallel {
+        /// The world size.
+        world: usize,
+        /// What and why.
+        message: String,
+    },
     /// libtorch could not allocate the memory one unit of work needed.
     #[error("out of memory in {what}: lower {setting} (now {value}); checkpoints already written are unchanged ({detail})")]
     OutOfMemory {

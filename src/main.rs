@@ -211,14 +211,54 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprint!("error: {}", shortcut::error::report(e.as_ref()));
+            let engine = collective::current();
+            let rank = if engine.world_size() > 1 {
+                format!("rank {} of {}: ", engine.rank(), engine.world_size())
+            } else {
+                String::new()
+            };
+            eprint!("{rank}error: {}", shortcut::error::report(e.as_ref()));
             let catalog = Catalog::load(catalog.as_deref()).or_else(|_| Catalog::load(None));
             if let Some(hint) = catalog.ok().and_then(|c| preflight::hint(e.as_ref(), &c)) {
                 eprintln!("hint: {hint}");
             }
+            if engine.world_size() > 1 {
+                // The other ranks may wait in a collective: end the job now
+                // (returning would finalise MPI, which waits for them).
+                engine.abort(1);
+            }
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The collectives of a run started by `mpirun` or `srun` (a single process
+/// otherwise), installed for the trainer; `SHORTCUT_COLLECTIVE_TIMEOUT`
+/// (seconds, default 900) bounds how long a rank waits for the others.
+fn install_collectives() -> Result<()> {
+    let timeout = match std::env::var("SHORTCUT_COLLECTIVE_TIMEOUT") {
+        Ok(text) => text
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .with_context(|| {
+                format!("SHORTCUT_COLLECTIVE_TIMEOUT={text:?}: expected seconds, a positive number")
+            })?,
+        Err(_) => 900.0,
+    };
+    let options = collective::Options {
+        timeout: std::time::Duration::from_secs_f64(timeout),
+    };
+    let engine = collective::install(collective::init(&options)?);
+    if engine.world_size() > 1 && engine.rank() == 0 {
+        eprintln!(
+            "rl-run: {} ranks over {} (global batches split across them)",
+            engine.world_size(),
+            engine.engine()
+        );
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -431,6 +471,7 @@ fn run(cli: Cli) -> Result<()> {
             let Some(path) = cli.experiment else {
                 anyhow::bail!("name an experiment file, e.g. `rl-run experiments/sft_pg_swissroll.ron` (see --help)");
             };
+            install_collectives()?;
             let catalog = Catalog::load(cli.catalog.as_deref())?;
             if !cli.fetch {
                 // Every missing input at once, each with its fetch command.

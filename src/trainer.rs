@@ -202,11 +202,22 @@ impl Trainer {
     /// Trains `training` from its start or, with `resume`, from that
     /// checkpoint (its weights and progress); returns where the store
     /// published the result.
+    ///
+    /// On several ranks ([`collective::current`]; docs/conventions.md,
+    /// "Data-parallel training") every rank runs the epochs, rank 0 alone
+    /// evaluates, records, checkpoints and publishes, and before each
+    /// checkpoint the ranks compare fingerprints of what it holds: a
+    /// difference is an error and nothing is written.
     pub fn run(
         &mut self,
         training: &mut dyn Training,
         resume: Option<&Checkpoint>,
     ) -> Result<PathBuf, RunError> {
+        let engine = collective::current();
+        if engine.rank() != 0 {
+            self.recorder = Box::new(crate::recording::NullRecorder);
+            self.evaluator = None;
+        }
         self.state = match resume {
             Some(checkpoint) => {
                 training.restore(checkpoint)?;
@@ -269,9 +280,21 @@ impl Trainer {
             progress.set_message(end.message);
             progress.set_position(done as u64);
             if last || done.is_multiple_of(self.config.checkpoint_every) {
-                self.recorder.flush()?;
-                self.store
-                    .save(&training.checkpoint(), &self.state, &self.experiment_ron)?;
+                let checkpoint = training.checkpoint();
+                if engine.world_size() > 1 {
+                    let fingerprints = engine.all_gather_u64(checkpoint.fingerprint())?;
+                    if fingerprints.iter().any(|&f| f != fingerprints[0]) {
+                        return Err(RunError::RanksDiverged {
+                            epoch: done,
+                            fingerprints,
+                        });
+                    }
+                }
+                if engine.rank() == 0 {
+                    self.recorder.flush()?;
+                    self.store
+                        .save(&checkpoint, &self.state, &self.experiment_ron)?;
+                }
             }
             if end.stop {
                 break;
@@ -279,7 +302,27 @@ impl Trainer {
         }
         self.recorder.flush()?;
         progress.finish();
-        self.store.publish()
+        if engine.world_size() == 1 {
+            return self.store.publish();
+        }
+        let published = if engine.rank() == 0 {
+            Some(self.store.publish()?)
+        } else {
+            None
+        };
+        engine.barrier()?;
+        match published {
+            Some(dir) => Ok(dir),
+            None => Ok(self
+                .store
+                .published()?
+                .ok_or_else(|| RunError::DataParallel {
+                    world: engine.world_size(),
+                    message: "rank 0 published no result where this rank looks for it (the ranks need one shared file system)".into(),
+                })?
+                .dir()
+                .to_path_buf()),
+        }
     }
 
     /// [`Self::evaluate`], with the network evaluations it spent.

@@ -56,6 +56,12 @@ impl DdpmPretrainer {
     /// The loss E ||eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)||^2
     /// on a batch `[B, ...]` of any element shape, with antithetic steps
     /// (t and T - 1 - t in each half).
+    ///
+    /// On several ranks ([`collective::current`]) `x0` is the global batch:
+    /// every rank draws the steps and noise of all of it (so the draws do
+    /// not depend on the world size) and evaluates the network on its own
+    /// rows ([`collective::shard`]) only; its loss is its rows' share of the
+    /// global mean, so the ranks' gradients sum to the one-process gradient.
     pub fn loss(&self, policy: &DiffusionPolicy, x0: &Tensor) -> Tensor {
         let coefs = &self.training;
         let steps = coefs.sigma.size()[0];
@@ -75,9 +81,18 @@ impl DdpmPretrainer {
         let noise = x0.randn_like();
         let x = x0 * a + &noise * s;
         let net_times = coefs.network_times.index_select(0, &index);
-        (noise - policy.eps_at_network_steps(&x, &net_times))
+        let rows = collective::shard(b as usize);
+        if rows.len() as i64 == b {
+            return (noise - policy.eps_at_network_steps(&x, &net_times))
+                .square()
+                .mean(Kind::Float);
+        }
+        let (start, len) = (rows.start as i64, rows.len() as i64);
+        let mine = |t: &Tensor| t.narrow(0, start, len);
+        (mine(&noise) - policy.eps_at_network_steps(&mine(&x), &mine(&net_times)))
             .square()
             .mean(Kind::Float)
+            * (len as f64 / b as f64)
     }
 
     /// One optimisation step on a batch (the network in training mode:

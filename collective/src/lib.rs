@@ -23,6 +23,9 @@ pub mod pack;
 mod single;
 pub mod watchdog;
 
+use std::cell::RefCell;
+use std::ops::Range;
+use std::rc::Rc;
 use std::time::Duration;
 
 use tch::Tensor;
@@ -57,6 +60,15 @@ pub trait Collective {
             }
         }
         Ok(())
+    }
+    /// `value` summed over the ranks (a logged loss, a count).
+    fn sum_f64(&self, value: f64) -> Result<f64, CollectiveError> {
+        if self.world_size() == 1 {
+            return Ok(value);
+        }
+        let mut tensors = [Tensor::from_slice(&[value])];
+        self.all_reduce_sum(&mut tensors)?;
+        Ok(tensors[0].double_value(&[0]))
     }
     /// Replaces each tensor (any kind) by `root`'s, bit for bit.
     fn broadcast(&self, tensors: &mut [Tensor], root: usize) -> Result<(), CollectiveError>;
@@ -115,6 +127,44 @@ pub fn init_for(
     }
 }
 
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<dyn Collective>>> = const { RefCell::new(None) };
+}
+
+/// Makes `engine` this thread's collectives: the optimisers, data splits
+/// and the trainer of this thread then use it (as torch.distributed's
+/// default process group). Returns it.
+pub fn install(engine: Box<dyn Collective>) -> Rc<dyn Collective> {
+    let engine: Rc<dyn Collective> = Rc::from(engine);
+    CURRENT.with(|current| *current.borrow_mut() = Some(Rc::clone(&engine)));
+    engine
+}
+
+/// This thread's collectives: the installed engine, or a single process.
+pub fn current() -> Rc<dyn Collective> {
+    CURRENT.with(|current| {
+        current
+            .borrow()
+            .as_ref()
+            .map_or_else(|| Rc::new(SingleProcess) as Rc<dyn Collective>, Rc::clone)
+    })
+}
+
+/// The rows `[start, end)` of a global batch of `n` that `rank` of `world`
+/// takes: contiguous, in rank order, the first `n % world` ranks one more.
+pub fn shard_of(n: usize, rank: usize, world: usize) -> Range<usize> {
+    let (base, extra) = (n / world, n % world);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
+/// This thread's rows of a global batch of `n` ([`shard_of`] of the
+/// current engine's rank).
+pub fn shard(n: usize) -> Range<usize> {
+    let engine = current();
+    shard_of(n, engine.rank(), engine.world_size())
+}
+
 pub(crate) fn check_root(
     operation: &'static str,
     root: usize,
@@ -145,6 +195,21 @@ mod tests {
         assert_eq!(engine.all_gather_u64(7).unwrap(), vec![7]);
         let err = engine.broadcast(&mut tensors, 1).unwrap_err().to_string();
         assert!(err.contains("root rank 1 is not in a world of 1"), "{err}");
+    }
+
+    #[test]
+    fn shards_cover_the_batch_in_rank_order() {
+        for (n, world) in [(10, 1), (10, 3), (128, 2), (5, 8)] {
+            let shards: Vec<_> = (0..world).map(|r| shard_of(n, r, world)).collect();
+            assert_eq!(shards[0].start, 0);
+            assert_eq!(shards[world - 1].end, n);
+            for pair in shards.windows(2) {
+                assert_eq!(pair[0].end, pair[1].start);
+                assert!(pair[0].len() >= pair[1].len() && pair[0].len() - pair[1].len() <= 1);
+            }
+        }
+        assert_eq!(shard_of(10, 1, 3), 4..7);
+        assert_eq!(shard(7), 0..7, "no engine installed: one rank takes all");
     }
 
     #[cfg(not(feature = "mpi"))]

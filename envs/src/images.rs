@@ -315,7 +315,11 @@ mod tests {
         for i in 0..8i64 {
             let (lo, hi) = ((7 * i) / 2, (7 * (i + 1) + 1) / 2);
             let mean = (lo..hi).map(|c| c as f64 * 8.0).sum::<f64>() / (hi - lo) as f64;
-            assert_eq!(eight.int64_value(&[0, 0, 3, i]), mean.round() as i64, "column {i}");
+            assert_eq!(
+                eight.int64_value(&[0, 0, 3, i]),
+                mean.round() as i64,
+                "column {i}"
+            );
         }
         let err = fit_digits(image, 32, Fit::Area).unwrap_err().to_string();
         assert!(err.contains("Area only shrinks"), "{err}");

@@ -102,6 +102,25 @@ impl Record for Recorder {
     }
 }
 
+/// Records nothing: the recorder of every rank but 0 in a data-parallel
+/// run (rank 0 writes the run's event file).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullRecorder;
+
+impl Record for NullRecorder {
+    fn scalar(&mut self, _tag: &str, _value: f64, _step: u64) -> Result<(), RecordingError> {
+        Ok(())
+    }
+
+    fn image_png(&mut self, _tag: &str, _png: &[u8], _step: u64) -> Result<(), RecordingError> {
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RecordingError> {
+        Ok(())
+    }
+}
+
 /// Keeps every scalar in memory, in the order logged (images are counted,
 /// not kept): a recorder for library users and tests.
 #[derive(Debug, Default, Clone, PartialEq)]

@@ -48,13 +48,17 @@ pub fn experiment_trainer(
         reference,
         fid: Vec::new(),
     };
-    Ok(Trainer::new(
-        config,
-        Box::new(Recorder::create(run_dir)?),
-        Box::new(RunFolderStore::new(run_dir)),
+    // Rank 0 alone writes the event file of a data-parallel run.
+    let recorder: Box<dyn crate::recording::Record> = if collective::current().rank() == 0 {
+        Box::new(Recorder::create(run_dir)?)
+    } else {
+        Box::new(crate::recording::NullRecorder)
+    };
+    Ok(
+        Trainer::new(config, recorder, Box::new(RunFolderStore::new(run_dir)))
+            .with_evaluator(Box::new(evaluator))
+            .with_experiment(exp.to_ron()),
     )
-    .with_evaluator(Box::new(evaluator))
-    .with_experiment(exp.to_ron()))
 }
 
 /// An experiment's evaluations: sliced (and exact) W2 against the

@@ -82,6 +82,10 @@ pub enum Report {
 /// `Comparison(...)`).
 pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     let text = crate::error::read_text(path)?;
+    let world = collective::current().world_size();
+    if world > 1 {
+        return data_parallel_run(path, &text, options, world);
+    }
     if crate::config::top_level_name(&text) == Some("Control") {
         let exp = crate::control::ControlExperiment::parse(&text, path)?;
         let report = if options.overrides.is_empty() {
@@ -114,6 +118,57 @@ pub fn run_path(path: &Path, options: &RunOptions) -> Result<Report, RunError> {
     } else {
         Ok(Report::Run(run_file(path, options)?))
     }
+}
+
+/// A run on several ranks (docs/distributed.md): one experiment whose task
+/// is data-parallel so far (pretraining), trained by every rank without
+/// child processes; the comparison table is left to a one-process run
+/// afterwards, which finds the published result.
+fn data_parallel_run(
+    path: &Path,
+    text: &str,
+    options: &RunOptions,
+    world: usize,
+) -> Result<Report, RunError> {
+    let refuse = |message: String| Err(RunError::DataParallel { world, message });
+    match crate::config::top_level_name(text) {
+        Some("Experiment") | None => {}
+        Some(other) => {
+            return refuse(format!(
+                "{}: a {other} file runs in one process; data-parallel ranks train one experiment",
+                path.display()
+            ))
+        }
+    }
+    let exp = crate::overrides::apply(Experiment::load(path)?, &options.overrides, path)?;
+    if !matches!(exp.task, Task::Pretrain(_)) {
+        return refuse(format!(
+            "{}: data-parallel training covers pretraining so far; run this task in one process",
+            path.display()
+        ));
+    }
+    let batch = match &exp.task {
+        Task::Pretrain(task) => task.batch,
+        _ => unreachable!("checked above"),
+    };
+    if batch < world {
+        return refuse(format!(
+            "{}: task.batch {batch} is the global batch, split across the ranks: it needs at least one sample per rank",
+            path.display()
+        ));
+    }
+    if collective::current().rank() == 0 && !options.no_table && !exp.compare.is_empty() {
+        eprintln!(
+            "rl-run: the comparison table is made in one process: run `rl-run {}` after this run",
+            path.display()
+        );
+    }
+    let options = RunOptions {
+        parallel: None,
+        no_table: true,
+        ..options.clone()
+    };
+    Ok(Report::Run(run_file(path, &options)?))
 }
 
 /// Runs the experiment in `path` (training what it depends on first) and evaluates it.
@@ -290,12 +345,23 @@ fn ensure_trained(
             }
         }
     }
-    // A dependency being trained by another rl-run is waited for; the run asked for is refused.
-    let lock = lock::RunLock::acquire(&dir, !main)?;
+    // A dependency being trained by another rl-run is waited for; the run
+    // asked for is refused. Of data-parallel ranks, rank 0 holds the lock
+    // and moves folders; the others look once it holds it.
+    let engine = collective::current();
+    let lock = if engine.rank() == 0 {
+        Some(lock::RunLock::acquire(&dir, !main)?)
+    } else {
+        None
+    };
+    engine.barrier()?;
     let has_results = store.published()?.is_some() || store.latest()?.is_some();
     if main && options.retrain && has_results {
+        engine.barrier()?;
         drop(lock);
-        set_aside(&dir, &exp.name)?;
+        if engine.rank() == 0 {
+            set_aside(&dir, &exp.name)?;
+        }
         let fresh = RunOptions {
             retrain: false,
             ..options.clone()

@@ -153,6 +153,8 @@ impl Training for Pretraining {
             batches += 1;
             *log.step += 1;
         }
+        // Each rank's loss is its share of the global batch's.
+        let loss_sum = collective::current().sum_f64(loss_sum)?;
         let loss = loss_sum / batches as f64;
         log.recorder.scalar(self.loss.tag(), loss, *log.step)?;
         Ok(EpochEnd::going_on(format!("loss {loss:.4}")))

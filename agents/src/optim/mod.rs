@@ -65,6 +65,8 @@ pub struct Optimizer {
     second_moments: Vec<Tensor>,
     learning_rates: Vec<f64>,
     steps: i64,
+    /// The gradients of this step were summed over the ranks already.
+    gradients_reduced: bool,
 }
 
 impl Optimizer {
@@ -89,7 +91,54 @@ impl Optimizer {
             second_moments,
             learning_rates,
             steps: 0,
+            gradients_reduced: false,
         }
+    }
+
+    /// Sums the gradients over the ranks of the installed collective
+    /// ([`collective::current`]; docs/conventions.md, "Data-parallel
+    /// training"): each rank's loss is its share of the global batch's, so
+    /// the sum is the gradient one process would have. Done once per step,
+    /// by [`Self::clip_grad_norm`] or [`Self::step`], whichever comes
+    /// first; nothing on one rank.
+    ///
+    /// # Panics
+    /// When the ranks' gradients differ in layout (a rank whose loss did not
+    /// reach some parameter) or the engine fails; on several ranks a panic
+    /// ends the job (the engine's panic hook).
+    pub fn reduce_gradients(&mut self) {
+        if self.gradients_reduced {
+            return;
+        }
+        self.gradients_reduced = true;
+        let engine = collective::current();
+        if engine.world_size() == 1 {
+            return;
+        }
+        let mut layout: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut grads = Vec::with_capacity(self.params.len());
+        for (index, p) in self.params.iter().enumerate() {
+            let g = p.grad();
+            let mark = if g.defined() { p.numel() as u64 + 1 } else { 0 };
+            for word in [index as u64, mark] {
+                layout = (layout ^ word).wrapping_mul(0x0100_0000_01b3);
+            }
+            if g.defined() {
+                grads.push(g);
+            }
+        }
+        let layouts = engine
+            .all_gather_u64(layout)
+            .unwrap_or_else(|e| panic!("comparing the ranks' gradient layouts: {e}"));
+        assert!(
+            layouts.iter().all(|&l| l == layout),
+            "rank {}: the ranks' gradients differ in which parameters they reach ({layouts:x?}): \
+             every rank must run the same loss on a non-empty share of the batch",
+            engine.rank()
+        );
+        engine
+            .all_reduce_sum(&mut grads)
+            .unwrap_or_else(|e| panic!("summing the gradients over the ranks: {e}"));
     }
 
     /// Gives the parameters whose names start with `prefix` their own
@@ -129,9 +178,11 @@ impl Optimizer {
         }
     }
 
-    /// Scales the gradients so that their global L2 norm is at most `max_norm`
-    /// (as `torch.nn.utils.clip_grad_norm_`) and returns the norm before clipping.
+    /// Scales the gradients (summed over the ranks first) so that their
+    /// global L2 norm is at most `max_norm` (as
+    /// `torch.nn.utils.clip_grad_norm_`) and returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
+        self.reduce_gradients();
         let grads: Vec<Tensor> = self
             .params
             .iter()
@@ -183,6 +234,8 @@ impl Optimizer {
     /// float parameters are updated by a fused pass over their memory
     /// (`cpu`), others (CUDA) by libtorch operations; both apply the same rule.
     pub fn step(&mut self) {
+        self.reduce_gradients();
+        self.gradients_reduced = false;
         self.steps += 1;
         let t = self.steps as f64;
         tch::no_grad(|| {

@@ -1,0 +1,176 @@
+//! Data-parallel training on two MPI ranks of this machine (loopback,
+//! shared memory; docs/distributed.md): a pretraining run on 2 ranks equals
+//! the 1-rank run of the same global batch and seed, and a killed rank ends
+//! the job with the launcher naming it, after which the run resumes.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{epochs_done, rl_run, run_ok, temp_dir, tiny_pretrain};
+use tch::Tensor;
+
+/// `mpirun -n <ranks>` of rl-run, as root on loopback, one thread per rank.
+fn mpirun(ranks: usize) -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args([
+        "-n",
+        &ranks.to_string(),
+        "--oversubscribe",
+        "--bind-to",
+        "none",
+    ])
+    .args([
+        "--mca",
+        "btl",
+        "self,vader",
+        "--mca",
+        "btl_vader_single_copy_mechanism",
+        "none",
+    ])
+    .arg(env!("CARGO_BIN_EXE_rl-run"))
+    .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    .env("OMP_NUM_THREADS", "1");
+    cmd
+}
+
+fn weights(file: &Path) -> Vec<(String, Tensor)> {
+    let mut named = Tensor::read_safetensors(file).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// The largest difference between two runs' tensors of `part`, relative to
+/// the largest magnitude.
+fn largest_difference(a: &Path, b: &Path, part: &str) -> f64 {
+    let (a, b) = (weights(&a.join(part)), weights(&b.join(part)));
+    assert_eq!(a.len(), b.len());
+    let mut worst: f64 = 0.0;
+    for ((name_a, ta), (name_b, tb)) in a.iter().zip(&b) {
+        assert_eq!(name_a, name_b);
+        let scale = ta.abs().max().double_value(&[]).max(1e-12);
+        worst = worst.max((ta - tb).abs().max().double_value(&[]) / scale);
+    }
+    worst
+}
+
+#[test]
+fn pretraining_on_two_ranks_equals_one_rank() {
+    let dir = temp_dir("data_parallel_pretrain");
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for d in [&one, &two] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("dp.ron"), tiny_pretrain(&d.join("runs"), "dp", 5, 6)).unwrap();
+    }
+    run_ok(rl_run().arg(one.join("dp.ron")).arg("--quiet"));
+    let out = run_ok(mpirun(2).arg(two.join("dp.ron")).arg("--quiet"));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("2 ranks over MPI"), "{log}");
+    let (final_one, final_two) = (one.join("runs/dp/final"), two.join("runs/dp/final"));
+    // 6 epochs of 8 steps; the sum over two ranks adds the halves' float32
+    // gradients in another order than one sum over the batch, a rounding
+    // difference of about 1e-7 per step that RMSprop's steps carry on
+    // (measured: 3e-7 of the largest weight after 48 steps).
+    for part in ["generator.safetensors", "optim-generator.safetensors"] {
+        let worst = largest_difference(&final_one, &final_two, part);
+        eprintln!("{part}: largest relative difference {worst:e}");
+        assert!(worst < 1e-5, "{part}: {worst:e}");
+    }
+    let events: Vec<_> = std::fs::read_dir(two.join("runs/dp"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("events.out"))
+        .collect();
+    assert_eq!(events.len(), 1, "rank 0 alone writes TensorBoard");
+    let eval = std::fs::read_to_string(two.join("runs/dp/eval.csv")).unwrap();
+    assert_eq!(eval.lines().count(), 1 + 3, "{eval}");
+}
+
+/// The pid of `rank` among mpirun's children (from /proc).
+fn rank_pid(launcher: u32, rank: usize) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if parent != Some(launcher) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+        if environ.split(|&b| b == 0).any(|v| v == wanted.as_bytes()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_killed_rank_ends_the_run_which_then_resumes() {
+    let dir = temp_dir("data_parallel_killed");
+    let file = dir.join("dp_killed.ron");
+    let text = tiny_pretrain(&dir.join("runs"), "dp_killed", 5, 12)
+        .replace("n: 1000, seed: 0", "n: 10000, seed: 0")
+        .replace("eval: (every: 2,", "eval: (every: 12,");
+    std::fs::write(&file, text).unwrap();
+    let state = dir.join("runs/dp_killed/checkpoint/state.json");
+    let mut job = mpirun(2)
+        .arg(&file)
+        .arg("--quiet")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while epochs_done(&state) < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        assert!(
+            job.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let victim = rank_pid(job.id(), 1).expect("rank 1 among mpirun's children");
+    // SAFETY: kills a process this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    let killed = Instant::now();
+    let out = job.wait_with_output().unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(
+        log.contains("rank 1"),
+        "the launcher names the lost rank: {log}"
+    );
+    let done = epochs_done(&state);
+    assert!((2..12).contains(&done), "{done} epochs in the checkpoint");
+    let out = run_ok(mpirun(2).arg(&file).args(["--quiet", "--resume"]));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains(&format!("resuming dp_killed after epoch {done}")),
+        "{log}"
+    );
+    assert_eq!(
+        epochs_done(&dir.join("runs/dp_killed/final/state.json")),
+        12
+    );
+}

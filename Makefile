@@ -13,19 +13,20 @@ run: setup
 	./target/release/rl-run $(EXPERIMENT)
 
 # The whole test suite (what CI runs): formatting and lints first (of the
-# default build and of the one with MPI), then every test of every crate
-# with MPI (data-parallel runs on two local ranks), the collective crate's
+# default build and of the one with MPI and NCCL), then every test of every
+# crate with them (data-parallel runs on two local ranks; NCCL's GPU test
+# says it was skipped without two GPUs), the collective crate's
 # own tests without it (several ranks refused), then the library examples (the first fails
 # unless its fine-tuning halves its critic's cost, the second unless its
 # pretraining and fine-tuning through the library's trainer go as expected).
 test: setup
 	cargo fmt --all --check
 	cargo clippy --release --locked --workspace --all-targets -- -D warnings
-	cargo clippy --release --locked --workspace --all-targets --features mpi -- -D warnings
-	cargo test --release --locked --workspace --features mpi
+	cargo clippy --release --locked --workspace --all-targets --features nccl -- -D warnings
+	cargo test --release --locked --workspace --features nccl
 	cargo test --release --locked -p collective --lib
-	cargo run --release --locked --features mpi --example finetune_custom_critic
-	cargo run --release --locked --features mpi --example trainer_from_parts
+	cargo run --release --locked --features nccl --example finetune_custom_critic
+	cargo run --release --locked --features nccl --example trainer_from_parts
 
 # Speed and memory against the PyTorch baseline (docs/performance.md).
 bench: setup

@@ -14,6 +14,8 @@ fn main() {
         panic!("torch-sys did not report its libtorch directory (DEP_TCH_LIBTORCH_LIB); run scripts/setup.sh first");
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
+    // Where libtorch is, for libraries opened at run time beside it (NCCL).
+    println!("cargo:rustc-env=SHORTCUT_LIBTORCH_LIB={lib_dir}");
     if Path::new(&lib_dir).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,-ltorch,--as-needed");
     }

@@ -271,6 +271,13 @@ impl Trainer {
                 self.state.cost.seconds,
                 self.state.global_step,
             )?;
+            if engine.world_size() > 1 {
+                self.recorder.scalar(
+                    "cost/seconds_communicating",
+                    engine.seconds_communicating(),
+                    self.state.global_step,
+                )?;
+            }
             let steps = (self.state.global_step - steps_before) as f64;
             self.recorder.scalar(
                 "speed/steps_per_sec",

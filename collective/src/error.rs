@@ -63,6 +63,22 @@ pub enum CollectiveError {
         /// The world size.
         world: usize,
     },
+    /// A library opened at run time is missing or lacks a function.
+    #[error("{name}: {message}")]
+    Library {
+        /// The library.
+        name: &'static str,
+        /// What went wrong.
+        message: String,
+    },
+    /// NCCL or the CUDA runtime reported an error.
+    #[error("{operation}: {message}")]
+    Nccl {
+        /// The call.
+        operation: &'static str,
+        /// NCCL's or CUDA's message.
+        message: String,
+    },
     /// libtorch refused an operation on the tensors.
     #[error("{operation}: {source}")]
     Torch {

@@ -8,6 +8,8 @@
 //! - [`SingleProcess`] when no launcher started several ranks (every
 //!   collective is the identity);
 //! - MPI (feature `mpi`: rsmpi over the system's OpenMPI) for ranks on CPUs;
+//! - NCCL (feature `nccl`, with MPI) for CUDA tensors of ranks on GPUs, from
+//!   the libnccl.so.2 of PyTorch's CUDA wheel;
 //! - a build without an engine refuses a launch of several ranks, rather
 //!   than running N independent copies of one experiment.
 //!
@@ -19,6 +21,8 @@ mod error;
 pub mod launch;
 #[cfg(feature = "mpi")]
 pub mod mpi_engine;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod pack;
 mod single;
 pub mod watchdog;
@@ -76,6 +80,11 @@ pub trait Collective {
     fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>, CollectiveError>;
     /// Waits until every rank got here.
     fn barrier(&self) -> Result<(), CollectiveError>;
+    /// Seconds this rank has spent in collectives so far (sending, and
+    /// waiting for the other ranks), for the logs' communication share.
+    fn seconds_communicating(&self) -> f64 {
+        0.0
+    }
     /// Ends the whole job with `code` (on an error that one rank found and
     /// the others cannot know of).
     fn abort(&self, code: i32) -> !;
@@ -110,7 +119,12 @@ pub fn init_for(
     if launch.world == 1 {
         return Ok(Box::new(SingleProcess));
     }
-    #[cfg(feature = "mpi")]
+    #[cfg(feature = "nccl")]
+    {
+        let mpi = mpi_engine::MpiEngine::init(launch, options.timeout)?;
+        Ok(Box::new(nccl::NcclEngine::new(mpi)?))
+    }
+    #[cfg(all(feature = "mpi", not(feature = "nccl")))]
     {
         Ok(Box::new(mpi_engine::MpiEngine::init(
             launch,

@@ -8,7 +8,8 @@
 //! two or more leaves with `_exit` so that `mpirun` stops the job instead of
 //! the other ranks waiting in their next collective.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
@@ -31,6 +32,7 @@ pub struct MpiEngine {
     size: usize,
     local_rank: usize,
     watchdog: Watchdog,
+    communicating: Cell<f64>,
     // Dropped last: finalises MPI on the way out of a successful run.
     _universe: Universe,
 }
@@ -67,8 +69,33 @@ impl MpiEngine {
             size,
             local_rank: launch.local_rank,
             watchdog: Watchdog::start(rank, size, timeout),
+            communicating: Cell::new(0.0),
             _universe: universe,
         })
+    }
+}
+
+impl MpiEngine {
+    /// The watchdog the collectives run under (for engines built on this one).
+    pub fn watchdog(&self) -> &Watchdog {
+        &self.watchdog
+    }
+
+    /// Runs `call` under the watchdog's deadline for `operation`, adding its
+    /// time to the seconds spent communicating.
+    pub fn timed<T>(&self, operation: &'static str, call: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = {
+            let _armed = self.watchdog.arm(operation);
+            call()
+        };
+        self.add_seconds(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Counts `seconds` more spent communicating (engines built on this one).
+    pub fn add_seconds(&self, seconds: f64) {
+        self.communicating.set(self.communicating.get() + seconds);
     }
 }
 
@@ -88,13 +115,12 @@ impl Collective for MpiEngine {
 
     fn all_reduce_sum(&self, tensors: &mut [Tensor]) -> Result<(), CollectiveError> {
         const OPERATION: &str = "all_reduce_sum";
-        let packed = pack_floats(OPERATION, tensors)?;
-        let mut summed = crate::pack::Packed {
-            single: vec![0.0; packed.single.len()],
-            double: vec![0.0; packed.double.len()],
-        };
-        {
-            let _armed = self.watchdog.arm(OPERATION);
+        self.timed(OPERATION, || {
+            let packed = pack_floats(OPERATION, tensors)?;
+            let mut summed = crate::pack::Packed {
+                single: vec![0.0; packed.single.len()],
+                double: vec![0.0; packed.double.len()],
+            };
             if !packed.single.is_empty() {
                 self.world.all_reduce_into(
                     &packed.single[..],
@@ -109,34 +135,37 @@ impl Collective for MpiEngine {
                     SystemOperation::sum(),
                 );
             }
-        }
-        unpack_floats(OPERATION, &summed, tensors, 1.0)
+            unpack_floats(OPERATION, &summed, tensors, 1.0)
+        })
     }
 
     fn broadcast(&self, tensors: &mut [Tensor], root: usize) -> Result<(), CollectiveError> {
         const OPERATION: &str = "broadcast";
         crate::check_root(OPERATION, root, self.size)?;
-        let mut bytes = pack_bytes(OPERATION, tensors)?;
-        {
-            let _armed = self.watchdog.arm(OPERATION);
+        self.timed(OPERATION, || {
+            let mut bytes = pack_bytes(OPERATION, tensors)?;
             self.world
                 .process_at_rank(root as i32)
                 .broadcast_into(&mut bytes[..]);
-        }
-        unpack_bytes(OPERATION, &bytes, tensors)
+            unpack_bytes(OPERATION, &bytes, tensors)
+        })
     }
 
     fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>, CollectiveError> {
         let mut values = vec![0u64; self.size];
-        let _armed = self.watchdog.arm("all_gather");
-        self.world.all_gather_into(&value, &mut values[..]);
+        self.timed("all_gather", || {
+            self.world.all_gather_into(&value, &mut values[..])
+        });
         Ok(values)
     }
 
     fn barrier(&self) -> Result<(), CollectiveError> {
-        let _armed = self.watchdog.arm("barrier");
-        self.world.barrier();
+        self.timed("barrier", || self.world.barrier());
         Ok(())
+    }
+
+    fn seconds_communicating(&self) -> f64 {
+        self.communicating.get()
     }
 
     fn abort(&self, code: i32) -> ! {

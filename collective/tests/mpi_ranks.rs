@@ -60,7 +60,11 @@ fn engine(timeout_s: u64) -> Box<dyn Collective> {
 fn two_ranks_reduce_broadcast_and_gather() {
     let Some((output, _)) = on_two_ranks("two_ranks_reduce_broadcast_and_gather") else {
         let c = engine(60);
-        assert_eq!((c.world_size(), c.engine()), (2, "MPI"));
+        assert!(
+            c.world_size() == 2 && c.engine().contains("MPI"),
+            "{}",
+            c.engine()
+        );
         let r = c.rank() as f64;
         let mut sums = vec![
             Tensor::from_slice(&[(r + 1.0) as f32, (10.0 * (r + 1.0)) as f32]).view([1, 2]),

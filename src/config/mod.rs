@@ -108,12 +108,22 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The libtorch device.
+    /// The libtorch device. On several ranks each takes the GPU of its
+    /// local rank, whatever `Cuda(n)` says (docs/distributed.md).
     pub fn resolve(&self) -> tch::Device {
+        let engine = collective::current();
+        let gpu = |n| {
+            if engine.world_size() > 1 {
+                tch::Device::Cuda(engine.local_rank())
+            } else {
+                tch::Device::Cuda(n)
+            }
+        };
         match *self {
             DeviceChoice::Cpu => tch::Device::Cpu,
-            DeviceChoice::Cuda(n) => tch::Device::Cuda(n),
-            DeviceChoice::Auto => tch::Device::cuda_if_available(),
+            DeviceChoice::Cuda(n) => gpu(n),
+            DeviceChoice::Auto if tch::Cuda::is_available() => gpu(0),
+            DeviceChoice::Auto => tch::Device::Cpu,
         }
     }
 }

@@ -186,6 +186,7 @@ impl NcclLibrary {
 /// The CUDA runtime calls the engine needs (libcudart, loaded by libtorch).
 struct CudaRuntime {
     set_device: unsafe extern "C" fn(c_int) -> c_int,
+    device_count: unsafe extern "C" fn(*mut c_int) -> c_int,
     stream_synchronize: unsafe extern "C" fn(Stream) -> c_int,
     _library: Library,
 }
@@ -211,8 +212,11 @@ impl CudaRuntime {
                 *unsafe { library.get(b"cudaSetDevice\0") }.map_err(|_| bind(b"cudaSetDevice"))?;
             let stream_synchronize = *unsafe { library.get(b"cudaStreamSynchronize\0") }
                 .map_err(|_| bind(b"cudaStreamSynchronize"))?;
+            let device_count = *unsafe { library.get(b"cudaGetDeviceCount\0") }
+                .map_err(|_| bind(b"cudaGetDeviceCount"))?;
             return Ok(CudaRuntime {
                 set_device,
+                device_count,
                 stream_synchronize,
                 _library: library,
             });
@@ -263,12 +267,24 @@ impl NcclEngine {
         for (slot, byte) in id.internal.iter_mut().zip(received) {
             *slot = byte as c_char;
         }
+        // The GPU of this rank's local rank among those it sees (as
+        // DeviceChoice::resolve picks it for the tensors).
+        let mut visible: c_int = 0;
+        // SAFETY: writes one int.
+        let code = unsafe { (cuda.device_count)(&mut visible) };
+        if code != 0 || visible < 1 {
+            return Err(error(
+                "cudaGetDeviceCount",
+                format!("CUDA error {code}: {visible} GPUs visible to this rank"),
+            ));
+        }
+        let device = self.mpi.local_rank() as c_int % visible;
         // SAFETY: selects this rank's GPU for the communicator.
-        let code = unsafe { (cuda.set_device)(self.mpi.local_rank() as c_int) };
+        let code = unsafe { (cuda.set_device)(device) };
         if code != 0 {
             return Err(error(
                 "cudaSetDevice",
-                format!("CUDA error {code} selecting GPU {}", self.mpi.local_rank()),
+                format!("CUDA error {code} selecting GPU {device}"),
             ));
         }
         let mut comm: Comm = std::ptr::null_mut();

@@ -109,12 +109,15 @@ pub enum DeviceChoice {
 
 impl DeviceChoice {
     /// The libtorch device. On several ranks each takes the GPU of its
-    /// local rank, whatever `Cuda(n)` says (docs/distributed.md).
+    /// local rank among those it sees (modulo their number: under
+    /// `srun --gpus-per-task=1` each rank sees one), whatever `Cuda(n)` says
+    /// (docs/distributed.md).
     pub fn resolve(&self) -> tch::Device {
         let engine = collective::current();
         let gpu = |n| {
             if engine.world_size() > 1 {
-                tch::Device::Cuda(engine.local_rank())
+                let visible = (tch::Cuda::device_count().max(1)) as usize;
+                tch::Device::Cuda(engine.local_rank() % visible)
             } else {
                 tch::Device::Cuda(n)
             }

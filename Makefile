@@ -13,16 +13,17 @@ run: setup
 	./target/release/rl-run $(EXPERIMENT)
 
 # The whole test suite (what CI runs): formatting and lints first (of the
-# default build and of the one with MPI and NCCL), then every test of every
-# crate with them (data-parallel runs on two local ranks; NCCL's GPU test
-# says it was skipped without two GPUs), the collective crate's
-# own tests without it (several ranks refused), then the library examples (the first fails
+# build with MPI and NCCL, and of the collective crate without them, the
+# only code that differs), then every test of every crate with them
+# (data-parallel runs on two local ranks; NCCL's GPU test says it was
+# skipped without two GPUs), the collective crate's own tests without them
+# (several ranks refused), then the library examples (the first fails
 # unless its fine-tuning halves its critic's cost, the second unless its
 # pretraining and fine-tuning through the library's trainer go as expected).
 test: setup
 	cargo fmt --all --check
-	cargo clippy --release --locked --workspace --all-targets -- -D warnings
 	cargo clippy --release --locked --workspace --all-targets --features nccl -- -D warnings
+	cargo clippy --release --locked -p collective --all-targets -- -D warnings
 	cargo test --release --locked --workspace --features nccl
 	cargo test --release --locked -p collective --lib
 	cargo run --release --locked --features nccl --example finetune_custom_critic

@@ -90,6 +90,51 @@ fn pretraining_on_two_ranks_equals_one_rank() {
     assert_eq!(eval.lines().count(), 1 + 3, "{eval}");
 }
 
+#[test]
+fn tasks_not_yet_data_parallel_are_refused_on_several_ranks() {
+    let dir = temp_dir("data_parallel_refused");
+    std::fs::write(
+        dir.join("pre.ron"),
+        tiny_pretrain(&dir.join("runs"), "pre", 4, 1),
+    )
+    .unwrap();
+    let tune = common::tiny_finetune(&dir.join("runs"), "tune", "pre.ron", 1);
+    std::fs::write(dir.join("tune.ron"), tune).unwrap();
+    let start = Instant::now();
+    let out = mpirun(2)
+        .arg(dir.join("tune.ron"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("error: on 2 ranks:")
+            && log.contains("tune.ron: data-parallel training covers pretraining so far"),
+        "{log}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(!dir.join("runs/pre").exists(), "nothing was trained");
+    // A process that the launcher's variables call one of two ranks, started
+    // alone, is refused rather than trained as if it were the whole run.
+    let out = rl_run()
+        .arg(dir.join("pre.ron"))
+        .env("OMPI_COMM_WORLD_RANK", "0")
+        .env("OMPI_COMM_WORLD_SIZE", "2")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("the launcher's environment says rank 0 of 2"),
+        "{log}"
+    );
+}
+
 /// The pid of `rank` among mpirun's children (from /proc).
 fn rank_pid(launcher: u32, rank: usize) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()) {

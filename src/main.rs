@@ -472,6 +472,12 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("name an experiment file, e.g. `rl-run experiments/sft_pg_swissroll.ron` (see --help)");
             };
             install_collectives()?;
+            let world = collective::current().world_size();
+            if cli.fetch && world > 1 {
+                anyhow::bail!(
+                    "--fetch on {world} ranks would download into the same folders at once: fetch in one process first, `rl-run fetch NAME` (`rl-run fetch` lists the names), then start the ranks without --fetch"
+                );
+            }
             let catalog = Catalog::load(cli.catalog.as_deref())?;
             if !cli.fetch {
                 // Every missing input at once, each with its fetch command.

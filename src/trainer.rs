@@ -259,8 +259,15 @@ impl Trainer {
             self.state.epochs_done = done;
             let counted = training.network_evaluations() - counted_before;
             debug_assert!(counted >= measuring, "evaluations count as training");
-            self.state.cost.network_evaluations =
-                cost_before.network_evaluations + counted.saturating_sub(measuring);
+            // Every rank's evaluations of its share count (rank 0's
+            // evaluations of the sampler do not).
+            let own = counted.saturating_sub(measuring);
+            let all = if engine.world_size() > 1 {
+                engine.sum_f64(own as f64)?.round() as u64
+            } else {
+                own
+            };
+            self.state.cost.network_evaluations = cost_before.network_evaluations + all;
             self.recorder.scalar(
                 "cost/network_evaluations",
                 self.state.cost.network_evaluations as f64,

@@ -64,7 +64,10 @@ fn pretraining_on_two_ranks_equals_one_rank() {
     let (one, two) = (dir.join("one"), dir.join("two"));
     for d in [&one, &two] {
         std::fs::create_dir_all(d).unwrap();
-        std::fs::write(d.join("dp.ron"), tiny_pretrain(&d.join("runs"), "dp", 5, 6)).unwrap();
+        // 1025 points: the last batch of each epoch has one row, so that rank
+        // 1's share of it is empty.
+        let text = tiny_pretrain(&d.join("runs"), "dp", 5, 6).replace("n: 1000,", "n: 1025,");
+        std::fs::write(d.join("dp.ron"), text).unwrap();
     }
     run_ok(rl_run().arg(one.join("dp.ron")).arg("--quiet"));
     let out = run_ok(mpirun(2).arg(two.join("dp.ron")).arg("--quiet"));
@@ -86,6 +89,15 @@ fn pretraining_on_two_ranks_equals_one_rank() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("events.out"))
         .collect();
     assert_eq!(events.len(), 1, "rank 0 alone writes TensorBoard");
+    // The cost counts both ranks' network evaluations (rank 1 adds one
+    // weightless row per epoch for its empty share).
+    let cost = |dir: &Path| {
+        let text = std::fs::read_to_string(dir.join("state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&text).unwrap();
+        state["cost"]["network_evaluations"].as_u64().unwrap()
+    };
+    assert_eq!(cost(&final_one), 6 * 1025);
+    assert_eq!(cost(&final_two), 6 * 1025 + 6);
     let eval = std::fs::read_to_string(two.join("runs/dp/eval.csv")).unwrap();
     assert_eq!(eval.lines().count(), 1 + 3, "{eval}");
 }

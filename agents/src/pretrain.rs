@@ -87,12 +87,18 @@ impl DdpmPretrainer {
                 .square()
                 .mean(Kind::Float);
         }
-        let (start, len) = (rows.start as i64, rows.len() as i64);
+        // A rank whose share of a short last batch is empty still runs the
+        // network on one row, weighted 0, so that its gradients exist (as
+        // zeros) like every other rank's.
+        let (start, len, weight) = match rows.len() as i64 {
+            0 => (0, 1, 0.0),
+            len => (rows.start as i64, len, len as f64 / b as f64),
+        };
         let mine = |t: &Tensor| t.narrow(0, start, len);
         (mine(&noise) - policy.eps_at_network_steps(&mine(&x), &mine(&net_times)))
             .square()
             .mean(Kind::Float)
-            * (len as f64 / b as f64)
+            * weight
     }
 
     /// One optimisation step on a batch (the network in training mode:

@@ -101,7 +101,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            timeout: Duration::from_secs(600),
+            timeout: Duration::from_secs(900),
         }
     }
 }
@@ -122,7 +122,7 @@ pub fn init_for(
     #[cfg(feature = "nccl")]
     {
         let mpi = mpi_engine::MpiEngine::init(launch, options.timeout)?;
-        Ok(Box::new(nccl::NcclEngine::new(mpi)?))
+        Ok(Box::new(nccl::NcclEngine::new(mpi)))
     }
     #[cfg(all(feature = "mpi", not(feature = "nccl")))]
     {

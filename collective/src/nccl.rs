@@ -231,21 +231,27 @@ impl CudaRuntime {
 /// MPI ranks whose CUDA tensors go through NCCL.
 pub struct NcclEngine {
     mpi: MpiEngine,
-    nccl: NcclLibrary,
+    // Opened at the first collective on CUDA tensors: runs on CPUs need no NCCL.
+    nccl: OnceCell<NcclLibrary>,
     cuda: OnceCell<CudaRuntime>,
     // Made at the first collective on CUDA tensors (every rank gets there together).
     comm: Cell<Comm>,
 }
 
 impl NcclEngine {
-    /// NCCL over `mpi`'s ranks (the communicator is made when first needed).
-    pub fn new(mpi: MpiEngine) -> Result<NcclEngine, CollectiveError> {
-        Ok(NcclEngine {
+    /// NCCL over `mpi`'s ranks (the library and the communicator are
+    /// opened when CUDA tensors first need them).
+    pub fn new(mpi: MpiEngine) -> NcclEngine {
+        NcclEngine {
             mpi,
-            nccl: NcclLibrary::open()?,
+            nccl: OnceCell::new(),
             cuda: OnceCell::new(),
             comm: Cell::new(std::ptr::null_mut()),
-        })
+        }
+    }
+
+    fn nccl(&self) -> &NcclLibrary {
+        self.nccl.get().expect("split opened NCCL")
     }
 
     fn comm(&self) -> Result<(Comm, &CudaRuntime), CollectiveError> {
@@ -254,7 +260,7 @@ impl NcclEngine {
             return Ok((self.comm.get(), cuda));
         }
         let mut id = if self.mpi.rank() == 0 {
-            self.nccl.unique_id()?
+            self.nccl().unique_id()?
         } else {
             UniqueId { internal: [0; 128] }
         };
@@ -291,8 +297,8 @@ impl NcclEngine {
         {
             let _armed = self.mpi.watchdog().arm("ncclCommInitRank");
             // SAFETY: every rank joins with the same id and its own rank.
-            self.nccl.check("ncclCommInitRank", unsafe {
-                (self.nccl.comm_init_rank)(
+            self.nccl().check("ncclCommInitRank", unsafe {
+                (self.nccl().comm_init_rank)(
                     &mut comm,
                     self.mpi.world_size() as c_int,
                     id,
@@ -309,6 +315,7 @@ impl NcclEngine {
     fn on_gpu(
         &self,
         operation: &'static str,
+        floats_only: bool,
         tensors: &mut [Tensor],
         call: impl Fn(&NcclLibrary, *mut c_void, usize, c_int, Comm) -> c_int,
     ) -> Result<(), CollectiveError> {
@@ -316,14 +323,22 @@ impl NcclEngine {
             return Ok(());
         }
         let (comm, cuda) = self.comm()?;
+        let nccl = self.nccl();
         let mut staged = Vec::with_capacity(tensors.len());
         for (index, tensor) in tensors.iter().enumerate() {
             let kind = tensor.kind();
-            let dtype = data_type(kind).ok_or(CollectiveError::Kind {
-                operation,
-                index,
+            let float = matches!(
                 kind,
-            })?;
+                Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+            );
+            let dtype =
+                data_type(kind)
+                    .filter(|_| float || !floats_only)
+                    .ok_or(CollectiveError::Kind {
+                        operation,
+                        index,
+                        kind,
+                    })?;
             let work = if tensor.is_contiguous() {
                 tensor.shallow_clone()
             } else {
@@ -331,29 +346,40 @@ impl NcclEngine {
             };
             staged.push((work, dtype));
         }
-        // SAFETY: group calls bracket the per-tensor calls below.
-        self.nccl
-            .check(operation, unsafe { (self.nccl.group_start)() })?;
-        for (work, dtype) in &staged {
-            let code = call(&self.nccl, work.data_ptr(), work.numel(), *dtype, comm);
-            if code != 0 {
-                // SAFETY: closes the group opened above before reporting.
-                unsafe { (self.nccl.group_end)() };
-                return self.nccl.check(operation, code);
+        // The group (whose end may wait on the peers' connections) and the
+        // wait for its kernels run under the watchdog.
+        let code = self.mpi.timed(operation, || {
+            // SAFETY: group calls bracket the per-tensor calls, which read
+            // and write contiguous tensors of `numel` elements on this GPU;
+            // the stream wait is on the default stream they were queued on.
+            unsafe {
+                let code = (nccl.group_start)();
+                if code != 0 {
+                    return Err(code);
+                }
+                for (work, dtype) in &staged {
+                    let code = call(nccl, work.data_ptr(), work.numel(), *dtype, comm);
+                    if code != 0 {
+                        (nccl.group_end)();
+                        return Err(code);
+                    }
+                }
+                let code = (nccl.group_end)();
+                if code != 0 {
+                    return Err(code);
+                }
+                Ok((cuda.stream_synchronize)(std::ptr::null_mut()))
             }
-        }
-        // SAFETY: closes the group.
-        self.nccl
-            .check(operation, unsafe { (self.nccl.group_end)() })?;
-        // SAFETY: waits for the default stream the calls were queued on.
-        let code = self.mpi.timed(operation, || unsafe {
-            (cuda.stream_synchronize)(std::ptr::null_mut())
         });
-        if code != 0 {
-            return Err(error(
-                operation,
-                format!("CUDA error {code} waiting for the stream"),
-            ));
+        match code {
+            Err(code) => nccl.check(operation, code)?,
+            Ok(0) => {}
+            Ok(code) => {
+                return Err(error(
+                    operation,
+                    format!("CUDA error {code} waiting for the stream"),
+                ))
+            }
         }
         let _guard = tch::no_grad_guard();
         for (tensor, (work, _)) in tensors.iter_mut().zip(&staged) {
@@ -374,6 +400,7 @@ impl NcclEngine {
             .map(Tensor::shallow_clone)
             .partition(|t| matches!(t.device(), Device::Cuda(_)));
         if !gpu.is_empty() && self.cuda.get().is_none() {
+            let _ = self.nccl.set(NcclLibrary::open()?);
             let _ = self.cuda.set(CudaRuntime::open()?);
         }
         Ok((gpu, cpu))
@@ -386,7 +413,7 @@ impl Drop for NcclEngine {
         if !comm.is_null() {
             // SAFETY: a finished run's communicator; no collective is queued
             // on it after the last stream wait.
-            unsafe { (self.nccl.comm_destroy)(comm) };
+            unsafe { (self.nccl().comm_destroy)(comm) };
         }
     }
 }
@@ -410,6 +437,7 @@ impl Collective for NcclEngine {
         self.mpi.all_reduce_sum(&mut cpu)?;
         self.on_gpu(
             "ncclAllReduce",
+            true,
             &mut gpu,
             |nccl, ptr, count, dtype, comm| {
                 // SAFETY: in place on a contiguous CUDA tensor of `count` elements.
@@ -426,6 +454,7 @@ impl Collective for NcclEngine {
         self.mpi.broadcast(&mut cpu, root)?;
         self.on_gpu(
             "ncclBroadcast",
+            false,
             &mut gpu,
             |nccl, ptr, count, dtype, comm| {
                 // SAFETY: in place: root's buffer is sent, the others' received.
@@ -461,7 +490,7 @@ impl Collective for NcclEngine {
         let comm = self.comm.get();
         if !comm.is_null() {
             // SAFETY: abandons the communicator without waiting on peers.
-            unsafe { (self.nccl.comm_abort)(comm) };
+            unsafe { (self.nccl().comm_abort)(comm) };
         }
         self.mpi.abort(code)
     }

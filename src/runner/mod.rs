@@ -355,7 +355,8 @@ fn ensure_trained(
         None
     };
     engine.barrier()?;
-    let has_results = store.published()?.is_some() || store.latest()?.is_some();
+    let (published, latest) = agreed_folder_state(&store, engine.as_ref())?;
+    let has_results = published || latest.is_some();
     if main && options.retrain && has_results {
         engine.barrier()?;
         drop(lock);
@@ -367,7 +368,7 @@ fn ensure_trained(
             ..options.clone()
         };
         return ensure_trained(path, exp, &fresh, main, device);
-    } else if store.published()?.is_some() {
+    } else if published {
         if main && options.resume {
             eprintln!(
                 "rl-run: {} has already finished; nothing to resume",
@@ -377,7 +378,7 @@ fn ensure_trained(
         warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
-    let resume = if let Some(latest) = store.latest()? {
+    let resume = if let Some(latest) = latest {
         if main && !options.resume {
             return Err(RunError::Checkpoint {
                 path: checkpoint_dir,
@@ -450,6 +451,44 @@ fn ensure_trained(
             options.show_progress,
         ),
     }
+}
+
+/// Whether `store` holds a published result, and its latest checkpoint, as
+/// rank 0 sees them: every rank of a data-parallel run takes rank 0's
+/// answer (and checks that its own view of the folder agrees), so that all
+/// return, resume or start alike.
+fn agreed_folder_state(
+    store: &RunFolderStore,
+    engine: &dyn collective::Collective,
+) -> Result<(bool, Option<Checkpoint>), RunError> {
+    let published = store.published()?.is_some();
+    let latest = store.latest()?;
+    if engine.world_size() == 1 {
+        return Ok((published, latest));
+    }
+    let epochs = match &latest {
+        Some(c) => c.state()?.epochs_done as i64,
+        None => -1,
+    };
+    let mut seen = [tch::Tensor::from_slice(&[i64::from(published), epochs])];
+    engine.broadcast(&mut seen, 0)?;
+    let rank0 = Vec::<i64>::try_from(&seen[0]).map_err(|e| RunError::DataParallel {
+        world: engine.world_size(),
+        message: e.to_string(),
+    })?;
+    if rank0 != [i64::from(published), epochs] {
+        return Err(RunError::DataParallel {
+            world: engine.world_size(),
+            message: format!(
+                "rank {} sees {} (published: {published}, checkpoint after epoch {epochs}), rank 0 published: {}, epoch {}: the ranks need one shared, up-to-date file system",
+                engine.rank(),
+                store.final_dir().display(),
+                rank0[0] == 1,
+                rank0[1]
+            ),
+        });
+    }
+    Ok((published, latest))
 }
 
 /// The pretrained model `exp` starts from (`task.init`: a run, trained

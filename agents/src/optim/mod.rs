@@ -166,6 +166,7 @@ impl Optimizer {
 
     /// Clears the gradients of every parameter.
     pub fn zero_grad(&mut self) {
+        self.gradients_reduced = false;
         for p in &self.params {
             let mut g = p.grad();
             match cpu::f32_slice(&g) {

@@ -198,18 +198,18 @@ fn the_generator_update_matches_the_authors_finetune_step_by_step() {
     let mut agent = reinforce(policy, DeterministicStep::Noisy);
     let x_seq = Tensor::read_npy(dir.join("x_seq.npy")).unwrap();
     tch::manual_seed(seed);
-    let mut state = ChainState {
-        x: Tensor::randn(x_seq.get(0).size().as_slice(), (Kind::Double, Device::Cpu)),
-        t: s as usize,
-    };
+    let mut state = ChainState::new(
+        Tensor::randn(x_seq.get(0).size().as_slice(), (Kind::Double, Device::Cpu)),
+        s as usize,
+    );
     for k in 0..=s {
         let error = (&state.x - x_seq.get(k)).abs().max().double_value(&[]);
         assert!(error < 1e-10, "state {k} of the rollout differs by {error}");
         if k < s {
-            state = ChainState {
-                x: Agent::<DiffusionEnv>::act(&mut agent, &state).unwrap(),
-                t: state.t - 1,
-            };
+            state = ChainState::new(
+                Agent::<DiffusionEnv>::act(&mut agent, &state).unwrap(),
+                state.t - 1,
+            );
         }
     }
     let last = x_seq.get(s) - x_seq.get(s - 1);
@@ -239,7 +239,9 @@ fn the_generator_update_matches_the_authors_finetune_step_by_step() {
     };
     let gradient_of = |agent: &Reinforce, batch: agents::buffer::TransitionBatch| {
         zero_gradients(agent);
-        let loss = agent.surrogate_loss(&batch, &critics, &mut UpdateStats::default());
+        let loss = agent
+            .surrogate_loss(&batch, &critics, &mut UpdateStats::default())
+            .unwrap();
         loss.backward();
         gradients(agent)
     };
@@ -252,6 +254,7 @@ fn the_generator_update_matches_the_authors_finetune_step_by_step() {
             final_sample,
             step: Tensor::full([b], t, (Kind::Int64, Device::Cpu)),
             behaviour_log_prob: None,
+            share: 1.0,
         };
         let ours = gradient_of(&agent, batch);
         let theirs = npz(&dir.join(format!("grads_step{k}.npz")));
@@ -276,6 +279,7 @@ fn the_generator_update_matches_the_authors_finetune_step_by_step() {
         final_sample: pick(&|r| x_seq.get(s).get(r % b)),
         step: Tensor::from_slice(&rows.iter().map(|&r| s - r / b).collect::<Vec<i64>>()),
         behaviour_log_prob: None,
+        share: 1.0,
     };
     let error = relative_difference(
         &gradient_of(&agent, batch),
@@ -321,6 +325,7 @@ fn the_last_step_has_a_policy_gradient_on_the_rounds_first_minibatch() {
             final_sample: x0.shallow_clone(),
             step: Tensor::full([32], 1, (Kind::Int64, Device::Cpu)),
             behaviour_log_prob: None,
+            share: 1.0,
         };
         let critics = Critics {
             reward: &Quadratic,
@@ -329,6 +334,7 @@ fn the_last_step_has_a_policy_gradient_on_the_rounds_first_minibatch() {
         zero_gradients(&agent);
         agent
             .surrogate_loss(&batch, &critics, &mut UpdateStats::default())
+            .unwrap()
             .backward();
         gradients(&agent)
             .values()

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use envs::diffusion::DiffusionEnv;
 use envs::{Env, RewardModel, Step};
+use tch::Tensor;
 
 use crate::generator::Generator;
 use crate::networks::ValueModel;
@@ -42,6 +43,49 @@ impl UpdateStats {
     /// The value of `name`, if reported.
     pub fn get(&self, name: &str) -> Option<f64> {
         self.values.get(name).copied()
+    }
+
+    /// Adds every value of `other` times `weight` (a rank's share of the
+    /// batch they were computed on; [`crate::shares`]). A share of 0 adds
+    /// the names with value 0, so that every rank reports the same names.
+    pub fn add_weighted(&mut self, other: &UpdateStats, weight: f64) {
+        for (name, value) in &other.values {
+            let weighted = if weight == 0.0 { 0.0 } else { value * weight };
+            self.accumulate(name, weighted);
+        }
+    }
+
+    /// Every value summed over the data-parallel ranks (one collective for
+    /// all of them): the global statistic when each rank reported its
+    /// share-weighted part ([`Self::add_weighted`]). Every rank must report
+    /// the same names. Unchanged on one process.
+    pub fn summed_over_ranks(mut self) -> Result<Self, AgentError> {
+        let engine = collective::current();
+        if engine.world_size() == 1 || self.values.is_empty() {
+            return Ok(self);
+        }
+        let mut names: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in self.values.keys().flat_map(|k| k.bytes().chain([0])) {
+            names = (names ^ byte as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+        if engine.all_gather_u64(names)?.iter().any(|&n| n != names) {
+            return Err(AgentError::Invalid {
+                field: "statistics",
+                reason: format!(
+                    "rank {} reports other statistics than another rank ({:?})",
+                    engine.rank(),
+                    self.values.keys().collect::<Vec<_>>()
+                ),
+            });
+        }
+        let values: Vec<f64> = self.values.values().copied().collect();
+        let mut sums = [Tensor::from_slice(&values)];
+        engine.all_reduce_sum(&mut sums)?;
+        let summed = Vec::<f64>::try_from(&sums[0]).expect("f64 sums");
+        for (value, sum) in self.values.values_mut().zip(summed) {
+            *value = sum;
+        }
+        Ok(self)
     }
 }
 

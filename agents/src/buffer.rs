@@ -5,7 +5,15 @@
 //! state of the next, the same tensor) and one x_0 per chain, referred to by
 //! index; a minibatch gathers only its own rows. Nothing is concatenated
 //! over the whole buffer, so an update needs the buffer plus its minibatch.
+//!
+//! Data-parallel (docs/conventions.md section 7): a rank holds its share
+//! ([`Rows`]) of every step's chains, but numbers the transitions as one
+//! process holding every chain would. Minibatches are drawn over those
+//! global numbers (the same draws on every rank) and each rank gathers the
+//! transitions it holds, with their [`TransitionBatch::share`] of the
+//! minibatch.
 
+use envs::rows::Rows;
 use tch::{Device, Kind, Tensor};
 
 /// A batch of transitions, row-aligned.
@@ -22,6 +30,24 @@ pub struct TransitionBatch {
     /// log pi(x_t | x_{t+1}) under the policy that sampled it (ratio-based
     /// agents store it; `[B]`).
     pub behaviour_log_prob: Option<Tensor>,
+    /// The fraction of the drawn minibatch these rows are (1 on one
+    /// process; a data-parallel rank's rows of it otherwise). A rank that
+    /// holds none of the minibatch gets one row of its own with share 0,
+    /// so that its loss reaches every parameter (with zero gradient) like
+    /// the other ranks'. An agent weights the minibatch's mean loss by it.
+    pub share: f64,
+}
+
+impl TransitionBatch {
+    /// Number of rows.
+    pub fn len(&self) -> i64 {
+        self.step.size()[0]
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One sampler step of a batch of chains: row i is chain i of its episode batch.
@@ -33,6 +59,8 @@ struct StepRows {
     behaviour_log_prob: Option<Tensor>,
     /// Index of the episode batch in [`TrajectoryBuffer::finals`].
     episode: usize,
+    /// Which of the global batch's chains the rows are.
+    rows: Rows,
 }
 
 /// Transitions stored without gradients, drawn in random disjoint minibatches.
@@ -41,8 +69,9 @@ pub struct TrajectoryBuffer {
     rows: Vec<StepRows>,
     /// x_0 of each episode batch, one row per chain.
     finals: Vec<Tensor>,
-    /// Index of the first transition of each entry of `rows`.
+    /// Global number of the first transition of each entry of `rows`.
     offsets: Vec<i64>,
+    /// Transitions of every rank (the global count).
     len: i64,
 }
 
@@ -57,6 +86,8 @@ pub struct PendingStep {
     pub step: usize,
     /// The behaviour log-density, if the agent keeps it.
     pub behaviour_log_prob: Option<Tensor>,
+    /// Which of the global batch's chains the rows are.
+    pub rows: Rows,
 }
 
 impl TrajectoryBuffer {
@@ -65,7 +96,7 @@ impl TrajectoryBuffer {
         Self::default()
     }
 
-    /// Number of stored transitions.
+    /// Number of stored transitions, counted over every rank's chains.
     pub fn len(&self) -> i64 {
         self.len
     }
@@ -83,14 +114,16 @@ impl TrajectoryBuffer {
         self.finals.push(final_sample.detach());
         for s in steps {
             assert_eq!(s.state.size()[0], chains, "one row per chain at every step");
+            assert_eq!(s.rows.len, chains, "the rows held are the chains");
             self.offsets.push(self.len);
-            self.len += chains;
+            self.len += s.rows.global;
             self.rows.push(StepRows {
                 state: s.state.detach(),
                 action: s.action.detach(),
                 step: s.step as i64,
                 behaviour_log_prob: s.behaviour_log_prob.map(|t| t.detach()),
                 episode,
+                rows: s.rows,
             });
         }
     }
@@ -128,7 +161,8 @@ impl TrajectoryBuffer {
     /// `count` minibatches of `size` transitions drawn without replacement
     /// (disjoint) from one random permutation; when the buffer is too small,
     /// further permutations are appended, so minibatches never repeat a row
-    /// within one permutation.
+    /// within one permutation. The draws are over every rank's transitions;
+    /// each minibatch holds this rank's rows of it (module documentation).
     pub fn minibatches(&self, size: i64, count: usize, device: Device) -> Vec<TransitionBatch> {
         if self.is_empty() || size < 1 {
             return Vec::new();
@@ -142,18 +176,29 @@ impl TrajectoryBuffer {
             .collect()
     }
 
-    /// The transitions at buffer positions `index` (in that order), read
-    /// from the steps that hold them.
+    /// The transitions this rank holds among the global numbers `index`
+    /// (in that order), read from the steps that hold them.
     fn gather(&self, index: &Tensor) -> TransitionBatch {
         let wanted = Vec::<i64>::try_from(&index.to_device(Device::Cpu)).expect("int64 index");
         // Rows grouped by the step entry that holds them, keeping their positions.
         let mut groups: std::collections::BTreeMap<usize, (Vec<i64>, Vec<i64>)> =
             Default::default();
-        for (position, &row) in wanted.iter().enumerate() {
+        let mut held = 0;
+        for &row in &wanted {
             let entry = self.offsets.partition_point(|&o| o <= row) - 1;
-            let g = groups.entry(entry).or_default();
-            g.0.push(row - self.offsets[entry]);
-            g.1.push(position as i64);
+            let rows = &self.rows[entry].rows;
+            let local = row - self.offsets[entry] - rows.start;
+            if (0..rows.len).contains(&local) {
+                let g = groups.entry(entry).or_default();
+                g.0.push(local);
+                g.1.push(held);
+                held += 1;
+            }
+        }
+        let share = held as f64 / wanted.len().max(1) as f64;
+        if held == 0 {
+            // None of the minibatch is here: one row of this rank's, weighted 0.
+            groups.insert(0, (vec![0], vec![0]));
         }
         let mut parts: Vec<[Tensor; 4]> = Vec::new();
         let mut log_probs = Vec::new();
@@ -199,6 +244,7 @@ impl TrajectoryBuffer {
                 .into_iter()
                 .collect::<Option<Vec<_>>>()
                 .map(|l| Tensor::cat(&l, 0).index_select(0, &back)),
+            share,
         }
     }
 }
@@ -230,13 +276,22 @@ pub struct EpisodeCollector {
 
 impl EpisodeCollector {
     /// Records that `action` was taken in `state` at 1-based step `t`, with
-    /// its behaviour log-density if the agent keeps one.
-    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize, log_prob: Option<Tensor>) {
+    /// its behaviour log-density if the agent keeps one; `state` holds the
+    /// chains `rows` of the global batch.
+    pub fn step(
+        &mut self,
+        state: &Tensor,
+        action: &Tensor,
+        t: usize,
+        log_prob: Option<Tensor>,
+        rows: Rows,
+    ) {
         self.pending.push(PendingStep {
             state: state.shallow_clone(),
             action: action.shallow_clone(),
             step: t,
             behaviour_log_prob: log_prob,
+            rows,
         });
     }
 
@@ -254,19 +309,78 @@ mod tests {
     /// Two episode batches of 5 chains and 3 steps; the state of (episode
     /// e, step k, chain b) is 100e + 10k + b, its x_0 is 1000e + b.
     fn filled(with_log_prob: bool) -> TrajectoryBuffer {
+        filled_share(with_log_prob, Rows::all(5))
+    }
+
+    /// [`filled`] holding only the chains `rows` of the 5.
+    fn filled_share(with_log_prob: bool, rows: Rows) -> TrajectoryBuffer {
         let mut collector = EpisodeCollector::default();
+        let chains = || {
+            Tensor::arange_start(
+                rows.start,
+                rows.start + rows.len,
+                (Kind::Float, Device::Cpu),
+            )
+            .view([rows.len, 1])
+        };
         for e in 0..2 {
             for k in 0..3 {
-                let ids = Tensor::arange_start(0, 5, (Kind::Float, Device::Cpu)).view([5, 1])
-                    + (100 * e + 10 * k) as f64;
+                let ids = chains() + (100 * e + 10 * k) as f64;
                 let log_prob = with_log_prob.then(|| &ids * 3.0);
-                collector.step(&ids, &(&ids + 0.5), 3 - k as usize, log_prob);
+                collector.step(&ids, &(&ids + 0.5), 3 - k as usize, log_prob, rows);
             }
-            let finals = Tensor::arange_start(0, 5, (Kind::Float, Device::Cpu)).view([5, 1])
-                + 1000.0 * e as f64;
-            collector.finish(&finals);
+            collector.finish(&(chains() + 1000.0 * e as f64));
         }
         collector.buffer
+    }
+
+    /// The state ids of a minibatch.
+    fn ids(batch: &TransitionBatch) -> Vec<f32> {
+        Vec::<f32>::try_from(batch.state.flatten(0, -1)).unwrap()
+    }
+
+    #[test]
+    fn the_ranks_shares_of_a_minibatch_are_its_rows_with_their_x0() {
+        // Two ranks holding chains 0..3 and 3..5 draw the same minibatches
+        // as one process holding all 5; each gets its rows of them, in the
+        // drawn order, and the shares add up to 1.
+        let draw = |rows: Rows| {
+            let _rng = envs::testing::seeded(7);
+            filled_share(true, rows).minibatches(8, 3, Device::Cpu)
+        };
+        let whole = draw(Rows::all(5));
+        let ranks = [draw(Rows::share(0, 3, 5)), draw(Rows::share(3, 2, 5))];
+        for (i, batch) in whole.iter().enumerate() {
+            assert_eq!(batch.share, 1.0);
+            let all = ids(batch);
+            let mut together = Vec::new();
+            let mut share = 0.0;
+            for (rank, batches) in ranks.iter().enumerate() {
+                let part = &batches[i];
+                share += part.share;
+                if part.share == 0.0 {
+                    continue;
+                }
+                let mine: Vec<f32> = all
+                    .iter()
+                    .copied()
+                    .filter(|id| (*id as i64 % 10 >= 3) == (rank == 1))
+                    .collect();
+                assert_eq!(ids(part), mine, "rank {rank}, minibatch {i}");
+                assert_eq!(part.share, mine.len() as f64 / 8.0);
+                let finals = Vec::<f32>::try_from(part.final_sample.flatten(0, -1)).unwrap();
+                for (id, x0) in mine.iter().zip(finals) {
+                    let (episode, chain) = (*id as i64 / 100, *id as i64 % 10);
+                    assert_eq!(x0 as i64, 1000 * episode + chain);
+                }
+                together.extend(mine);
+            }
+            assert!((share - 1.0).abs() < 1e-12);
+            together.sort_by(f32::total_cmp);
+            let mut sorted = all.clone();
+            sorted.sort_by(f32::total_cmp);
+            assert_eq!(together, sorted);
+        }
     }
 
     #[test]
@@ -331,7 +445,7 @@ mod tests {
         let mut x = Tensor::randn([chains, dim], (Kind::Float, Device::Cpu));
         for t in (1..=steps).rev() {
             let next = &x * 0.9;
-            collector.step(&x, &next, t, None);
+            collector.step(&x, &next, t, None, Rows::all(chains));
             x = next;
         }
         collector.finish(&x);

@@ -165,10 +165,15 @@ impl PolicyLearner for CategoricalLearner {
             .squeeze_dim(-1)
     }
 
-    fn descend(&mut self, loss: &Tensor, stats: &mut UpdateStats) -> Result<(), AgentError> {
+    fn descend(
+        &mut self,
+        loss: &Tensor,
+        share: f64,
+        stats: &mut UpdateStats,
+    ) -> Result<(), AgentError> {
         self.optimizer.zero_grad();
         let value = ensure_finite("policy loss", loss.double_value(&[]))?;
-        loss.backward();
+        crate::shares::backward_weighted(loss, share);
         let grad_norm = ensure_finite(
             "policy gradient norm",
             self.optimizer.clip_grad_norm(self.config.grad_clip),
@@ -212,6 +217,7 @@ mod tests {
             final_sample: Tensor::zeros([5, 1], (Kind::Float, Device::Cpu)),
             step: Tensor::ones([5], (Kind::Int64, Device::Cpu)),
             behaviour_log_prob: None,
+            share: 1.0,
         };
         assert!(policy
             .log_prob(&batch)

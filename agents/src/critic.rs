@@ -6,6 +6,7 @@
 
 use std::rc::Rc;
 
+use envs::rows::Rows;
 use envs::RewardModel;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -15,6 +16,7 @@ use crate::critic_networks::{BaselineNetwork, CriticNetwork};
 use crate::error::ensure_finite;
 use crate::networks::{BaselineHead, ValueModel};
 use crate::optim::{Optimizer, OptimizerConfig};
+use crate::shares::backward_weighted;
 use crate::{AgentError, UpdateStats};
 
 /// How the critic is kept in check.
@@ -229,6 +231,43 @@ impl AdversarialCritic {
         fake: &Tensor,
         real: &Tensor,
     ) -> Result<UpdateStats, AgentError> {
+        self.update_held(states, fake, real, Rows::all(fake.size()[0]))
+    }
+
+    /// [`Self::update`] on a data-parallel rank's share of the batch
+    /// (docs/conventions.md section 7; [`crate::shares`]): the chains and
+    /// the data rows are `rows` of the global batch's (the same rows of
+    /// both), each loss is the mean over them back-propagated weighted by
+    /// `rows.fraction()`, the gradient penalty's mixing weights are drawn
+    /// over the global batch, and the optimisers sum the gradients over the
+    /// ranks. The statistics are this rank's means (weight them by the
+    /// fraction and sum over the ranks for the global ones).
+    pub fn update_held(
+        &mut self,
+        states: &[(Tensor, usize)],
+        fake: &Tensor,
+        real: &Tensor,
+        rows: Rows,
+    ) -> Result<UpdateStats, AgentError> {
+        let stats = self.backward_held(states, fake, real, rows)?;
+        self.critic_opt.step();
+        if self.fit_baseline {
+            self.baseline_opt.step();
+        }
+        Ok(stats)
+    }
+
+    /// The gradients of [`Self::update_held`] (this rank's weighted part of
+    /// them, before the sum over the ranks), left in the critic's and the
+    /// baseline's variables; no step.
+    pub fn backward_held(
+        &mut self,
+        states: &[(Tensor, usize)],
+        fake: &Tensor,
+        real: &Tensor,
+        rows: Rows,
+    ) -> Result<UpdateStats, AgentError> {
+        let share = rows.fraction();
         if states.is_empty() {
             return Err(AgentError::Empty("critic update without chain states"));
         }
@@ -241,15 +280,14 @@ impl AdversarialCritic {
             self.critic.value(fake).mean(Kind::Float) - self.critic.value(real).mean(Kind::Float);
         let mut loss = -&gap;
         if let CriticRegularizer::GradientPenalty { eta } = self.config.regularizer {
-            let gp = self.gradient_penalty(fake, real);
+            let gp = self.gradient_penalty(fake, real, rows);
             stats.accumulate("critic/gp", gp.double_value(&[]));
             loss += gp * eta;
         }
         ensure_finite("critic loss", loss.double_value(&[]))?;
         stats.accumulate("critic/gap", gap.double_value(&[]));
-        loss.backward();
+        backward_weighted(&loss, share);
         if !self.fit_baseline {
-            self.critic_opt.step();
             return Ok(stats);
         }
 
@@ -293,22 +331,26 @@ impl AdversarialCritic {
                 .sum(Kind::Float)
                 / rows as f64;
             r_b += ensure_finite("R_B", squared.double_value(&[]))?;
-            (squared * weight).backward();
+            backward_weighted(&(squared * weight), share);
         }
         stats.accumulate("critic/r_b", r_b * steps);
-        self.critic_opt.step();
-        self.baseline_opt.step();
         Ok(stats)
     }
 
-    fn gradient_penalty(&self, fake: &Tensor, real: &Tensor) -> Tensor {
+    fn gradient_penalty(&self, fake: &Tensor, real: &Tensor, rows: Rows) -> Tensor {
         let m = fake.size()[0].min(real.size()[0]);
         let fake = fake.narrow(0, 0, m).detach();
         let real = real.narrow(0, 0, m).detach();
-        // One mixing weight per sample, broadcast over its elements.
-        let mut shape = vec![m];
-        shape.extend(std::iter::repeat_n(1, fake.dim() - 1));
-        let w = Tensor::rand(shape.as_slice(), (Kind::Float, fake.device()));
+        // One mixing weight per sample, broadcast over its elements, drawn
+        // over the global batch when this is a share of it.
+        let mixed = if rows.is_all() {
+            Rows::all(m)
+        } else {
+            assert_eq!(m, rows.len, "a share holds its rows of both batches");
+            rows
+        };
+        let shape = vec![1; fake.dim() - 1];
+        let w = mixed.rand(&shape, Kind::Float, fake.device());
         let mix: Tensor = &w * &fake + (1.0 - &w) * &real;
         let xhat = mix.set_requires_grad(true);
         let out = self.critic.value(&xhat).sum(Kind::Float);
@@ -354,6 +396,72 @@ mod tests {
                 after > before + 0.5,
                 "{regularizer:?}: gap {before} -> {after}"
             );
+        }
+    }
+
+    /// Every gradient of the critic's and the baseline's variables, by name.
+    fn gradients(c: &mut AdversarialCritic) -> Vec<(String, Tensor)> {
+        let mut grads: Vec<(String, Tensor)> = c
+            .critic_vars()
+            .variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.grad().copy()))
+            .collect();
+        grads.extend(
+            c.baseline_vars()
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (format!("v.{k}"), v.grad().copy())),
+        );
+        grads.sort_by(|a, b| a.0.cmp(&b.0));
+        grads
+    }
+
+    #[test]
+    fn the_shares_gradients_add_up_to_the_whole_batchs() {
+        // Two ranks' weighted gradients (rows 0..7 and 7..12 of a batch of
+        // 12), summed, are the one-process gradient, under every
+        // regulariser; the gradient penalty's mixing weights are drawn over
+        // the whole batch by both.
+        for regularizer in [
+            CriticRegularizer::Baseline { lambda: 0.5 },
+            CriticRegularizer::GradientPenalty { eta: 2.0 },
+            CriticRegularizer::None,
+        ] {
+            let config = CriticConfig {
+                regularizer,
+                width: 16,
+                ..CriticConfig::default()
+            };
+            let grads_of = |rows: Rows| {
+                let _rng = envs::testing::seeded(21);
+                let mut c = AdversarialCritic::new(config.clone(), &[2], 3, Device::Cpu).unwrap();
+                let x0 = Tensor::randn([12, 2], (Kind::Float, Device::Cpu));
+                let real = Tensor::randn([12, 2], (Kind::Float, Device::Cpu)) - 1.0;
+                let states: Vec<(Tensor, usize)> = (1..=3)
+                    .map(|t| (rows.of(&(&x0 * (t as f64 + 1.0))), t))
+                    .collect();
+                c.backward_held(&states, &rows.of(&x0), &rows.of(&real), rows)
+                    .unwrap();
+                gradients(&mut c)
+            };
+            let whole = grads_of(Rows::all(12));
+            let (first, second) = (
+                grads_of(Rows::share(0, 7, 12)),
+                grads_of(Rows::share(7, 5, 12)),
+            );
+            for ((name, g), ((_, a), (_, b))) in whole.iter().zip(first.iter().zip(&second)) {
+                if !g.defined() {
+                    assert!(!a.defined() && !b.defined(), "{regularizer:?} {name}");
+                    continue;
+                }
+                let diff = (g - (a + b)).abs().max().double_value(&[]);
+                let scale = g.abs().max().double_value(&[]).max(1e-6);
+                assert!(
+                    diff < 1e-5 * scale,
+                    "{regularizer:?} {name}: differs by {diff} of {scale}"
+                );
+            }
         }
     }
 

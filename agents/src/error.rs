@@ -36,6 +36,9 @@ pub enum AgentError {
     /// Saved optimiser state does not fit the parameters.
     #[error("optimiser state: {0}")]
     State(String),
+    /// A collective operation between data-parallel ranks failed.
+    #[error(transparent)]
+    Collective(#[from] collective::CollectiveError),
 }
 
 /// Returns `value` if finite, else a [`AgentError::NonFinite`] naming `what`.

@@ -256,13 +256,21 @@ impl Generator {
         }
     }
 
-    /// One descent step on `loss`: back-propagates, clips the global gradient
-    /// norm at gamma, steps the optimiser, and reports the loss and the
-    /// gradient norm before clipping. Stops on a non-finite loss or gradient.
-    pub fn descend(&mut self, loss: &Tensor, stats: &mut UpdateStats) -> Result<(), AgentError> {
+    /// One descent step on `loss`, the mean over this rank's rows, which are
+    /// `share` of the batch (1 on one process; [`crate::shares`]):
+    /// back-propagates it weighted by `share`, clips the global gradient
+    /// norm (of the gradient summed over the ranks) at gamma, steps the
+    /// optimiser, and reports the loss and the gradient norm before
+    /// clipping. Stops on a non-finite loss or gradient.
+    pub fn descend(
+        &mut self,
+        loss: &Tensor,
+        share: f64,
+        stats: &mut UpdateStats,
+    ) -> Result<(), AgentError> {
         self.optimizer.zero_grad();
         let value = ensure_finite("generator loss", loss.double_value(&[]))?;
-        loss.backward();
+        crate::shares::backward_weighted(loss, share);
         let grad_norm = ensure_finite(
             "generator gradient norm",
             self.optimizer.clip_grad_norm(self.config.grad_clip),

@@ -6,6 +6,7 @@
 //! ([`crate::categorical::CategoricalLearner`], CartPole).
 
 use envs::gaussian;
+use envs::rows::Rows;
 use tch::{Device, Kind, Tensor};
 
 use crate::agent::Critics;
@@ -42,6 +43,11 @@ pub trait PolicyLearner {
     fn outcome(&self) -> Outcome;
     /// The tensor of an observation that transitions store (`[B, ...]`).
     fn state(&self, obs: &Self::Obs) -> Tensor;
+    /// Which rows of the global batch an observation holds (a
+    /// data-parallel rank's share; all of them by default).
+    fn rows(&self, obs: &Self::Obs) -> Rows {
+        Rows::all(self.state(obs).size()[0])
+    }
     /// The 1-based step of an observation (the sampler step of a chain
     /// state), if observations carry one; otherwise the [`crate::returns::Collector`]
     /// numbers the steps of an episode from 1.
@@ -83,8 +89,15 @@ pub trait PolicyLearner {
     ) -> Tensor {
         loss
     }
-    /// One optimiser step on `loss`, reporting the loss and gradient norm.
-    fn descend(&mut self, loss: &Tensor, stats: &mut UpdateStats) -> Result<(), AgentError>;
+    /// One optimiser step on `loss`, the mean over rows that are `share` of
+    /// the minibatch ([`TransitionBatch::share`]), reporting the loss and
+    /// gradient norm.
+    fn descend(
+        &mut self,
+        loss: &Tensor,
+        share: f64,
+        stats: &mut UpdateStats,
+    ) -> Result<(), AgentError>;
     /// Optimiser steps (minibatches) per update.
     fn n_generator(&self) -> usize;
     /// Where the policy's weights live.
@@ -100,6 +113,10 @@ impl PolicyLearner for Generator {
 
     fn state(&self, obs: &Self::Obs) -> Tensor {
         obs.x.shallow_clone()
+    }
+
+    fn rows(&self, obs: &Self::Obs) -> Rows {
+        obs.rows
     }
 
     fn step_index(&self, obs: &Self::Obs) -> Option<usize> {
@@ -164,8 +181,13 @@ impl PolicyLearner for Generator {
         Generator::penalised(self, loss, &batch.state, &batch.step, stats)
     }
 
-    fn descend(&mut self, loss: &Tensor, stats: &mut UpdateStats) -> Result<(), AgentError> {
-        Generator::descend(self, loss, stats)
+    fn descend(
+        &mut self,
+        loss: &Tensor,
+        share: f64,
+        stats: &mut UpdateStats,
+    ) -> Result<(), AgentError> {
+        Generator::descend(self, loss, share, stats)
     }
 
     fn n_generator(&self) -> usize {

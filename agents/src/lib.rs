@@ -49,6 +49,7 @@ pub mod registry;
 pub mod reinforce;
 pub mod reservoir;
 pub mod returns;
+pub mod shares;
 pub mod state_value;
 pub mod store;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! memory grows linearly with T' (the paper's argument for SFT-PG).
 
 use envs::diffusion::{ChainState, DiffusionEnv};
+use envs::rows::Rows;
 use envs::Step;
 use tch::{Kind, Tensor};
 
@@ -55,23 +56,26 @@ impl Pathwise {
     }
 
     /// mean f(x_0) over fresh reparameterised chains (plus the KL penalty at
-    /// their states if set); its gradient is the pathwise estimate.
+    /// their states if set); its gradient is the pathwise estimate. On
+    /// several ranks the chains are this rank's `rows` of the global
+    /// `chains` ([`crate::shares`]; their noise is drawn over all of them)
+    /// and the loss is the mean over those.
     pub fn loss(
         &self,
+        rows: Rows,
         critics: &Critics<'_>,
         stats: &mut UpdateStats,
     ) -> Result<Tensor, AgentError> {
         let policy = self.generator.policy();
         let device = policy.var_store().device();
-        let mut size = vec![self.chains];
-        size.extend(&self.shape);
-        let x_t = Tensor::randn(size.as_slice(), (Kind::Float, device));
+        let x_t = rows.randn(&self.shape, Kind::Float, device);
         let mut env =
-            DiffusionEnv::new(policy.schedule().clone(), &self.shape, self.chains, device)?;
+            DiffusionEnv::new(policy.schedule().clone(), &self.shape, self.chains, device)?
+                .holding(rows);
         let start = env.start_at(x_t)?;
         let mut chains = Reparameterized {
             policy,
-            chains: self.chains,
+            chains: rows.len,
             states: self.generator.config().kl_weight > 0.0,
             kept: Vec::new(),
         };
@@ -106,7 +110,7 @@ impl Agent<DiffusionEnv> for Reparameterized<'_> {
         if self.states {
             self.kept.push((obs.x.detach(), steps.shallow_clone()));
         }
-        Ok(self.policy.act_reparameterized(&obs.x, &steps))
+        Ok(self.policy.act_reparameterized(&obs.x, &steps, &obs.rows))
     }
 
     fn observe(&mut self, _obs: &ChainState, _action: &Tensor, _step: &Step<ChainState>) {}
@@ -132,9 +136,21 @@ impl Learn for Pathwise {
     fn update(&mut self, critics: &Critics<'_>) -> Result<UpdateStats, AgentError> {
         let n_generator = self.generator.config().n_generator;
         let mut stats = UpdateStats::default();
+        let rows = crate::shares::own_rows(self.chains);
+        if rows.len == 0 {
+            return Err(AgentError::Invalid {
+                field: "batch",
+                reason: format!(
+                    "{} chains leave a rank without any: give every rank at least one",
+                    self.chains
+                ),
+            });
+        }
         for _ in 0..n_generator {
-            let loss = self.loss(critics, &mut stats)?;
-            self.generator.descend(&loss, &mut stats)?;
+            let mut own = UpdateStats::default();
+            let loss = self.loss(rows, critics, &mut own)?;
+            self.generator.descend(&loss, rows.fraction(), &mut own)?;
+            stats.add_weighted(&own, rows.fraction());
         }
         Ok(stats.average(n_generator))
     }

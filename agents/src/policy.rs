@@ -3,6 +3,7 @@
 use envs::diffusion::{ChainState, DiffusionEnv};
 use envs::gaussian::{self, LogProbReduction};
 use envs::ode::NetworkSampler;
+use envs::rows::Rows;
 use envs::schedule::{Schedule, StepCoefficients};
 use envs::Step;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -407,7 +408,9 @@ impl DiffusionPolicy {
         tch::no_grad(|| {
             let steps = state.steps();
             let mean = self.mean_without_grad(&state.x, &steps);
-            gaussian::sample_with_std(&mean, &self.sampling_std(&steps, &mean))
+            let std = self.sampling_std(&steps, &mean);
+            let z = state.rows.randn_like(&mean);
+            mean + std * z
         })
     }
 
@@ -426,7 +429,9 @@ impl DiffusionPolicy {
         tch::no_grad(|| {
             let steps = state.steps();
             let mean = self.mean_without_grad(&state.x, &steps);
-            gaussian::sample_with_std(&mean, &self.rollout_std(&steps, &mean))
+            let std = self.rollout_std(&steps, &mean);
+            let z = state.rows.randn_like(&mean);
+            mean + std * z
         })
     }
 
@@ -441,7 +446,7 @@ impl DiffusionPolicy {
         tch::no_grad(|| {
             let steps = state.steps();
             let mean = self.mean_without_grad(&state.x, &steps);
-            let action = gaussian::sample_with_std(&mean, &self.rollout_std(&steps, &mean));
+            let action = &mean + self.rollout_std(&steps, &mean) * state.rows.randn_like(&mean);
             let std = self.density_std(&steps, &mean);
             let log_prob = gaussian::log_prob_with_std(&action, &mean, &std, reduction);
             (action, log_prob)
@@ -449,11 +454,12 @@ impl DiffusionPolicy {
     }
 
     /// Draws the next samples with the reparameterisation kept differentiable
-    /// (x_t = mu_theta(x_{t+1}) + sigma z), for pathwise estimators.
-    pub fn act_reparameterized(&self, x: &Tensor, steps: &Tensor) -> Tensor {
+    /// (x_t = mu_theta(x_{t+1}) + sigma z), for pathwise estimators; z is
+    /// drawn over the global batch of which `x` holds `rows`.
+    pub fn act_reparameterized(&self, x: &Tensor, steps: &Tensor, rows: &Rows) -> Tensor {
         let mean = self.mean(x, steps);
         let std = self.sampling_std(steps, &mean);
-        gaussian::sample_with_std(&mean, &std)
+        &mean + std * rows.randn_like(&mean)
     }
 
     /// log pi_theta(x_next | x) for a batch of transitions (tracks gradients).
@@ -602,10 +608,7 @@ mod tests {
     fn acting_in_chunks_draws_the_same_samples() {
         let s = schedule();
         let mut policy = DiffusionPolicy::toy(&s, 2, 16, 4, Device::Cpu);
-        let state = ChainState {
-            x: Tensor::randn([10, 2], (Kind::Float, Device::Cpu)),
-            t: 3,
-        };
+        let state = ChainState::new(Tensor::randn([10, 2], (Kind::Float, Device::Cpu)), 3);
         let _rng = envs::testing::seeded(8);
         let whole = policy.act(&state);
         let (whole_lp_action, whole_lp) = policy.act_with_log_prob(&state, LogProbReduction::Sum);

@@ -142,7 +142,7 @@ impl<L: PolicyLearner> Ppo<L> {
             critics,
             self.config.use_baseline,
             self.config.normalize_advantage,
-        );
+        )?;
         let log_prob = self.learner.log_prob(batch);
         let log_ratio = &log_prob - old;
         let ratio = log_ratio.exp();
@@ -159,6 +159,8 @@ impl<L: PolicyLearner> Ppo<L> {
                 .mean(Kind::Float);
             (kl.double_value(&[]), clipped.double_value(&[]))
         });
+        // Every rank stops early on the same, global, KL estimate.
+        let approx_kl = crate::shares::mean_over_ranks(approx_kl, batch.share)?;
         record_advantage(&cost, stats);
         let loss = self.learner.penalised(loss, batch, stats);
         Ok(PpoLoss {
@@ -209,10 +211,12 @@ impl<L: PolicyLearner> Learn for Ppo<L> {
                 .transitions
                 .minibatches(self.minibatch, n_generator, device);
             for batch in &batches {
-                let step = self.surrogate_loss(batch, critics, &mut stats)?;
-                stats.accumulate("generator/approx_kl", step.approx_kl);
-                stats.accumulate("generator/clip_fraction", step.clip_fraction);
-                self.learner.descend(&step.loss, &mut stats)?;
+                let mut own = UpdateStats::default();
+                let step = self.surrogate_loss(batch, critics, &mut own)?;
+                own.accumulate("generator/approx_kl", step.approx_kl);
+                own.accumulate("generator/clip_fraction", step.clip_fraction);
+                self.learner.descend(&step.loss, batch.share, &mut own)?;
+                stats.add_weighted(&own, batch.share);
                 steps += 1;
                 if self
                     .config

@@ -54,13 +54,14 @@ impl Default for ReinforceConfig {
 }
 
 /// The cost-to-go estimate of each transition, f(x_0) - V(x_{t+1}, t+1)
-/// (or f(x_0) without a baseline), detached; lower is better.
+/// (or f(x_0) without a baseline), detached; lower is better. Normalised
+/// over the minibatch's rows on every rank ([`crate::shares`]).
 pub(crate) fn cost_advantage(
     batch: &TransitionBatch,
     critics: &Critics<'_>,
     use_baseline: bool,
     normalize: bool,
-) -> Tensor {
+) -> Result<Tensor, AgentError> {
     let advantage = tch::no_grad(|| {
         let f = critics.reward.value(&batch.final_sample);
         match (use_baseline, critics.baseline) {
@@ -69,9 +70,9 @@ pub(crate) fn cost_advantage(
         }
     });
     if normalize {
-        (&advantage - advantage.mean(Kind::Float)) / (advantage.std(true) + 1e-8)
+        crate::shares::standardized_over_ranks(&advantage, batch.share)
     } else {
-        advantage
+        Ok(advantage)
     }
 }
 
@@ -161,18 +162,18 @@ impl<L: PolicyLearner> Reinforce<L> {
         batch: &TransitionBatch,
         critics: &Critics<'_>,
         stats: &mut UpdateStats,
-    ) -> Tensor {
+    ) -> Result<Tensor, AgentError> {
         let advantage = cost_advantage(
             batch,
             critics,
             self.config.use_baseline,
             self.config.normalize_advantage,
-        );
+        )?;
         record_advantage(&advantage, stats);
         let loss = self
             .learner
             .score_function_loss(batch, &advantage, critics, stats);
-        self.learner.penalised(loss, batch, stats)
+        Ok(self.learner.penalised(loss, batch, stats))
     }
 }
 
@@ -211,8 +212,10 @@ impl<L: PolicyLearner> Learn for Reinforce<L> {
             .minibatches(self.minibatch, n_generator, device);
         let mut stats = UpdateStats::default();
         for batch in &batches {
-            let loss = self.surrogate_loss(batch, critics, &mut stats);
-            self.learner.descend(&loss, &mut stats)?;
+            let mut own = UpdateStats::default();
+            let loss = self.surrogate_loss(batch, critics, &mut own)?;
+            self.learner.descend(&loss, batch.share, &mut own)?;
+            stats.add_weighted(&own, batch.share);
         }
         self.transitions.clear();
         Ok(stats.average(batches.len()))

@@ -18,8 +18,15 @@
 //! that chain's x_0 when the episode ends. Memory: three `[capacity, ...]`
 //! tensors (x_{t+1}, x_t, x_0), and a `[capacity]` one of behaviour
 //! log-densities when the agent keeps them (PPO).
+//!
+//! Data-parallel (docs/conventions.md section 7): every rank runs the
+//! algorithm over the transitions of all ranks (the same draws, so the same
+//! slots everywhere) and fills the slots whose transition it holds; a
+//! minibatch gives each rank the held slots among those drawn.
 
 use std::collections::BTreeMap;
+
+use envs::rows::Rows;
 
 use tch::{Device, Kind, Tensor};
 
@@ -42,8 +49,12 @@ pub struct Reservoir {
     log_probs: Option<Tensor>,
     /// The 1-based sampler step of each filled slot.
     steps: Vec<i64>,
-    /// Episode number and chain of each filled slot's transition.
+    /// Episode number and global chain of each filled slot's transition.
     origins: Vec<(usize, i64)>,
+    /// Whether this rank holds each filled slot's transition.
+    held: Vec<bool>,
+    /// The chains this rank holds in the episode in progress.
+    episode_rows: Option<Rows>,
     /// Number of the episode in progress.
     episode: usize,
 }
@@ -60,6 +71,8 @@ impl Reservoir {
             log_probs: None,
             steps: Vec::new(),
             origins: Vec::new(),
+            held: Vec::new(),
+            episode_rows: None,
             episode: 0,
         }
     }
@@ -69,7 +82,8 @@ impl Reservoir {
         self.capacity
     }
 
-    /// Number of transitions held: those offered, up to the capacity.
+    /// Number of transitions kept: those offered (by every rank), up to
+    /// the capacity.
     pub fn len(&self) -> i64 {
         self.seen.min(self.capacity)
     }
@@ -86,51 +100,65 @@ impl Reservoir {
 
     /// Offers the transitions of one sampler step of a batch of chains:
     /// `action` (x_t) taken in `state` (x_{t+1}) at 1-based step `t`, row i
-    /// being chain i of the episode in progress, with the behaviour
-    /// log-density of each row (`[rows]`) if the agent keeps them (then at
-    /// every step). The replacement draws come from libtorch's CPU generator.
-    pub fn step(&mut self, state: &Tensor, action: &Tensor, t: usize, log_prob: Option<&Tensor>) {
-        let rows = state.size()[0];
+    /// being chain `rows.start + i` of the episode in progress, with the
+    /// behaviour log-density of each row (`[rows]`) if the agent keeps them
+    /// (then at every step). The replacement draws, for all `rows.global`
+    /// chains, come from libtorch's CPU generator.
+    pub fn step(
+        &mut self,
+        state: &Tensor,
+        action: &Tensor,
+        t: usize,
+        log_prob: Option<&Tensor>,
+        rows: Rows,
+    ) {
+        assert_eq!(state.size()[0], rows.len, "one row per chain held");
         assert!(
             self.seen == 0 || log_prob.is_some() == self.log_probs.is_some(),
             "a reservoir keeps behaviour log-densities at every step or at none"
         );
-        let placed = self.placements(rows);
-        self.seen += rows;
-        if placed.is_empty() {
-            return;
-        }
+        self.episode_rows = Some(rows);
+        let placed = self.placements(rows.global);
+        self.seen += rows.global;
         let capacity = self.capacity;
         let slots = self
             .slots
             .get_or_insert_with(|| [slots_like(state, capacity), slots_like(action, capacity)]);
+        if let (Some(lp), None) = (log_prob, &self.log_probs) {
+            self.log_probs = Some(Tensor::zeros([capacity], (lp.kind(), lp.device())));
+        }
+        for (&slot, &row) in &placed {
+            let slot = slot as usize;
+            let held = (rows.start..rows.start + rows.len).contains(&row);
+            if slot == self.steps.len() {
+                self.steps.push(t as i64);
+                self.origins.push((self.episode, row));
+                self.held.push(held);
+            } else {
+                self.steps[slot] = t as i64;
+                self.origins[slot] = (self.episode, row);
+                self.held[slot] = held;
+            }
+        }
+        let (slot_index, row_index): (Vec<i64>, Vec<i64>) = placed
+            .iter()
+            .filter(|(_, &row)| (rows.start..rows.start + rows.len).contains(&row))
+            .map(|(&slot, &row)| (slot, row - rows.start))
+            .unzip();
+        if slot_index.is_empty() {
+            return;
+        }
         let device = state.device();
-        let slot_index: Vec<i64> = placed.keys().copied().collect();
-        let row_index: Vec<i64> = placed.values().copied().collect();
         let slot_tensor = Tensor::from_slice(&slot_index).to_device(device);
         let row_tensor = Tensor::from_slice(&row_index).to_device(device);
         tch::no_grad(|| {
             for (buffer, source) in slots.iter_mut().zip([state, action]) {
                 let _ = buffer.index_copy_(0, &slot_tensor, &source.index_select(0, &row_tensor));
             }
-            if let Some(log_prob) = log_prob {
-                let capacity = self.capacity;
-                let kept = self.log_probs.get_or_insert_with(|| {
-                    Tensor::zeros([capacity], (log_prob.kind(), log_prob.device()))
-                });
+            if let (Some(log_prob), Some(kept)) = (log_prob, self.log_probs.as_mut()) {
                 let _ = kept.index_copy_(0, &slot_tensor, &log_prob.index_select(0, &row_tensor));
             }
         });
-        for (&slot, &row) in &placed {
-            let slot = slot as usize;
-            if slot == self.steps.len() {
-                self.steps.push(t as i64);
-                self.origins.push((self.episode, row));
-            } else {
-                self.steps[slot] = t as i64;
-                self.origins[slot] = (self.episode, row);
-            }
-        }
     }
 
     /// Where each of the next `rows` transitions goes, as slot -> row; a
@@ -159,19 +187,22 @@ impl Reservoir {
     }
 
     /// Ends the episode in progress: every slot holding one of its
-    /// transitions receives its chain's row of `final_sample` (x_0).
+    /// transitions receives its chain's row of `final_sample` (x_0 of the
+    /// chains held).
     pub fn finish(&mut self, final_sample: &Tensor) {
         if self.slots.is_some() {
             let capacity = self.capacity;
+            let start = self.episode_rows.map_or(0, |r| r.start);
             let finals = self
                 .finals
                 .get_or_insert_with(|| slots_like(final_sample, capacity));
             let (slot_index, chains): (Vec<i64>, Vec<i64>) = self
                 .origins
                 .iter()
+                .zip(&self.held)
                 .enumerate()
-                .filter(|(_, (episode, _))| *episode == self.episode)
-                .map(|(slot, (_, chain))| (slot as i64, *chain))
+                .filter(|(_, ((episode, _), &held))| held && *episode == self.episode)
+                .map(|(slot, ((_, chain), _))| (slot as i64, *chain - start))
                 .unzip();
             if !slot_index.is_empty() {
                 let device = final_sample.device();
@@ -202,11 +233,23 @@ impl Reservoir {
         }
         let len = self.len();
         let size = size.min(len);
-        let order = minibatch_order(len, size, count, slots[0].device());
-        let steps = Tensor::from_slice(&self.steps).to_device(slots[0].device());
+        let on = slots[0].device();
+        let order = minibatch_order(len, size, count, on).to_device(Device::Cpu);
+        let steps = Tensor::from_slice(&self.steps).to_device(on);
         (0..count as i64)
             .map(|i| {
-                let index = order.narrow(0, i * size, size);
+                let drawn =
+                    Vec::<i64>::try_from(&order.narrow(0, i * size, size)).expect("int64 order");
+                let mut mine: Vec<i64> = drawn
+                    .into_iter()
+                    .filter(|&slot| self.held[slot as usize])
+                    .collect();
+                let share = mine.len() as f64 / size as f64;
+                if mine.is_empty() {
+                    // None of the minibatch is here: one slot, weighted 0.
+                    mine.push(0);
+                }
+                let index = Tensor::from_slice(&mine).to_device(on);
                 let pick = |t: &Tensor| t.index_select(0, &index).to_device(device);
                 TransitionBatch {
                     state: pick(&slots[0]),
@@ -214,6 +257,7 @@ impl Reservoir {
                     final_sample: pick(finals),
                     step: pick(&steps),
                     behaviour_log_prob: self.log_probs.as_ref().map(pick),
+                    share,
                 }
             })
             .collect()
@@ -227,6 +271,8 @@ impl Reservoir {
         self.log_probs = None;
         self.steps.clear();
         self.origins.clear();
+        self.held.clear();
+        self.episode_rows = None;
         self.episode = 0;
     }
 
@@ -259,16 +305,61 @@ mod tests {
     /// row of `dim` equal entries), its action the state + 0.5 and its x_0
     /// 100000 + 1000e + b.
     fn offer(reservoir: &mut Reservoir, episodes: i64, steps: i64, chains: i64, dim: i64) {
+        offer_share(reservoir, episodes, steps, Rows::all(chains), dim)
+    }
+
+    /// [`offer`] holding only the chains `rows`.
+    fn offer_share(reservoir: &mut Reservoir, episodes: i64, steps: i64, rows: Rows, dim: i64) {
+        let chains = || {
+            Tensor::arange_start(
+                rows.start,
+                rows.start + rows.len,
+                (Kind::Float, Device::Cpu),
+            )
+            .view([rows.len, 1])
+        };
         for e in 0..episodes {
             for k in 0..steps {
-                let ids = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
-                    + (1000 * e + 10 * k) as f64;
-                let state = ids.expand([chains, dim], false).contiguous();
-                reservoir.step(&state, &(&state + 0.5), (steps - k) as usize, None);
+                let ids = chains() + (1000 * e + 10 * k) as f64;
+                let state = ids.expand([rows.len, dim], false).contiguous();
+                reservoir.step(&state, &(&state + 0.5), (steps - k) as usize, None, rows);
             }
-            let finals = Tensor::arange(chains, (Kind::Float, Device::Cpu)).view([chains, 1])
-                + (100000 + 1000 * e) as f64;
-            reservoir.finish(&finals.expand([chains, dim], false).contiguous());
+            let finals = chains() + (100000 + 1000 * e) as f64;
+            reservoir.finish(&finals.expand([rows.len, dim], false).contiguous());
+        }
+    }
+
+    #[test]
+    fn the_ranks_shares_of_a_minibatch_are_its_transitions_with_their_x0() {
+        // Ranks holding chains 0..2 and 2..5 keep the slots one process
+        // holding all 5 keeps; each minibatch gives each rank its held
+        // transitions of it, in the drawn order, and the shares add up to 1.
+        let draw = |rows: Rows| {
+            let _rng = envs::testing::seeded(11);
+            let mut r = Reservoir::new(12);
+            offer_share(&mut r, 3, 4, rows, 2);
+            assert_eq!((r.seen(), r.len()), (60, 12));
+            r.minibatches(5, 3, Device::Cpu)
+        };
+        let whole = draw(Rows::all(5));
+        let ranks = [draw(Rows::share(0, 2, 5)), draw(Rows::share(2, 3, 5))];
+        for (i, batch) in whole.iter().enumerate() {
+            let all = checked_ids(batch, 4);
+            let mut share = 0.0;
+            for (rank, batches) in ranks.iter().enumerate() {
+                let part = &batches[i];
+                share += part.share;
+                let mine: Vec<i64> = all
+                    .iter()
+                    .copied()
+                    .filter(|id| (id % 10 >= 2) == (rank == 1))
+                    .collect();
+                assert_eq!(part.share, mine.len() as f64 / 5.0);
+                if !mine.is_empty() {
+                    assert_eq!(checked_ids(part, 4), mine, "rank {rank}, minibatch {i}");
+                }
+            }
+            assert!((share - 1.0).abs() < 1e-12);
         }
     }
 
@@ -334,7 +425,13 @@ mod tests {
             let state =
                 Tensor::arange(4, (Kind::Float, Device::Cpu)).view([4, 1]) + 10.0 * k as f64;
             let log_prob = state.view([4]) * 3.0;
-            r.step(&state, &(&state + 0.5), (5 - k) as usize, Some(&log_prob));
+            r.step(
+                &state,
+                &(&state + 0.5),
+                (5 - k) as usize,
+                Some(&log_prob),
+                Rows::all(state.size()[0]),
+            );
         }
         r.finish(&Tensor::zeros([4, 1], (Kind::Float, Device::Cpu)));
         assert_eq!(r.bytes(), 3 * 7 * 4 + 7 * 4);
@@ -345,7 +442,7 @@ mod tests {
         }
         r.clear();
         let state = Tensor::ones([2, 1], (Kind::Float, Device::Cpu));
-        r.step(&state, &state, 1, None);
+        r.step(&state, &state, 1, None, Rows::all(state.size()[0]));
         let batch = &r.minibatches(2, 1, Device::Cpu)[0];
         assert!(batch.behaviour_log_prob.is_none(), "cleared with the rest");
     }

@@ -3,6 +3,7 @@
 //! transition's outcome ([`Outcome`]), and [`cost_to_go`] computes the
 //! discounted costs of a batch of episodes that end apart.
 
+use envs::rows::Rows;
 use envs::{RewardModel, Step};
 use tch::{Kind, Tensor};
 
@@ -92,7 +93,7 @@ impl Collector {
                 if !learner.excludes(obs) {
                     // Learners scored by their final observation index their steps.
                     let t = learner.step_index(obs).unwrap_or(0);
-                    store.record(&learner.state(obs), action, t, log_prob);
+                    store.record(&learner.state(obs), action, t, log_prob, learner.rows(obs));
                 }
                 if step.all_ended() {
                     store.finish(&learner.state(&step.obs));
@@ -141,6 +142,7 @@ impl Collector {
                 &pick(&p.action),
                 k + 1,
                 p.log_prob.as_ref().map(pick),
+                Rows::all(rows.size()[0]),
             );
             store.finish(&pick(&cost).unsqueeze(1));
         }

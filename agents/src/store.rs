@@ -3,6 +3,7 @@
 //! uniform reservoir of those the update reads) and the setting that picks
 //! one. Every buffered agent (REINFORCE, PPO) takes either.
 
+use envs::rows::Rows;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
@@ -14,20 +15,23 @@ use crate::reservoir::Reservoir;
 pub trait TransitionStore {
     /// Records that `action` (x_t) was taken in `state` (x_{t+1}) at 1-based
     /// step `t`, row i being chain i of the episode batch in progress, with
-    /// the behaviour log-density of each row when the agent keeps one.
+    /// the behaviour log-density of each row when the agent keeps one;
+    /// the rows are the chains `rows` of the global batch (all of them on
+    /// one process; see [`crate::buffer`] for several ranks).
     fn record(
         &mut self,
         state: &Tensor,
         action: &Tensor,
         t: usize,
         behaviour_log_prob: Option<Tensor>,
+        rows: Rows,
     );
     /// Ends the episode batch in progress: row i of `final_sample` is the
     /// outcome of the transitions recorded for chain i since the last
     /// finish (x_0 for the diffusion chain; a `[rows, 1]` cost-to-go for
     /// [`crate::learner::Outcome::CostToGo`]).
     fn finish(&mut self, final_sample: &Tensor);
-    /// Number of transitions held.
+    /// Number of transitions held, counted over every rank.
     fn len(&self) -> i64;
     /// Whether no transition is held.
     fn is_empty(&self) -> bool {
@@ -35,7 +39,9 @@ pub trait TransitionStore {
     }
     /// `count` minibatches of `size` transitions, disjoint within one random
     /// permutation of those held (further permutations are appended when
-    /// fewer than `size * count` are held), on `device`.
+    /// fewer than `size * count` are held), on `device`: the draws are over
+    /// every rank's transitions and each minibatch holds this rank's rows
+    /// of it, with their [`TransitionBatch::share`].
     fn minibatches(&self, size: i64, count: usize, device: Device) -> Vec<TransitionBatch>;
     /// Forgets every transition.
     fn clear(&mut self);
@@ -76,8 +82,9 @@ impl TransitionStore for EpisodeCollector {
         action: &Tensor,
         t: usize,
         behaviour_log_prob: Option<Tensor>,
+        rows: Rows,
     ) {
-        self.step(state, action, t, behaviour_log_prob);
+        self.step(state, action, t, behaviour_log_prob, rows);
     }
 
     fn finish(&mut self, final_sample: &Tensor) {
@@ -108,8 +115,9 @@ impl TransitionStore for Reservoir {
         action: &Tensor,
         t: usize,
         behaviour_log_prob: Option<Tensor>,
+        rows: Rows,
     ) {
-        self.step(state, action, t, behaviour_log_prob.as_ref());
+        self.step(state, action, t, behaviour_log_prob.as_ref(), rows);
     }
 
     fn finish(&mut self, final_sample: &Tensor) {

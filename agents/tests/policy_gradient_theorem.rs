@@ -14,6 +14,7 @@ use agents::policy::DiffusionPolicy;
 use agents::reinforce::{Reinforce, ReinforceConfig};
 use agents::{rollout, UpdateStats};
 use envs::diffusion::DiffusionEnv;
+use envs::rows::Rows;
 use envs::schedule::{BetaSchedule, Schedule, Variance};
 use envs::RewardModel;
 use tch::nn::{Init, VarStore};
@@ -130,7 +131,7 @@ fn policy_gradient_and_pathwise_gradient_agree_with_the_exact_gradient() {
     let generator = Generator::new(GeneratorConfig::default(), policy).unwrap();
     let pathwise = Pathwise::new(generator, CHAINS, &[DIM]);
     let loss = pathwise
-        .loss(&critics, &mut UpdateStats::default())
+        .loss(Rows::all(CHAINS), &critics, &mut UpdateStats::default())
         .unwrap();
     let pathwise_grad = gradient(&loss, &[&w, &b]);
 
@@ -172,8 +173,11 @@ fn policy_gradient_and_pathwise_gradient_agree_with_the_exact_gradient() {
             0,
         ),
         behaviour_log_prob: None,
+        share: 1.0,
     };
-    let loss = agent.surrogate_loss(&batch, &critics, &mut UpdateStats::default());
+    let loss = agent
+        .surrogate_loss(&batch, &critics, &mut UpdateStats::default())
+        .unwrap();
     let pg_grad = gradient(&loss, &[&w, &b]) * STEPS as f64;
 
     let pathwise_error = relative_error(&pathwise_grad, &exact);

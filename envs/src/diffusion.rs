@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tch::{Device, Kind, Tensor};
 
+use crate::rows::Rows;
 use crate::schedule::{Schedule, StepCoefficients};
 use crate::{Env, EnvError, Info, RewardModel, Space, Step};
 
@@ -18,6 +19,10 @@ pub struct ChainState {
     pub x: Tensor,
     /// The step index shared by all chains: T' at reset, 0 at the end.
     pub t: usize,
+    /// Which rows of the global batch of chains `x` holds (all of them on
+    /// one process): the noise of a step is drawn over the global batch
+    /// ([`Rows`]), so a chain's noise does not depend on the world size.
+    pub rows: Rows,
 }
 
 impl Clone for ChainState {
@@ -25,11 +30,18 @@ impl Clone for ChainState {
         Self {
             x: self.x.shallow_clone(),
             t: self.t,
+            rows: self.rows,
         }
     }
 }
 
 impl ChainState {
+    /// All the chains `x` at 1-based step `t` (one process's whole batch).
+    pub fn new(x: Tensor, t: usize) -> Self {
+        let rows = Rows::all(x.size()[0]);
+        Self { x, t, rows }
+    }
+
     /// The shared step index as a `[1]` int64 tensor, which the batched
     /// policy functions broadcast over the `B` chains: a per-step lookup is
     /// then one row, not `B` copies of it (the same values, less memory
@@ -47,6 +59,7 @@ pub struct DiffusionEnv {
     coefficients: StepCoefficients,
     element_shape: Vec<i64>,
     num_envs: i64,
+    rows: Rows,
     device: Device,
     reward_model: Option<Rc<dyn RewardModel>>,
     state: Option<ChainState>,
@@ -72,6 +85,7 @@ impl DiffusionEnv {
             coefficients,
             element_shape: element_shape.to_vec(),
             num_envs,
+            rows: Rows::all(num_envs),
             device,
             reward_model: None,
             state: None,
@@ -87,7 +101,32 @@ impl DiffusionEnv {
     /// Changes the number of parallel chains (takes effect at the next reset).
     pub fn set_num_envs(&mut self, num_envs: i64) {
         self.num_envs = num_envs;
+        self.rows = Rows::all(num_envs);
         self.state = None;
+    }
+
+    /// Holds only `rows` of the environment's chains (a data-parallel
+    /// rank's share, docs/conventions.md section 7): it steps `rows.len`
+    /// chains and draws x_T over all `rows.global` of them, keeping its own.
+    ///
+    /// # Panics
+    /// When `rows.global` is not the environment's number of chains or the
+    /// share is empty.
+    pub fn holding(mut self, rows: Rows) -> Self {
+        assert_eq!(
+            rows.global, self.num_envs,
+            "a share of the environment's own chains"
+        );
+        assert!(rows.len >= 1, "a share of at least one chain");
+        self.num_envs = rows.len;
+        self.rows = rows;
+        self.state = None;
+        self
+    }
+
+    /// Which of the global batch's chains the environment holds.
+    pub fn rows(&self) -> Rows {
+        self.rows
     }
 
     /// The sampler's schedule.
@@ -123,6 +162,7 @@ impl DiffusionEnv {
         let state = ChainState {
             x,
             t: self.schedule.len(),
+            rows: self.rows,
         };
         self.state = Some(state.clone());
         Ok(state)
@@ -158,10 +198,13 @@ impl Env for DiffusionEnv {
         if let Some(seed) = seed {
             tch::manual_seed(seed as i64);
         }
-        let x = Tensor::randn(self.batch_shape().as_slice(), (Kind::Float, self.device));
+        let x = self
+            .rows
+            .randn(&self.element_shape, Kind::Float, self.device);
         let state = ChainState {
             x,
             t: self.schedule.len(),
+            rows: self.rows,
         };
         self.state = Some(state.clone());
         Ok((state, Info::new()))
@@ -192,11 +235,13 @@ impl Env for DiffusionEnv {
         let next = ChainState {
             x: action.shallow_clone(),
             t,
+            rows: self.rows,
         };
         self.state = if terminated {
             Some(ChainState {
                 x: next.x.shallow_clone(),
                 t: 0,
+                rows: self.rows,
             })
         } else {
             Some(next.clone())

@@ -24,6 +24,7 @@ pub mod image_folder;
 pub mod images;
 pub mod ode;
 pub mod registry;
+pub mod rows;
 pub mod sampler;
 pub mod samplers;
 pub mod schedule;

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use agents::critic::AdversarialCritic;
 use agents::generator::Generator;
 use agents::policy::DiffusionPolicy;
+use agents::shares::own_rows;
 use agents::{FineTuneAgent, UpdateStats};
 use envs::diffusion::DiffusionEnv;
-use envs::Env;
 use tch::{Device, Kind, Tensor};
 
 use super::data::Data;
@@ -47,7 +47,9 @@ pub fn finetune(
     let agent = task
         .agent
         .build(Generator::new(task.generator, policy)?, batch, &shape);
-    let env = DiffusionEnv::new(schedule, &shape, batch, device)?;
+    // On several ranks each holds its share of the chains
+    // (docs/conventions.md section 7).
+    let env = DiffusionEnv::new(schedule, &shape, batch, device)?.holding(own_rows(batch));
     let mut fine_tuning = FineTuning::new(SftPg::new(env, agent, critic, task.n_critic), data);
     experiment_trainer(exp, run_dir, PHASE, reference, show_progress)?.run(&mut fine_tuning, resume)
 }
@@ -79,7 +81,8 @@ impl Training for FineTuning {
     fn epoch(&mut self, epoch: usize, log: &mut EpochLog<'_>) -> Result<EpochEnd, RunError> {
         let n = self.data.len();
         let n_critic = self.sft.n_critic();
-        let batch = self.sft.env.num_envs();
+        // The global batch (a rank's environment holds its share of it).
+        let batch = self.sft.env.rows().global;
         let device = self.data.device();
         let rounds_per_epoch = (n as usize).div_ceil(batch as usize * n_critic);
         let critic_steps = (rounds_per_epoch * n_critic) as i64;
@@ -100,8 +103,13 @@ impl Training for FineTuning {
                 generator_stats.accumulate(name, *value);
             }
         }
-        let epoch_stats = epoch_stats.average(critic_steps as usize);
-        let generator_stats = generator_stats.average(rounds_per_epoch);
+        // Each rank's parts of the statistics, summed (docs/conventions.md 7).
+        let epoch_stats = epoch_stats
+            .average(critic_steps as usize)
+            .summed_over_ranks()?;
+        let generator_stats = generator_stats
+            .average(rounds_per_epoch)
+            .summed_over_ranks()?;
         for (name, value) in epoch_stats.values.iter().chain(&generator_stats.values) {
             log.recorder.scalar(name, *value, *log.step)?;
         }

@@ -141,15 +141,15 @@ fn data_parallel_run(
         }
     }
     let exp = crate::overrides::apply(Experiment::load(path)?, &options.overrides, path)?;
-    if !matches!(exp.task, Task::Pretrain(_)) {
-        return refuse(format!(
-            "{}: data-parallel training covers pretraining so far; run this task in one process",
-            path.display()
-        ));
-    }
     let batch = match &exp.task {
         Task::Pretrain(task) => task.batch,
-        _ => unreachable!("checked above"),
+        Task::FineTune(task) => task.batch,
+        Task::Distill(_) | Task::CovarianceHead(_) => {
+            return refuse(format!(
+                "{}: data-parallel training covers pretraining and fine-tuning so far; run this task in one process",
+                path.display()
+            ))
+        }
     };
     if batch < world {
         return refuse(format!(

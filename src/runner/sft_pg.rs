@@ -66,11 +66,18 @@ impl SftPg {
     /// The round's n_critic critic steps, each on fresh chains (which the
     /// agent observes into its buffer) and the data batch `real(i)`; returns
     /// their summed statistics with `rollout/return`.
+    ///
+    /// When the environment holds a data-parallel rank's share of the
+    /// chains ([`DiffusionEnv::holding`]), `real(i)` is still the global
+    /// data batch: the rank takes the same rows of it, and the statistics
+    /// are its share-weighted parts ([`UpdateStats::summed_over_ranks`]
+    /// gives the global ones).
     pub fn critic_steps(
         &mut self,
         mut real: impl FnMut(usize) -> Tensor,
     ) -> Result<UpdateStats, AgentError> {
         let mut critic_stats = UpdateStats::default();
+        let rows = self.env.rows();
         for i in 0..self.n_critic {
             let episode = rollout(&mut self.env, self.agent.as_mut(), None)?;
             let states: Vec<(Tensor, usize)> = episode
@@ -78,14 +85,15 @@ impl SftPg {
                 .iter()
                 .map(|o| (o.x.shallow_clone(), o.t))
                 .collect();
-            let stats = self.critic.update(&states, &episode.terminal.x, &real(i))?;
-            for (name, value) in &stats.values {
-                critic_stats.accumulate(name, *value);
-            }
-            critic_stats.accumulate(
+            let real = real(i);
+            let mut stats =
+                self.critic
+                    .update_held(&states, &episode.terminal.x, &rows.of(&real), rows)?;
+            stats.accumulate(
                 "rollout/return",
                 episode.total_reward.mean(Kind::Float).double_value(&[]),
             );
+            critic_stats.add_weighted(&stats, rows.fraction());
         }
         Ok(critic_stats)
     }

@@ -232,23 +232,29 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// The collectives of a run started by `mpirun` or `srun` (a single process
-/// otherwise), installed for the trainer; `SHORTCUT_COLLECTIVE_TIMEOUT`
-/// (seconds, default 900) bounds how long a rank waits for the others.
-fn install_collectives() -> Result<()> {
-    let timeout = match std::env::var("SHORTCUT_COLLECTIVE_TIMEOUT") {
+/// Seconds from the environment variable `name`, or `default` when unset.
+fn seconds_from_env(name: &str, default: f64) -> Result<std::time::Duration> {
+    let seconds = match std::env::var(name) {
         Ok(text) => text
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|s| *s > 0.0)
-            .with_context(|| {
-                format!("SHORTCUT_COLLECTIVE_TIMEOUT={text:?}: expected seconds, a positive number")
-            })?,
-        Err(_) => 900.0,
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .with_context(|| format!("{name}={text:?}: expected seconds, a positive number"))?,
+        Err(_) => default,
     };
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// The collectives of a run started by `mpirun` or `srun` (a single process
+/// otherwise), installed for the trainer; `SHORTCUT_COLLECTIVE_TIMEOUT`
+/// (seconds, default 900) bounds how long a rank waits for the others in a
+/// collective, `SHORTCUT_EVALUATION_TIMEOUT` (default 86 400) how long they
+/// wait for rank 0's evaluations.
+fn install_collectives() -> Result<()> {
     let options = collective::Options {
-        timeout: std::time::Duration::from_secs_f64(timeout),
+        timeout: seconds_from_env("SHORTCUT_COLLECTIVE_TIMEOUT", 900.0)?,
+        evaluation_timeout: seconds_from_env("SHORTCUT_EVALUATION_TIMEOUT", 86_400.0)?,
     };
     let engine = collective::install(collective::init(&options)?);
     if engine.world_size() > 1 && engine.rank() == 0 {

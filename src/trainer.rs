@@ -339,7 +339,10 @@ impl Trainer {
         }
     }
 
-    /// [`Self::evaluate`], with the network evaluations it spent.
+    /// [`Self::evaluate`], with the network evaluations it spent. On
+    /// several ranks the others wait for rank 0's evaluation under the
+    /// evaluation deadline ([`collective::Collective::evaluation_barrier`]),
+    /// not the shorter one of a training step's collectives.
     fn evaluate_counted(
         &mut self,
         training: &dyn Training,
@@ -347,6 +350,10 @@ impl Trainer {
     ) -> Result<(String, u64), RunError> {
         let before = training.network_evaluations();
         let message = self.evaluate(training, epoch)?;
+        let engine = collective::current();
+        if engine.world_size() > 1 {
+            engine.evaluation_barrier()?;
+        }
         Ok((message, training.network_evaluations() - before))
     }
 

@@ -80,6 +80,12 @@ pub trait Collective {
     fn all_gather_u64(&self, value: u64) -> Result<Vec<u64>, CollectiveError>;
     /// Waits until every rank got here.
     fn barrier(&self) -> Result<(), CollectiveError>;
+    /// [`Collective::barrier`] under the longer deadline of an evaluation
+    /// ([`Options::evaluation_timeout`]): where the other ranks wait while
+    /// rank 0 alone evaluates.
+    fn evaluation_barrier(&self) -> Result<(), CollectiveError> {
+        self.barrier()
+    }
     /// Seconds this rank has spent in collectives so far (sending, and
     /// waiting for the other ranks), for the logs' communication share.
     fn seconds_communicating(&self) -> f64 {
@@ -96,12 +102,17 @@ pub struct Options {
     /// The longest any one collective may wait for the other ranks before
     /// this rank stops (see [`watchdog`]).
     pub timeout: Duration,
+    /// The longest the ranks wait for rank 0's evaluation
+    /// ([`Collective::evaluation_barrier`]): evaluations (FID of many
+    /// samples) may run far longer than a training step.
+    pub evaluation_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             timeout: Duration::from_secs(900),
+            evaluation_timeout: Duration::from_secs(86_400),
         }
     }
 }
@@ -121,15 +132,12 @@ pub fn init_for(
     }
     #[cfg(feature = "nccl")]
     {
-        let mpi = mpi_engine::MpiEngine::init(launch, options.timeout)?;
+        let mpi = mpi_engine::MpiEngine::init(launch, options)?;
         Ok(Box::new(nccl::NcclEngine::new(mpi)))
     }
     #[cfg(all(feature = "mpi", not(feature = "nccl")))]
     {
-        Ok(Box::new(mpi_engine::MpiEngine::init(
-            launch,
-            options.timeout,
-        )?))
+        Ok(Box::new(mpi_engine::MpiEngine::init(launch, options)?))
     }
     #[cfg(not(feature = "mpi"))]
     {

@@ -20,7 +20,7 @@ use tch::Tensor;
 use crate::launch::Launch;
 use crate::pack::{pack_bytes, pack_floats, unpack_bytes, unpack_floats};
 use crate::watchdog::Watchdog;
-use crate::{Collective, CollectiveError};
+use crate::{Collective, CollectiveError, Options};
 
 /// Exit code of a rank that panicked (Rust's own for a panic).
 pub const PANIC_EXIT_CODE: i32 = 101;
@@ -32,6 +32,7 @@ pub struct MpiEngine {
     size: usize,
     local_rank: usize,
     watchdog: Watchdog,
+    evaluation_timeout: Duration,
     communicating: Cell<f64>,
     // Dropped last: finalises MPI on the way out of a successful run.
     _universe: Universe,
@@ -39,8 +40,9 @@ pub struct MpiEngine {
 
 impl MpiEngine {
     /// Initialises MPI and checks it against the launcher's `launch`; every
-    /// collective then gets `timeout`.
-    pub fn init(launch: &Launch, timeout: Duration) -> Result<MpiEngine, CollectiveError> {
+    /// collective then gets `options.timeout` (the evaluation barrier
+    /// `options.evaluation_timeout`).
+    pub fn init(launch: &Launch, options: &Options) -> Result<MpiEngine, CollectiveError> {
         let (universe, _threading) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or(CollectiveError::AlreadyInitialised)?;
         let world = universe.world();
@@ -68,7 +70,8 @@ impl MpiEngine {
             rank,
             size,
             local_rank: launch.local_rank,
-            watchdog: Watchdog::start(rank, size, timeout),
+            watchdog: Watchdog::start(rank, size, options.timeout),
+            evaluation_timeout: options.evaluation_timeout,
             communicating: Cell::new(0.0),
             _universe: universe,
         })
@@ -161,6 +164,18 @@ impl Collective for MpiEngine {
 
     fn barrier(&self) -> Result<(), CollectiveError> {
         self.timed("barrier", || self.world.barrier());
+        Ok(())
+    }
+
+    fn evaluation_barrier(&self) -> Result<(), CollectiveError> {
+        let started = Instant::now();
+        {
+            let _armed = self
+                .watchdog
+                .arm_for("waiting for rank 0's evaluation", self.evaluation_timeout);
+            self.world.barrier();
+        }
+        self.add_seconds(started.elapsed().as_secs_f64());
         Ok(())
     }
 

@@ -481,6 +481,10 @@ impl Collective for NcclEngine {
         self.mpi.barrier()
     }
 
+    fn evaluation_barrier(&self) -> Result<(), CollectiveError> {
+        self.mpi.evaluation_barrier()
+    }
+
     /// MPI's time and the waits for NCCL's kernels (their queueing is not counted).
     fn seconds_communicating(&self) -> f64 {
         self.mpi.seconds_communicating()

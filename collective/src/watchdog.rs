@@ -18,7 +18,7 @@ pub const TIMEOUT_EXIT_CODE: i32 = 75;
 
 #[derive(Default)]
 struct Armed {
-    deadline: Option<(Instant, &'static str)>,
+    deadline: Option<(Instant, &'static str, Duration)>,
 }
 
 /// The watchdog of one rank.
@@ -48,28 +48,34 @@ impl Watchdog {
         let watched = Arc::clone(&state);
         std::thread::Builder::new()
             .name("collective-watchdog".into())
-            .spawn(move || watch(&watched, rank, world, timeout))
+            .spawn(move || watch(&watched, rank, world))
             .expect("starting the collectives' watchdog thread");
         Watchdog { state, timeout }
     }
 
     /// Arms the deadline for `operation` until the guard drops.
     pub fn arm(&self, operation: &'static str) -> Guard<'_> {
+        self.arm_for(operation, self.timeout)
+    }
+
+    /// Arms a deadline of `timeout` (instead of the watchdog's) for
+    /// `operation` until the guard drops.
+    pub fn arm_for(&self, operation: &'static str, timeout: Duration) -> Guard<'_> {
         let (lock, signal) = &*self.state;
         lock.lock().unwrap_or_else(|e| e.into_inner()).deadline =
-            Some((Instant::now() + self.timeout, operation));
+            Some((Instant::now() + timeout, operation, timeout));
         signal.notify_all();
         Guard { watchdog: self }
     }
 }
 
-fn watch(state: &(Mutex<Armed>, Condvar), rank: usize, world: usize, timeout: Duration) {
+fn watch(state: &(Mutex<Armed>, Condvar), rank: usize, world: usize) {
     let (lock, signal) = state;
     let mut armed = lock.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         match armed.deadline {
             None => armed = signal.wait(armed).unwrap_or_else(|e| e.into_inner()),
-            Some((deadline, operation)) => {
+            Some((deadline, operation, timeout)) => {
                 let now = Instant::now();
                 if now >= deadline {
                     eprintln!(

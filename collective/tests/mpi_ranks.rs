@@ -52,6 +52,7 @@ fn text(output: &Output) -> String {
 fn engine(timeout_s: u64) -> Box<dyn Collective> {
     init(&Options {
         timeout: Duration::from_secs(timeout_s),
+        ..Options::default()
     })
     .unwrap()
 }
@@ -148,6 +149,43 @@ fn a_stalled_rank_trips_the_others_watchdog() {
     );
     assert!(
         all.contains("rank 0 of 2: all_reduce_sum did not finish within 3 s"),
+        "{all}"
+    );
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}: {all}");
+}
+
+#[test]
+fn ranks_wait_for_an_evaluation_longer_than_a_collective_but_not_for_ever() {
+    let test = "ranks_wait_for_an_evaluation_longer_than_a_collective_but_not_for_ever";
+    let Some((output, elapsed)) = on_two_ranks(test) else {
+        let c = init(&Options {
+            timeout: Duration::from_secs(1),
+            evaluation_timeout: Duration::from_secs(6),
+        })
+        .unwrap();
+        // Rank 0 "evaluates" for 3 s, longer than a collective's 1 s: the
+        // other rank waits in the evaluation barrier.
+        if c.rank() == 0 {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        c.evaluation_barrier().unwrap();
+        println!("rank {} waited out the evaluation", c.rank());
+        // An evaluation that outlasts its deadline stops the waiting rank.
+        if c.rank() == 0 {
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        c.evaluation_barrier().unwrap();
+        println!("rank {} was not stopped", c.rank());
+        return;
+    };
+    let all = text(&output);
+    assert!(all.contains("rank 1 waited out the evaluation"), "{all}");
+    assert!(
+        !output.status.success() && !all.contains("was not stopped"),
+        "{all}"
+    );
+    assert!(
+        all.contains("rank 1 of 2: waiting for rank 0's evaluation did not finish within 6 s"),
         "{all}"
     );
     assert!(elapsed < Duration::from_secs(60), "{elapsed:?}: {all}");

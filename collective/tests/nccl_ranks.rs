@@ -73,6 +73,7 @@ fn two_gpu_ranks_all_reduce_and_broadcast() {
     }
     let c = init(&Options {
         timeout: Duration::from_secs(120),
+        ..Options::default()
     })
     .unwrap();
     let device = Device::Cuda(c.local_rank() % tch::Cuda::device_count() as usize);

@@ -179,41 +179,62 @@ fn fine_tuning_on_two_ranks_equals_one_rank_for_every_agent() {
 }
 
 #[test]
-fn tasks_not_yet_data_parallel_are_refused_on_several_ranks() {
+fn distillation_on_two_ranks_equals_one_rank() {
+    let dir = temp_dir("data_parallel_distill");
+    std::fs::write(
+        dir.join("pre.ron"),
+        tiny_pretrain(&dir.join("runs"), "pre", 4, 2),
+    )
+    .unwrap();
+    run_ok(rl_run().arg(dir.join("pre.ron")).arg("--quiet"));
+    let mut finals = Vec::new();
+    for ranks in [1, 2] {
+        // 1000 points in batches of 63: 15 full batches split 32 + 31 and
+        // a last one of 55.
+        let text = format!(
+            r#"Experiment(
+    name: "distill{ranks}",
+    seed: 5,
+    data: (set: SwissRoll, n: 1000, seed: 0),
+    env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2), sampler: DdimEven(steps: 2)),
+    model: Toy(width: 32),
+    task: Distill(init: "pre.ron", from_steps: 4, epochs_per_round: 2, batch: 63),
+    eval: (every: 3, n: 500, exact_n: 200, projections: 20, repeats: 2),
+    record: (dir: "{}"),
+)
+"#,
+            dir.join("runs").display()
+        );
+        let file = dir.join(format!("distill{ranks}.ron"));
+        std::fs::write(&file, text).unwrap();
+        let mut cmd = if ranks == 1 { rl_run() } else { mpirun(2) };
+        run_ok(cmd.arg(&file).arg("--quiet").env("OMP_NUM_THREADS", "1"));
+        finals.push(dir.join(format!("runs/distill{ranks}/final")));
+    }
+    for part in ["generator.safetensors", "optim-generator.safetensors"] {
+        let worst = largest_difference(&finals[0], &finals[1], part);
+        eprintln!("distillation {part}: largest relative difference {worst:e}");
+        assert!(worst < 1e-5, "{part}: {worst:e}");
+    }
+}
+
+#[test]
+fn files_that_are_not_one_experiment_are_refused_on_several_ranks() {
     let dir = temp_dir("data_parallel_refused");
     std::fs::write(
         dir.join("pre.ron"),
         tiny_pretrain(&dir.join("runs"), "pre", 4, 1),
     )
     .unwrap();
-    let distill = format!(
-        r#"Experiment(
-    name: "tune",
-    seed: 5,
-    data: (set: SwissRoll, n: 1000, seed: 0),
-    env: (steps: 4, schedule: Sigmoid(start: 1e-5, end: 1e-2), sampler: DdimEven(steps: 2)),
-    model: Toy(width: 32),
-    task: Distill(init: "pre.ron", from_steps: 4, epochs_per_round: 1, batch: 64),
-    eval: (every: 3, n: 500, exact_n: 200, projections: 20, repeats: 2),
-    record: (dir: "{}"),
-)
-"#,
-        dir.join("runs").display()
-    );
-    std::fs::write(dir.join("tune.ron"), distill).unwrap();
+    let ablation =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/ablation_fig4_moons.ron");
     let start = Instant::now();
-    let out = mpirun(2)
-        .arg(dir.join("tune.ron"))
-        .arg("--quiet")
-        .output()
-        .unwrap();
+    let out = mpirun(2).arg(&ablation).arg("--quiet").output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{log}");
     assert!(
         log.contains("error: on 2 ranks:")
-            && log.contains(
-                "tune.ron: data-parallel training covers pretraining and fine-tuning so far"
-            ),
+            && log.contains("ablation_fig4_moons.ron: Ablation files run in one process"),
         "{log}"
     );
     assert!(

@@ -179,7 +179,10 @@ impl CovarianceFitter {
         &mut self.optimizer
     }
 
-    /// The head's loss on a batch of images `x0`.
+    /// The head's loss on a batch of images `x0`. On several ranks `x0` is
+    /// the global batch, the draws are made for all of it and the loss is
+    /// this rank's rows' share of the global mean, as
+    /// [`crate::pretrain::DdpmLoss::loss`] (docs/conventions.md section 7).
     pub fn loss(&self, policy: &DiffusionPolicy, x0: &Tensor) -> Tensor {
         let coefs = &self.training;
         let steps = coefs.sigma.size()[0];
@@ -197,8 +200,15 @@ impl CovarianceFitter {
             .view(shape.as_slice());
         let noise = x0.randn_like();
         let x = x0 * a + &noise * s;
-        let output = policy.eps_at_network_steps(&x, &coefs.network_times.index_select(0, &index));
-        covariance_loss(self.target, &noise, &output)
+        let (rows, weight) = crate::shares::own_rows_weighted(b);
+        let times = coefs.network_times.index_select(0, &index);
+        let output = policy.eps_at_network_steps(&rows.of(&x), &rows.of(&times));
+        let loss = covariance_loss(self.target, &rows.of(&noise), &output);
+        if rows.is_all() {
+            loss
+        } else {
+            loss * weight
+        }
     }
 
     /// One step of the head on a batch (the trunk's dropout on, as theirs);

@@ -127,16 +127,23 @@ impl Distiller {
     }
 
     /// The weighted loss (`weighting`) of `student` against two steps of
-    /// `teacher` on a batch of images `x0` (any element shape).
+    /// `teacher` on a batch of images `x0` (any element shape). On several
+    /// ranks `x0` is the global batch, the steps and noise are drawn for
+    /// all of it and the loss is this rank's rows' share of the global mean
+    /// (docs/conventions.md section 7).
     pub fn loss(
         &self,
         teacher: &DiffusionPolicy,
         student: &DiffusionPolicy,
         x0: &Tensor,
     ) -> Tensor {
-        let b = x0.size()[0];
         let device = x0.device();
-        let step = Tensor::randint(self.student_steps as i64, [b], (Kind::Int64, device));
+        let global = x0.size()[0];
+        let step = Tensor::randint(self.student_steps as i64, [global], (Kind::Int64, device));
+        let noise = x0.randn_like();
+        let (rows, share) = crate::shares::own_rows_weighted(global);
+        let (x0, step, noise) = (&rows.of(x0), rows.of(&step), rows.of(&noise));
+        let b = rows.len;
         let alphas = self.levels.alpha.index_select(0, &step);
         let sigmas = self.levels.sigma.index_select(0, &step);
         let times = self.levels.times.index_select(0, &step);
@@ -152,7 +159,6 @@ impl Distiller {
         let (alpha, sigma) = scale(0);
         let (alpha_mid, sigma_mid) = scale(1);
         let (alpha_end, sigma_end) = scale(2);
-        let noise = x0.randn_like();
         let z = x0 * &alpha + &noise * &sigma;
         let target = tch::no_grad(|| {
             let ddim =
@@ -182,7 +188,12 @@ impl Distiller {
             false,
             Kind::Float,
         );
-        (per_image * weight.view([b])).mean(Kind::Float)
+        let loss = (per_image * weight.view([b])).mean(Kind::Float);
+        if rows.is_all() {
+            loss
+        } else {
+            loss * share
+        }
     }
 
     /// One optimisation step of the student on a batch at learning rate

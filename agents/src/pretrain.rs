@@ -81,24 +81,16 @@ impl DdpmPretrainer {
         let noise = x0.randn_like();
         let x = x0 * a + &noise * s;
         let net_times = coefs.network_times.index_select(0, &index);
-        let rows = collective::shard(b as usize);
-        if rows.len() as i64 == b {
-            return (noise - policy.eps_at_network_steps(&x, &net_times))
-                .square()
-                .mean(Kind::Float);
+        let (rows, weight) = crate::shares::own_rows_weighted(b);
+        let loss = (rows.of(&noise)
+            - policy.eps_at_network_steps(&rows.of(&x), &rows.of(&net_times)))
+        .square()
+        .mean(Kind::Float);
+        if rows.is_all() {
+            loss
+        } else {
+            loss * weight
         }
-        // A rank whose share of a short last batch is empty still runs the
-        // network on one row, weighted 0, so that its gradients exist (as
-        // zeros) like every other rank's.
-        let (start, len, weight) = match rows.len() as i64 {
-            0 => (0, 1, 0.0),
-            len => (rows.start as i64, len, len as f64 / b as f64),
-        };
-        let mine = |t: &Tensor| t.narrow(0, start, len);
-        (mine(&noise) - policy.eps_at_network_steps(&mine(&x), &mine(&net_times)))
-            .square()
-            .mean(Kind::Float)
-            * weight
     }
 
     /// One optimisation step on a batch (the network in training mode:

@@ -26,6 +26,19 @@ pub fn own_rows(global: i64) -> Rows {
     Rows::share(range.start as i64, range.len() as i64, global)
 }
 
+/// This rank's rows of a global batch of `global` and the weight of a
+/// mean over them (their fraction of the batch). A rank whose share is
+/// empty (a short last batch) gets row 0 with weight 0: it still runs the
+/// network so that its gradients exist (as zeros) like every other rank's.
+pub fn own_rows_weighted(global: i64) -> (Rows, f64) {
+    let rows = own_rows(global);
+    if rows.len == 0 {
+        (Rows::share(0, 1, global), 0.0)
+    } else {
+        (rows, rows.fraction())
+    }
+}
+
 /// Back-propagates `loss` weighted by `share` (plainly when it is 1).
 pub fn backward_weighted(loss: &Tensor, share: f64) {
     if share == 1.0 {
@@ -75,4 +88,159 @@ pub fn standardized_over_ranks(values: &Tensor, share: f64) -> Result<Tensor, Ag
     let mean = sum / n;
     let variance = ((squares - n * mean * mean) / (n - 1.0).max(1.0)).max(0.0);
     Ok((values - mean) / (variance.sqrt() + 1e-8))
+}
+
+#[cfg(test)]
+mod tests {
+    use collective::{Collective, CollectiveError};
+    use envs::samplers::CovarianceTarget;
+    use envs::schedule::{BetaSchedule, Schedule, Variance};
+    use tch::{Device, Tensor};
+
+    use crate::covariance::{covariance_policy, CovarianceFitter};
+    use crate::distill::{DistillConfig, DistillWeighting, Distiller};
+    use crate::optim::OptimizerConfig;
+    use crate::policy::DiffusionPolicy;
+    use crate::pretrain::{DdpmPretrainer, PretrainConfig};
+    use crate::unet::UNetConfig;
+
+    /// Rank `rank` of `world` for [`collective::shard`], in one process:
+    /// the losses under test only ask which rows are theirs. Communicating
+    /// through it is a test error.
+    struct PretendRank {
+        rank: usize,
+        world: usize,
+    }
+
+    impl Collective for PretendRank {
+        fn engine(&self) -> &'static str {
+            "pretend"
+        }
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn world_size(&self) -> usize {
+            self.world
+        }
+        fn local_rank(&self) -> usize {
+            self.rank
+        }
+        fn all_reduce_sum(&self, _: &mut [Tensor]) -> Result<(), CollectiveError> {
+            unreachable!("a pretend rank does not communicate")
+        }
+        fn broadcast(&self, _: &mut [Tensor], _: usize) -> Result<(), CollectiveError> {
+            unreachable!("a pretend rank does not communicate")
+        }
+        fn all_gather_u64(&self, _: u64) -> Result<Vec<u64>, CollectiveError> {
+            unreachable!("a pretend rank does not communicate")
+        }
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            unreachable!("a pretend rank does not communicate")
+        }
+        fn abort(&self, _: i32) -> ! {
+            unreachable!("a pretend rank does not abort")
+        }
+    }
+
+    /// The gradients of `loss()` with respect to `policy`'s variables, with
+    /// the draws seeded, as rank `rank` of `world` sees them.
+    fn gradients_as(
+        rank: usize,
+        world: usize,
+        policy: &DiffusionPolicy,
+        loss: &dyn Fn() -> Tensor,
+    ) -> Vec<Tensor> {
+        collective::install(Box::new(PretendRank { rank, world }));
+        let _rng = envs::testing::seeded(17);
+        for v in policy.var_store().trainable_variables() {
+            let mut g = v.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        loss().backward();
+        let mut named: Vec<(String, Tensor)> = policy.var_store().variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        named.into_iter().map(|(_, v)| v.grad().copy()).collect()
+    }
+
+    /// Over 3 ranks of a batch of 7, the ranks' weighted gradients add up
+    /// to the one-process gradient.
+    fn shares_add_up(what: &str, policy: &DiffusionPolicy, loss: &dyn Fn() -> Tensor) {
+        let whole = gradients_as(0, 1, policy, loss);
+        let parts: Vec<Vec<Tensor>> = (0..3).map(|r| gradients_as(r, 3, policy, loss)).collect();
+        collective::install(Box::new(collective::SingleProcess));
+        let mut compared = 0;
+        for (i, g) in whole.iter().enumerate() {
+            if !g.defined() {
+                continue;
+            }
+            let sum = parts
+                .iter()
+                .map(|p| p[i].shallow_clone())
+                .reduce(|a, b| a + b)
+                .unwrap();
+            let diff = (g - sum).abs().max().double_value(&[]);
+            let scale = g.abs().max().double_value(&[]).max(1e-6);
+            assert!(
+                diff < 1e-5 * scale,
+                "{what}: parameter {i} differs by {diff} of {scale}"
+            );
+            compared += 1;
+        }
+        assert!(compared > 0, "{what}: no gradient");
+    }
+
+    #[test]
+    fn the_ranks_shares_of_each_batch_loss_add_up_to_the_whole() {
+        let schedule = crate::testing::tiny_schedule();
+        let x0 = Tensor::randn([7, 3], (tch::Kind::Float, Device::Cpu));
+
+        let policy = DiffusionPolicy::toy(&schedule, 3, 16, 3, Device::Cpu);
+        let ddpm = DdpmPretrainer::new(PretrainConfig::default(), &policy, &schedule);
+        shares_add_up("pretraining", &policy, &|| ddpm.loss(&policy, &x0));
+
+        // A 4-step teacher and a 2-step student: whole network times.
+        let betas = BetaSchedule::Linear {
+            start: 0.05,
+            end: 0.2,
+        }
+        .betas(4)
+        .unwrap();
+        let four = Schedule::new(betas.clone(), Variance::Beta).unwrap();
+        let (teacher, student) = (
+            DiffusionPolicy::toy(&four, 3, 16, 4, Device::Cpu),
+            DiffusionPolicy::toy(&four, 3, 16, 4, Device::Cpu),
+        );
+        let config = DistillConfig {
+            optimizer: OptimizerConfig::Adam { lr: 1e-3 },
+            grad_clip: None,
+            weighting: DistillWeighting::TruncatedSnr,
+        };
+        let distiller = Distiller::new(config, &student, &betas, 2);
+        shares_add_up("distillation", &student, &|| {
+            distiller.loss(&teacher, &student, &x0)
+        });
+
+        let unet = UNetConfig {
+            in_channels: 1,
+            resolution: 8,
+            channels: 8,
+            channel_mult: vec![1, 2],
+            res_blocks: 1,
+            attention_resolutions: vec![],
+            norm_groups: 4,
+            dropout: 0.0,
+            ..UNetConfig::cifar10()
+        };
+        let images = Tensor::randn([7, 1, 8, 8], (tch::Kind::Float, Device::Cpu));
+        let sn = covariance_policy(&schedule, &unet, Device::Cpu);
+        let fitter = CovarianceFitter::new(
+            CovarianceTarget::SquaredNoise,
+            OptimizerConfig::Adam { lr: 1e-3 },
+            &sn,
+            &schedule,
+        );
+        shares_add_up("covariance head", &sn, &|| fitter.loss(&sn, &images));
+    }
 }

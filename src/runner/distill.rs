@@ -165,6 +165,8 @@ impl Training for Distillation {
             batches += 1;
             *log.step += 1;
         }
+        // Each rank's loss is its share of the batch's (conventions section 7).
+        let loss_sum = collective::current().sum_f64(loss_sum)?;
         let loss = loss_sum / batches as f64;
         let steps = distiller.student_steps();
         log.recorder.scalar("distill/loss", loss, *log.step)?;

@@ -135,7 +135,7 @@ fn data_parallel_run(
         Some("Experiment") | None => {}
         Some(other) => {
             return refuse(format!(
-                "{}: a {other} file runs in one process; data-parallel ranks train one experiment",
+                "{}: {other} files run in one process; data-parallel ranks train one experiment",
                 path.display()
             ))
         }
@@ -144,12 +144,8 @@ fn data_parallel_run(
     let batch = match &exp.task {
         Task::Pretrain(task) => task.batch,
         Task::FineTune(task) => task.batch,
-        Task::Distill(_) | Task::CovarianceHead(_) => {
-            return refuse(format!(
-                "{}: data-parallel training covers pretraining and fine-tuning so far; run this task in one process",
-                path.display()
-            ))
-        }
+        Task::Distill(task) => task.batch,
+        Task::CovarianceHead(task) => task.batch,
     };
     if batch < world {
         return refuse(format!(

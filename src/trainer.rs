@@ -75,6 +75,13 @@ impl EpochEnd {
 
 /// Measures a sampler during training (sample quality, images, FID).
 pub trait Evaluate {
+    /// Whether every data-parallel rank calls [`Evaluate::evaluate`] (an
+    /// evaluation that splits its sampling across the ranks, writing on
+    /// rank 0 only); by default rank 0 alone evaluates.
+    fn on_every_rank(&self) -> bool {
+        false
+    }
+
     /// Evaluates `sampler` after `epoch` epochs (0: before the first) at
     /// optimisation step `step`, recording to `recorder`; returns a short
     /// progress message.
@@ -205,7 +212,8 @@ impl Trainer {
     ///
     /// On several ranks ([`collective::current`]; docs/conventions.md,
     /// "Data-parallel training") every rank runs the epochs, rank 0 alone
-    /// evaluates, records, checkpoints and publishes, and before each
+    /// records, checkpoints and publishes, and evaluates (with the other
+    /// ranks when the evaluator is [`Evaluate::on_every_rank`]), and before each
     /// checkpoint the ranks compare fingerprints of what it holds: a
     /// difference is an error and nothing is written.
     pub fn run(
@@ -216,7 +224,9 @@ impl Trainer {
         let engine = collective::current();
         if engine.rank() != 0 {
             self.recorder = Box::new(crate::recording::NullRecorder);
-            self.evaluator = None;
+            if !self.evaluator.as_ref().is_some_and(|e| e.on_every_rank()) {
+                self.evaluator = None;
+            }
         }
         self.state = match resume {
             Some(checkpoint) => {

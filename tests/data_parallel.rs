@@ -175,6 +175,27 @@ fn fine_tuning_on_two_ranks_equals_one_rank_for_every_agent() {
             eprintln!("{name} {part}: largest relative difference {worst:e}");
             assert!(worst < tolerance, "{name} {part}: {worst:e}");
         }
+        // The evaluations (before and after) sampled their 500 chains split
+        // across the ranks with the noise of one process: the same sliced
+        // W2 up to the weights' rounding (another split of the noise would
+        // move it by the sampling noise, several per cent).
+        let w2 = |final_dir: &Path| -> Vec<f64> {
+            let csv =
+                std::fs::read_to_string(final_dir.parent().unwrap().join("eval.csv")).unwrap();
+            csv.lines()
+                .skip(1)
+                .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+                .collect()
+        };
+        let (one, two) = (w2(&finals[0]), w2(&finals[1]));
+        assert_eq!(one.len(), 2, "{one:?}");
+        assert_eq!(one.len(), two.len());
+        for (a, b) in one.iter().zip(&two) {
+            assert!(
+                (a - b).abs() < 1e-3 * a.abs(),
+                "{name}: sliced W2 {one:?} vs {two:?}"
+            );
+        }
     }
 }
 

@@ -511,6 +511,41 @@ impl DiffusionPolicy {
         self.run_chains(x_t, |_, _| {})
     }
 
+    /// Whether [`Self::sample_rows`] gives each row what [`Self::sample`]
+    /// gives it, for any split of the batch: true unless the sampler is a
+    /// solver whose steps draw their own noise (SN-DDPM, NPR-DDPM).
+    pub fn samples_split_exactly(&self) -> bool {
+        self.solver.as_ref().is_none_or(|s| !s.draws_noise())
+    }
+
+    /// The rows `rows` of what [`Self::sample`] draws for `rows.global`
+    /// chains (a data-parallel rank's share of an evaluation): x_T and the
+    /// step noise are drawn for all of them, the network runs on `rows`.
+    /// Exact when [`Self::samples_split_exactly`].
+    pub fn sample_rows(&self, rows: Rows, shape: &[i64]) -> Tensor {
+        let x_t = rows.randn(shape, Kind::Float, self.vs.device());
+        if self.solver.is_some() {
+            return self.sample_from(x_t);
+        }
+        tch::no_grad(|| {
+            let mut env =
+                DiffusionEnv::new(self.schedule.clone(), shape, rows.global, self.vs.device())
+                    .expect("chains of at least one sample")
+                    .holding(rows);
+            let start = env
+                .start_at(x_t)
+                .expect("x_T fills the environment's share of the batch");
+            let mut sampler = Sampler {
+                policy: self,
+                visit: |_: usize, _: &Tensor| {},
+            };
+            crate::drive(&mut env, &mut sampler, start, false)
+                .expect("sampling steps a fresh environment with actions of its shape")
+                .terminal
+                .x
+        })
+    }
+
     /// [`DiffusionPolicy::sample_from`] keeping the states at the sampler
     /// positions `keep` (T' = x_T down to 0 = x_0; each on the CPU), in the
     /// order the chain reaches them: the path of the chains.

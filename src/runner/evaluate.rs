@@ -46,6 +46,12 @@ pub fn to_vec(x: &Tensor) -> Vec<f32> {
 /// `seed`, `chunk` chains at a time (on the CPU, so that the samples of a
 /// large evaluation never sit on the device at once). A chunk that does not
 /// fit in memory is [`RunError::OutOfMemory`] naming `chunk_setting`.
+///
+/// On several data-parallel ranks every rank calls it: each samples its
+/// rows of every chunk (drawing the whole chunk's noise,
+/// [`DiffusionPolicy::sample_rows`]) and every rank gets all the samples,
+/// the same as one process's; when the sampler's steps draw noise of their
+/// own (SN-DDPM), every rank samples everything instead.
 pub fn sample(
     policy: &DiffusionPolicy,
     n: usize,
@@ -56,13 +62,31 @@ pub fn sample(
 ) -> Result<Tensor, RunError> {
     tch::manual_seed(seed);
     let chunk = chunk.max(1);
+    let engine = collective::current();
+    let split = engine.world_size() > 1 && policy.samples_split_exactly();
     let parts = (0..n)
         .step_by(chunk)
         .map(|start| {
+            let len = chunk.min(n - start) as i64;
             memory::guard("a sampling chunk", chunk_setting, chunk, || {
-                Ok(policy
-                    .sample(chunk.min(n - start) as i64, shape)
-                    .to_device(tch::Device::Cpu))
+                if !split {
+                    return Ok(policy.sample(len, shape).to_device(tch::Device::Cpu));
+                }
+                // Each rank runs its rows of the chunk; the rows meet in a
+                // sum over the ranks of zero-filled chunks (exact: each
+                // element is one rank's value plus zeros).
+                let rows = agents::shares::own_rows(len);
+                let mut whole = [Tensor::zeros(
+                    [&[len], shape].concat().as_slice(),
+                    (tch::Kind::Float, tch::Device::Cpu),
+                )];
+                if rows.len > 0 {
+                    let mine = policy.sample_rows(rows, shape).to_device(tch::Device::Cpu);
+                    whole[0].narrow(0, rows.start, rows.len).copy_(&mine);
+                }
+                engine.all_reduce_sum(&mut whole)?;
+                let [whole] = whole;
+                Ok(whole)
             })
         })
         .collect::<Result<Vec<Tensor>, RunError>>()?;

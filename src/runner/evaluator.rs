@@ -91,6 +91,11 @@ const FID_SEED: i64 = 0xF1D;
 /// for 2-D points, grids of data and samples (and chain paths) for images;
 /// then the FIDs; returns a short progress message.
 impl Evaluate for ExperimentEvaluator {
+    /// Every rank samples its share; rank 0 measures and writes.
+    fn on_every_rank(&self) -> bool {
+        true
+    }
+
     fn evaluate(
         &mut self,
         policy: &DiffusionPolicy,
@@ -100,6 +105,16 @@ impl Evaluate for ExperimentEvaluator {
     ) -> Result<String, RunError> {
         let data = &self.reference.shallow_clone();
         let eval = self.exp.eval.clone();
+        // On several ranks all of them sample (each its rows) and rank 0
+        // measures and writes; they start together once rank 0 has its
+        // FID reference (which may take long the first time).
+        let engine = collective::current();
+        if engine.rank() == 0 {
+            self.prepare_fid(policy)?;
+        }
+        if engine.world_size() > 1 {
+            engine.evaluation_barrier()?;
+        }
         let samples = sample(
             policy,
             eval.n,
@@ -108,6 +123,10 @@ impl Evaluate for ExperimentEvaluator {
             eval.chunk,
             "eval.chunk",
         )?;
+        let fid_samples = self.fid_samples(policy)?;
+        if engine.rank() != 0 {
+            return Ok(String::new());
+        }
         let q = quality(
             1,
             |_| Ok(samples.shallow_clone()),
@@ -135,7 +154,7 @@ impl Evaluate for ExperimentEvaluator {
         } else {
             recorder.samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
         }
-        let fids = self.fid(policy)?;
+        let fids = self.fids(fid_samples)?;
         for (probe, fid) in self.fid.iter().zip(&fids) {
             recorder.scalar(&probe.tag, *fid, step)?;
         }
@@ -151,15 +170,56 @@ impl Evaluate for ExperimentEvaluator {
 }
 
 impl ExperimentEvaluator {
-    /// The FIDs of `eval.fid.n` samples of `policy` against the training
-    /// images on each feature network `eval.fid` names (image runs only;
-    /// empty without `eval.fid`).
-    fn fid(&mut self, policy: &DiffusionPolicy) -> Result<Vec<f64>, RunError> {
-        let Some(config) = self.exp.eval.fid.clone() else {
+    /// The FIDs of the `eval.fid.n` samples [`Self::fid_samples`] drew
+    /// against the training images on each feature network `eval.fid`
+    /// names, prepared by [`Self::prepare_fid`] (image runs only; empty
+    /// without `eval.fid`).
+    fn fids(&self, samples: Option<Tensor>) -> Result<Vec<f64>, RunError> {
+        let (Some(config), Some(samples)) = (self.exp.eval.fid.clone(), samples) else {
             return Ok(Vec::new());
         };
+        let pixels = envs::images::to_pixels(&samples);
+        self.fid
+            .iter()
+            .map(|probe| {
+                let measured =
+                    super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
+                Ok(crate::metrics::frechet::frechet_distance(
+                    &measured.stats,
+                    &probe.reference,
+                )?)
+            })
+            .collect()
+    }
+
+    /// The `eval.fid.n` samples the FIDs measure (none without `eval.fid`
+    /// or for points); on several ranks every rank calls it (each samples
+    /// its rows, [`sample`]).
+    fn fid_samples(&self, policy: &DiffusionPolicy) -> Result<Option<Tensor>, RunError> {
+        let Some(config) = &self.exp.eval.fid else {
+            return Ok(None);
+        };
         if !self.exp.data.set.is_images() {
-            return Ok(Vec::new());
+            return Ok(None);
+        }
+        Ok(Some(sample(
+            policy,
+            config.n,
+            &self.exp.data.set.element_shape(),
+            FID_SEED ^ self.exp.seed as i64,
+            self.exp.eval.chunk,
+            "eval.chunk",
+        )?))
+    }
+
+    /// Builds the FIDs' feature networks and their statistics of the
+    /// training images (from the cache when there), once.
+    fn prepare_fid(&mut self, policy: &DiffusionPolicy) -> Result<(), RunError> {
+        let Some(config) = self.exp.eval.fid.clone() else {
+            return Ok(());
+        };
+        if !self.exp.data.set.is_images() {
+            return Ok(());
         }
         if self.fid.is_empty() {
             let device = policy.var_store().device();
@@ -191,26 +251,7 @@ impl ExperimentEvaluator {
                 });
             }
         }
-        let samples = sample(
-            policy,
-            config.n,
-            &self.exp.data.set.element_shape(),
-            FID_SEED ^ self.exp.seed as i64,
-            self.exp.eval.chunk,
-            "eval.chunk",
-        )?;
-        let pixels = envs::images::to_pixels(&samples);
-        self.fid
-            .iter()
-            .map(|probe| {
-                let measured =
-                    super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
-                Ok(crate::metrics::frechet::frechet_distance(
-                    &measured.stats,
-                    &probe.reference,
-                )?)
-            })
-            .collect()
+        Ok(())
     }
 
     /// A few chains of `policy` through its sampler steps, from the same

@@ -278,6 +278,13 @@ pub trait NetworkSampler: std::fmt::Debug + Send + Sync {
 
     /// A fresh solve of one batch of chains.
     fn start(&self) -> Box<dyn NetworkSteps + '_>;
+
+    /// Whether its steps draw noise of their own (then a batch's rows
+    /// depend on which rows are drawn together, and data-parallel ranks
+    /// cannot split it exactly); deterministic solvers draw none.
+    fn draws_noise(&self) -> bool {
+        false
+    }
 }
 
 /// One solve in progress: what it remembers of earlier steps.

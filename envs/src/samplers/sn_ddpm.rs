@@ -188,6 +188,10 @@ impl NetworkSampler for CovarianceDdpm {
             index: 0,
         })
     }
+
+    fn draws_noise(&self) -> bool {
+        true
+    }
 }
 
 struct CovarianceSteps<'a> {

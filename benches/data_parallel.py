@@ -33,7 +33,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RL_RUN = os.path.join(ROOT, "target", "release", "rl-run")
-TINY_EVAL = ["eval.n=16", "eval.exact_n=16", "eval.chunk=16", "compare_samplers=[]"]
+TINY_EVAL = ["eval.n=16", "eval.exact_n=16", "eval.chunk=16", "eval.fid=None", "compare_samplers=[]"]
 
 # The CIFAR-10 round of experiments/sft_pg_cifar.ron: 128 chains per critic
 # step, n_critic 5, T' = 10, n_generator 10 minibatches of 128 transitions.

@@ -239,8 +239,10 @@ fn seconds_from_env(name: &str, default: f64) -> Result<std::time::Duration> {
             .trim()
             .parse::<f64>()
             .ok()
-            .filter(|s| *s > 0.0 && s.is_finite())
-            .with_context(|| format!("{name}={text:?}: expected seconds, a positive number"))?,
+            .filter(|s| *s > 0.0 && *s <= 1e9)
+            .with_context(|| {
+                format!("{name}={text:?}: expected seconds, a positive number up to 1e9")
+            })?,
         Err(_) => default,
     };
     Ok(std::time::Duration::from_secs_f64(seconds))

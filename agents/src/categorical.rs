@@ -172,8 +172,12 @@ impl PolicyLearner for CategoricalLearner {
         stats: &mut UpdateStats,
     ) -> Result<(), AgentError> {
         self.optimizer.zero_grad();
-        let value = ensure_finite("policy loss", loss.double_value(&[]))?;
-        crate::shares::backward_weighted(loss, share);
+        let value = if share == 0.0 {
+            0.0
+        } else {
+            ensure_finite("policy loss", loss.double_value(&[]))?
+        };
+        crate::shares::backward_share(loss, share, self.optimizer.params());
         let grad_norm = ensure_finite(
             "policy gradient norm",
             self.optimizer.clip_grad_norm(self.config.grad_clip),

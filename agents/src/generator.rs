@@ -269,8 +269,12 @@ impl Generator {
         stats: &mut UpdateStats,
     ) -> Result<(), AgentError> {
         self.optimizer.zero_grad();
-        let value = ensure_finite("generator loss", loss.double_value(&[]))?;
-        crate::shares::backward_weighted(loss, share);
+        let value = if share == 0.0 {
+            0.0
+        } else {
+            ensure_finite("generator loss", loss.double_value(&[]))?
+        };
+        crate::shares::backward_share(loss, share, self.optimizer.params());
         let grad_norm = ensure_finite(
             "generator gradient norm",
             self.optimizer.clip_grad_norm(self.config.grad_clip),

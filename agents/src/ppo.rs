@@ -161,7 +161,7 @@ impl<L: PolicyLearner> Ppo<L> {
         });
         // Every rank stops early on the same, global, KL estimate.
         let approx_kl = crate::shares::mean_over_ranks(approx_kl, batch.share)?;
-        record_advantage(&cost, stats);
+        record_advantage(&cost, batch.share, stats)?;
         let loss = self.learner.penalised(loss, batch, stats);
         Ok(PpoLoss {
             loss,

@@ -17,7 +17,7 @@
 use envs::gaussian::LogProbReduction;
 use envs::{Env, Step};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::agent::{Critics, FineTuneAgent};
 use crate::buffer::TransitionBatch;
@@ -101,16 +101,17 @@ pub fn pathwise_last_step(
     }
 }
 
-/// Logs the mean and spread of a minibatch's advantages.
-pub(crate) fn record_advantage(advantage: &Tensor, stats: &mut UpdateStats) {
-    stats.accumulate(
-        "generator/advantage_mean",
-        advantage.mean(Kind::Float).double_value(&[]),
-    );
-    stats.accumulate(
-        "generator/advantage_std",
-        advantage.std(true).double_value(&[]),
-    );
+/// Logs the mean and spread of a minibatch's advantages (its rows of
+/// every rank's: `share` is this rank's part, [`crate::shares`]).
+pub(crate) fn record_advantage(
+    advantage: &Tensor,
+    share: f64,
+    stats: &mut UpdateStats,
+) -> Result<(), AgentError> {
+    let (mean, std) = crate::shares::moments_over_ranks(advantage, share)?;
+    stats.accumulate("generator/advantage_mean", mean);
+    stats.accumulate("generator/advantage_std", std);
+    Ok(())
 }
 
 /// REINFORCE with a learned baseline over the transitions of a round (the
@@ -169,7 +170,7 @@ impl<L: PolicyLearner> Reinforce<L> {
             self.config.use_baseline,
             self.config.normalize_advantage,
         )?;
-        record_advantage(&advantage, stats);
+        record_advantage(&advantage, batch.share, stats)?;
         let loss = self
             .learner
             .score_function_loss(batch, &advantage, critics, stats);

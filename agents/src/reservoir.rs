@@ -246,8 +246,9 @@ impl Reservoir {
                     .collect();
                 let share = mine.len() as f64 / size as f64;
                 if mine.is_empty() {
-                    // None of the minibatch is here: one slot, weighted 0.
-                    mine.push(0);
+                    // None of the minibatch is here: one slot, weighted 0
+                    // (one this rank holds, if any).
+                    mine.push(self.held.iter().position(|&h| h).unwrap_or(0) as i64);
                 }
                 let index = Tensor::from_slice(&mine).to_device(on);
                 let pick = |t: &Tensor| t.index_select(0, &index).to_device(device);

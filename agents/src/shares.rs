@@ -48,6 +48,22 @@ pub fn backward_weighted(loss: &Tensor, share: f64) {
     }
 }
 
+/// The optimisation step's backward pass of a loss over rows that are
+/// `share` of the batch: [`backward_weighted`], except that a share of 0
+/// (a rank holding none of a minibatch, whose loss is of a stand-in row)
+/// gives every parameter of `params` a zero gradient without reading the
+/// loss, which may not be finite (a stand-in's stale behaviour density).
+pub fn backward_share(loss: &Tensor, share: f64, params: &[Tensor]) {
+    if share == 0.0 {
+        let touched: Vec<Tensor> = params.iter().map(|p| p.sum(p.kind()) * 0.0).collect();
+        if !touched.is_empty() {
+            Tensor::stack(&touched, 0).sum(Kind::Float).backward();
+        }
+    } else {
+        backward_weighted(loss, share);
+    }
+}
+
 /// The mean over the ranks of `value`, each rank's weighted by its `share`
 /// (the shares sum to 1): the global mean of a quantity each rank averaged
 /// over its rows.
@@ -63,9 +79,23 @@ pub fn mean_over_ranks(value: f64, share: f64) -> Result<f64, AgentError> {
 /// variance (unbiased, plus 1e-8 on the deviation) over the rows of every
 /// rank. A rank holding no rows of the batch (`share` 0) contributes none.
 pub fn standardized_over_ranks(values: &Tensor, share: f64) -> Result<Tensor, AgentError> {
+    if collective::current().world_size() == 1 {
+        return Ok((values - values.mean(Kind::Float)) / (values.std(true) + 1e-8));
+    }
+    let (mean, std) = moments_over_ranks(values, share)?;
+    Ok((values - mean) / (std + 1e-8))
+}
+
+/// The mean and unbiased standard deviation of `values` (`[n]`, this
+/// rank's rows) over the rows of every rank (one all-reduce of three
+/// float64 sums on several ranks); a rank with `share` 0 contributes none.
+pub fn moments_over_ranks(values: &Tensor, share: f64) -> Result<(f64, f64), AgentError> {
     let engine = collective::current();
     if engine.world_size() == 1 {
-        return Ok((values - values.mean(Kind::Float)) / (values.std(true) + 1e-8));
+        return Ok((
+            values.mean(Kind::Float).double_value(&[]),
+            values.std(true).double_value(&[]),
+        ));
     }
     let held = if share == 0.0 {
         values.zeros_like()
@@ -87,7 +117,7 @@ pub fn standardized_over_ranks(values: &Tensor, share: f64) -> Result<Tensor, Ag
     let (n, sum, squares) = (m[0], m[1], m[2]);
     let mean = sum / n;
     let variance = ((squares - n * mean * mean) / (n - 1.0).max(1.0)).max(0.0);
-    Ok((values - mean) / (variance.sqrt() + 1e-8))
+    Ok((mean, variance.sqrt()))
 }
 
 #[cfg(test)]
@@ -189,6 +219,36 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 0, "{what}: no gradient");
+    }
+
+    #[test]
+    fn a_share_of_zero_steps_with_zero_gradients_whatever_its_loss() {
+        // A rank holding none of a minibatch descends on a stand-in row
+        // whose loss may be NaN (stale behaviour densities): every
+        // parameter gets a zero gradient, the loss is not read, and the
+        // weights do not move.
+        let _rng = envs::testing::seeded(2);
+        let mut generator = crate::testing::tiny_generator(1e-2);
+        let weights = |g: &mut crate::generator::Generator| -> Vec<Tensor> {
+            g.optimizer_mut()
+                .params()
+                .iter()
+                .map(|p| p.detach().copy())
+                .collect()
+        };
+        let before = weights(&mut generator);
+        let first = generator.optimizer_mut().params()[0].shallow_clone();
+        let nan_loss = (first.sum(tch::Kind::Float) * f64::NAN).sum(tch::Kind::Float);
+        let mut stats = crate::UpdateStats::default();
+        generator.descend(&nan_loss, 0.0, &mut stats).unwrap();
+        assert_eq!(stats.get("generator/loss"), Some(0.0));
+        for p in generator.optimizer_mut().params() {
+            assert!(p.grad().defined(), "every parameter has a gradient");
+            assert_eq!(p.grad().abs().max().double_value(&[]), 0.0);
+        }
+        for (a, b) in before.iter().zip(&weights(&mut generator)) {
+            assert!(a.equal(b), "a zero share moved the weights");
+        }
     }
 
     #[test]

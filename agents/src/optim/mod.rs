@@ -98,14 +98,16 @@ impl Optimizer {
     /// Sums the gradients over the ranks of the installed collective
     /// ([`collective::current`]; docs/conventions.md, "Data-parallel
     /// training"): each rank's loss is its share of the global batch's, so
-    /// the sum is the gradient one process would have. Done once per step,
-    /// by [`Self::clip_grad_norm`] or [`Self::step`], whichever comes
-    /// first; nothing on one rank.
+    /// the sum is the gradient one process would have. A parameter whose
+    /// gradient some rank's loss reached and another's did not gets a zero
+    /// gradient on the latter first (one all-reduce of a mask), so that
+    /// the ranks reduce the same tensors. Done once per step, by
+    /// [`Self::clip_grad_norm`] or [`Self::step`], whichever comes first;
+    /// nothing on one rank.
     ///
     /// # Panics
-    /// When the ranks' gradients differ in layout (a rank whose loss did not
-    /// reach some parameter) or the engine fails; on several ranks a panic
-    /// ends the job (the engine's panic hook).
+    /// When the engine fails; on several ranks a panic ends the job (the
+    /// engine's panic hook).
     pub fn reduce_gradients(&mut self) {
         if self.gradients_reduced {
             return;
@@ -115,27 +117,33 @@ impl Optimizer {
         if engine.world_size() == 1 {
             return;
         }
-        let mut layout: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut grads = Vec::with_capacity(self.params.len());
-        for (index, p) in self.params.iter().enumerate() {
-            let g = p.grad();
-            let mark = if g.defined() { p.numel() as u64 + 1 } else { 0 };
-            for word in [index as u64, mark] {
-                layout = (layout ^ word).wrapping_mul(0x0100_0000_01b3);
-            }
-            if g.defined() {
-                grads.push(g);
-            }
+        let reached: Vec<f32> = self
+            .params
+            .iter()
+            .map(|p| f32::from(u8::from(p.grad().defined())))
+            .collect();
+        let mut union = [Tensor::from_slice(&reached)];
+        engine
+            .all_reduce_sum(&mut union)
+            .unwrap_or_else(|e| panic!("agreeing on the parameters with gradients: {e}"));
+        let union = Vec::<f32>::try_from(&union[0]).expect("float mask");
+        let missing: Vec<Tensor> = self
+            .params
+            .iter()
+            .zip(&union)
+            .filter(|(p, &u)| u > 0.0 && !p.grad().defined())
+            .map(|(p, _)| p.sum(p.kind()) * 0.0)
+            .collect();
+        if !missing.is_empty() {
+            Tensor::stack(&missing, 0).sum(Kind::Float).backward();
         }
-        let layouts = engine
-            .all_gather_u64(layout)
-            .unwrap_or_else(|e| panic!("comparing the ranks' gradient layouts: {e}"));
-        assert!(
-            layouts.iter().all(|&l| l == layout),
-            "rank {}: the ranks' gradients differ in which parameters they reach ({layouts:x?}): \
-             every rank must run the same loss on a non-empty share of the batch",
-            engine.rank()
-        );
+        let mut grads: Vec<Tensor> = self
+            .params
+            .iter()
+            .zip(&union)
+            .filter(|(_, &u)| u > 0.0)
+            .map(|(p, _)| p.grad())
+            .collect();
         engine
             .all_reduce_sum(&mut grads)
             .unwrap_or_else(|e| panic!("summing the gradients over the ranks: {e}"));

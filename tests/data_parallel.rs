@@ -210,6 +210,52 @@ fn fine_tuning_on_two_ranks_equals_one_rank_for_every_agent() {
     }
 }
 
+/// GPU machines only: fine-tuning on 2 GPUs (NCCL for the gradients)
+/// equals 1 GPU. Tolerance 1e-3: CUDA's reductions (atomic adds in
+/// cuDNN's backward passes) are not deterministic even on one GPU.
+#[test]
+fn fine_tuning_on_two_gpus_equals_one_gpu() {
+    if tch::Cuda::device_count() < 2 {
+        eprintln!(
+            "skipped: needs 2 or more GPUs, this machine has {}",
+            tch::Cuda::device_count()
+        );
+        return;
+    }
+    let dir = temp_dir("data_parallel_gpu");
+    std::fs::write(
+        dir.join("pre.ron"),
+        tiny_pretrain(&dir.join("runs"), "pre", 4, 2),
+    )
+    .unwrap();
+    run_ok(rl_run().arg(dir.join("pre.ron")).arg("--quiet"));
+    for (name, agent, regularizer, batch, _) in &FINE_TUNINGS[..2] {
+        let mut finals = Vec::new();
+        for ranks in [1, 2] {
+            let run = format!("gpu_{name}{ranks}");
+            let text = common::tiny_finetune(&dir.join("runs"), &run, "pre.ron", 2)
+                .replace("    seed: 5,\n", "    seed: 5,\n    device: Cuda(0),\n")
+                .replace("Reinforce(use_baseline: true)", agent)
+                .replace("Baseline(lambda: 0.25)", regularizer)
+                .replace("batch: 64,", &format!("batch: {batch},"));
+            let file = dir.join(format!("{run}.ron"));
+            std::fs::write(&file, text).unwrap();
+            let mut cmd = if ranks == 1 { rl_run() } else { mpirun(2) };
+            let out = run_ok(cmd.arg(&file).arg("--quiet"));
+            if ranks == 2 {
+                let log = String::from_utf8_lossy(&out.stderr);
+                assert!(log.contains("with NCCL for GPU tensors"), "{log}");
+            }
+            finals.push(dir.join(format!("runs/{run}/final")));
+        }
+        for part in ["generator.safetensors", "critic.safetensors"] {
+            let worst = largest_difference(&finals[0], &finals[1], part);
+            eprintln!("GPU {name} {part}: largest relative difference {worst:e}");
+            assert!(worst < 1e-3, "GPU {name} {part}: {worst:e}");
+        }
+    }
+}
+
 #[test]
 fn distillation_on_two_ranks_equals_one_rank() {
     let dir = temp_dir("data_parallel_distill");

@@ -334,55 +334,6 @@ mod tests {
         collector.buffer
     }
 
-    /// The state ids of a minibatch.
-    fn ids(batch: &TransitionBatch) -> Vec<f32> {
-        Vec::<f32>::try_from(batch.state.flatten(0, -1)).unwrap()
-    }
-
-    #[test]
-    fn the_ranks_shares_of_a_minibatch_are_its_rows_with_their_x0() {
-        // Two ranks holding chains 0..3 and 3..5 draw the same minibatches
-        // as one process holding all 5; each gets its rows of them, in the
-        // drawn order, and the shares add up to 1.
-        let draw = |rows: Rows| {
-            let _rng = envs::testing::seeded(7);
-            filled_share(true, rows).minibatches(8, 3, Device::Cpu)
-        };
-        let whole = draw(Rows::all(5));
-        let ranks = [draw(Rows::share(0, 3, 5)), draw(Rows::share(3, 2, 5))];
-        for (i, batch) in whole.iter().enumerate() {
-            assert_eq!(batch.share, 1.0);
-            let all = ids(batch);
-            let mut together = Vec::new();
-            let mut share = 0.0;
-            for (rank, batches) in ranks.iter().enumerate() {
-                let part = &batches[i];
-                share += part.share;
-                if part.share == 0.0 {
-                    continue;
-                }
-                let mine: Vec<f32> = all
-                    .iter()
-                    .copied()
-                    .filter(|id| (*id as i64 % 10 >= 3) == (rank == 1))
-                    .collect();
-                assert_eq!(ids(part), mine, "rank {rank}, minibatch {i}");
-                assert_eq!(part.share, mine.len() as f64 / 8.0);
-                let finals = Vec::<f32>::try_from(part.final_sample.flatten(0, -1)).unwrap();
-                for (id, x0) in mine.iter().zip(finals) {
-                    let (episode, chain) = (*id as i64 / 100, *id as i64 % 10);
-                    assert_eq!(x0 as i64, 1000 * episode + chain);
-                }
-                together.extend(mine);
-            }
-            assert!((share - 1.0).abs() < 1e-12);
-            together.sort_by(f32::total_cmp);
-            let mut sorted = all.clone();
-            sorted.sort_by(f32::total_cmp);
-            assert_eq!(together, sorted);
-        }
-    }
-
     #[test]
     fn minibatches_are_disjoint_rows_of_the_buffer() {
         let _rng = envs::testing::seeded(0);

@@ -330,40 +330,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_ranks_shares_of_a_minibatch_are_its_transitions_with_their_x0() {
-        // Ranks holding chains 0..2 and 2..5 keep the slots one process
-        // holding all 5 keeps; each minibatch gives each rank its held
-        // transitions of it, in the drawn order, and the shares add up to 1.
-        let draw = |rows: Rows| {
-            let _rng = envs::testing::seeded(11);
-            let mut r = Reservoir::new(12);
-            offer_share(&mut r, 3, 4, rows, 2);
-            assert_eq!((r.seen(), r.len()), (60, 12));
-            r.minibatches(5, 3, Device::Cpu)
-        };
-        let whole = draw(Rows::all(5));
-        let ranks = [draw(Rows::share(0, 2, 5)), draw(Rows::share(2, 3, 5))];
-        for (i, batch) in whole.iter().enumerate() {
-            let all = checked_ids(batch, 4);
-            let mut share = 0.0;
-            for (rank, batches) in ranks.iter().enumerate() {
-                let part = &batches[i];
-                share += part.share;
-                let mine: Vec<i64> = all
-                    .iter()
-                    .copied()
-                    .filter(|id| (id % 10 >= 2) == (rank == 1))
-                    .collect();
-                assert_eq!(part.share, mine.len() as f64 / 5.0);
-                if !mine.is_empty() {
-                    assert_eq!(checked_ids(part, 4), mine, "rank {rank}, minibatch {i}");
-                }
-            }
-            assert!((share - 1.0).abs() < 1e-12);
-        }
-    }
-
     /// The ids of a minibatch's states, checking each row against its action,
     /// step and x_0 on the way.
     fn checked_ids(batch: &TransitionBatch, steps: i64) -> Vec<i64> {

@@ -105,6 +105,51 @@ impl RunningStats {
         Ok(())
     }
 
+    /// The number of features per sample.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The plain sum of the samples, `[dim]` float64 (zeros when empty):
+    /// with [`Self::count`], what a mean over several streams adds up.
+    pub fn plain_sum(&self) -> Tensor {
+        match &self.shift {
+            Some(shift) => &self.sum + shift * self.count as f64,
+            None => self.sum.zeros_like(),
+        }
+    }
+
+    /// The moments about `origin` (`[dim]` float64): the sum of `x - origin`
+    /// and the sum of its outer products, re-centred from the stream's own
+    /// shift s exactly (with d = s - origin, n d and S d^T + d S^T + n d d^T
+    /// are added, S the sum about s), so that streams measured apart (the
+    /// ranks of a data-parallel run) add up about one origin. Zeros when
+    /// empty.
+    pub fn moments_about(&self, origin: &Tensor) -> (Tensor, Tensor) {
+        let Some(shift) = &self.shift else {
+            return (self.sum.zeros_like(), self.outer.zeros_like());
+        };
+        let n = self.count as f64;
+        let d = shift - origin;
+        let sum = &self.sum + &d * n;
+        let cross = self.sum.outer(&d);
+        let outer = &self.outer + &cross + cross.transpose(0, 1) + d.outer(&d) * n;
+        (sum, outer)
+    }
+
+    /// Statistics of `count` samples from their moments about `origin`
+    /// ([`Self::moments_about`], summed over streams).
+    pub fn from_moments(count: i64, origin: Tensor, sum: Tensor, outer: Tensor) -> Self {
+        let options = (Kind::Double, Device::Cpu);
+        Self {
+            dim: origin.size()[0] as usize,
+            count,
+            shift: Some(origin.to_kind(Kind::Double).to_device(Device::Cpu)),
+            sum: sum.to_kind(options.0).to_device(options.1),
+            outer: outer.to_kind(options.0).to_device(options.1),
+        }
+    }
+
     /// The mean and the covariance (divided by n - 1).
     ///
     /// # Errors
@@ -249,6 +294,41 @@ mod tests {
             assert!((s - w).abs() < 1e-12 && (s - c).abs() < 1e-9, "{s} {w} {c}");
         }
         assert!(frechet_distance(&streamed, &streamed).unwrap().abs() < 1e-9);
+    }
+
+    #[test]
+    fn streams_measured_apart_add_up_to_the_whole_set_about_one_origin() {
+        let _rng = envs::testing::seeded(2);
+        let x = Tensor::randn([301, 16], (Kind::Double, Device::Cpu)) * 0.1 + 1000.0;
+        let whole = stats_of(&x);
+        // Three streams (as three ranks), one of them empty, each with its
+        // own shift, brought to the mean of all of them.
+        let mut streams: Vec<RunningStats> = (0..3).map(|_| RunningStats::new(16)).collect();
+        streams[0].add(&x.narrow(0, 0, 120)).unwrap();
+        streams[0].add(&x.narrow(0, 120, 50)).unwrap();
+        streams[2].add(&x.narrow(0, 170, 131)).unwrap();
+        let count: i64 = streams.iter().map(RunningStats::count).sum();
+        let origin = streams.iter().map(RunningStats::plain_sum).sum::<Tensor>() / count as f64;
+        let (mut sum, mut outer) = (origin.zeros_like(), origin.zeros_like().outer(&origin));
+        for stream in &streams {
+            let (s, o) = stream.moments_about(&origin);
+            sum += s;
+            outer += o;
+        }
+        let merged = RunningStats::from_moments(count, origin.shallow_clone(), sum, outer)
+            .finish()
+            .unwrap();
+        for (m, w) in merged.mu.iter().zip(&whole.mu) {
+            assert!((m - w).abs() < 1e-10, "{m} {w}");
+        }
+        for (m, w) in merged.sigma.iter().zip(&whole.sigma) {
+            assert!((m - w).abs() < 1e-12, "{m} {w}");
+        }
+        // Re-centring is what makes the sum right: the streams' own sums
+        // about their own shifts do not add up.
+        let raw = streams[0].sum.shallow_clone() + &streams[2].sum;
+        let shifted = streams[0].moments_about(&origin).0 + streams[2].moments_about(&origin).0;
+        assert!(f64::try_from((raw - shifted).abs().max()).unwrap() > 1e-3);
     }
 
     #[test]

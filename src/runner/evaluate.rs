@@ -60,28 +60,75 @@ pub fn sample(
     chunk: usize,
     chunk_setting: &'static str,
 ) -> Result<Tensor, RunError> {
+    sample_chunks(policy, n, shape, seed, chunk, chunk_setting, Keep::All)
+}
+
+/// [`sample`], each rank keeping only its rows of every chunk
+/// ([`agents::shares::own_rows`]): the ranks together hold each of the `n`
+/// samples once, with no exchange of images (one process gets all of them,
+/// as from [`sample`]). For measures that add up over samples, such as the
+/// FID's feature statistics.
+pub fn sample_own_rows(
+    policy: &DiffusionPolicy,
+    n: usize,
+    shape: &[i64],
+    seed: i64,
+    chunk: usize,
+    chunk_setting: &'static str,
+) -> Result<Tensor, RunError> {
+    sample_chunks(policy, n, shape, seed, chunk, chunk_setting, Keep::OwnRows)
+}
+
+/// Which samples of an evaluation a rank gets back.
+#[derive(Clone, Copy)]
+enum Keep {
+    /// Every sample, on every rank.
+    All,
+    /// The rank's rows of every chunk.
+    OwnRows,
+}
+
+fn sample_chunks(
+    policy: &DiffusionPolicy,
+    n: usize,
+    shape: &[i64],
+    seed: i64,
+    chunk: usize,
+    chunk_setting: &'static str,
+    keep: Keep,
+) -> Result<Tensor, RunError> {
     tch::manual_seed(seed);
     let chunk = chunk.max(1);
     let engine = collective::current();
     let split = engine.world_size() > 1 && policy.samples_split_exactly();
+    let cpu = (tch::Kind::Float, tch::Device::Cpu);
     let parts = (0..n)
         .step_by(chunk)
         .map(|start| {
             let len = chunk.min(n - start) as i64;
+            let rows = agents::shares::own_rows(len);
             memory::guard("a sampling chunk", chunk_setting, chunk, || {
                 if !split {
-                    return Ok(policy.sample(len, shape).to_device(tch::Device::Cpu));
+                    let all = policy.sample(len, shape).to_device(tch::Device::Cpu);
+                    return Ok(match keep {
+                        Keep::All => all,
+                        Keep::OwnRows => all.narrow(0, rows.start, rows.len),
+                    });
                 }
-                // Each rank runs its rows of the chunk; the rows meet in a
-                // sum over the ranks of zero-filled chunks (exact: each
-                // element is one rank's value plus zeros).
-                let rows = agents::shares::own_rows(len);
-                let mut whole = [Tensor::zeros(
-                    [&[len], shape].concat().as_slice(),
-                    (tch::Kind::Float, tch::Device::Cpu),
-                )];
+                // A rank with no rows of this chunk skips its noise: the
+                // chunks after it are no longer, so it has none of theirs.
+                let mine = if rows.len > 0 {
+                    policy.sample_rows(rows, shape).to_device(tch::Device::Cpu)
+                } else {
+                    Tensor::zeros([&[0], shape].concat().as_slice(), cpu)
+                };
+                if let Keep::OwnRows = keep {
+                    return Ok(mine);
+                }
+                // The rows meet in a sum over the ranks of zero-filled
+                // chunks (exact: each element is one rank's value plus zeros).
+                let mut whole = [Tensor::zeros([&[len], shape].concat().as_slice(), cpu)];
                 if rows.len > 0 {
-                    let mine = policy.sample_rows(rows, shape).to_device(tch::Device::Cpu);
                     whole[0].narrow(0, rows.start, rows.len).copy_(&mine);
                 }
                 engine.all_reduce_sum(&mut whole)?;

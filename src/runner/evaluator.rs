@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use agents::policy::DiffusionPolicy;
 use tch::Tensor;
 
-use super::evaluate::{quality, sample, to_vec, EVAL_SEED};
+use super::evaluate::{quality, sample, sample_own_rows, to_vec, EVAL_SEED};
 
 use crate::checkpoint::RunFolderStore;
 use crate::config::Experiment;
@@ -77,7 +77,9 @@ pub struct ExperimentEvaluator {
 /// What FID evaluations compare against.
 struct FidProbe {
     featurizer: std::rc::Rc<dyn crate::metrics::features::Featurizer>,
-    reference: crate::metrics::frechet::GaussianStats,
+    /// The training images' statistics (rank 0 only: the other ranks of a
+    /// data-parallel run measure features without comparing them).
+    reference: Option<crate::metrics::frechet::GaussianStats>,
     /// The TensorBoard tag: `eval/fid` (`eval/classifier_fid` for the
     /// classifier) for the first, `eval/<name>_fid` for the others.
     tag: String,
@@ -105,15 +107,20 @@ impl Evaluate for ExperimentEvaluator {
     ) -> Result<String, RunError> {
         let data = &self.reference.shallow_clone();
         let eval = self.exp.eval.clone();
-        // On several ranks all of them sample (each its rows) and rank 0
-        // measures and writes; they start together once rank 0 has its
-        // FID reference (which may take long the first time).
+        // On several ranks all of them sample (each its rows) and measure
+        // their FID samples' features, and rank 0 measures and writes; they
+        // start together once rank 0 has its FID reference (which may take
+        // long the first time), and the others then load the feature
+        // networks it made.
         let engine = collective::current();
         if engine.rank() == 0 {
             self.prepare_fid(policy)?;
         }
         if engine.world_size() > 1 {
             engine.evaluation_barrier()?;
+            if engine.rank() != 0 {
+                self.prepare_fid(policy)?;
+            }
         }
         let samples = sample(
             policy,
@@ -123,7 +130,7 @@ impl Evaluate for ExperimentEvaluator {
             eval.chunk,
             "eval.chunk",
         )?;
-        let fid_samples = self.fid_samples(policy)?;
+        let fids = self.fids(policy)?;
         if engine.rank() != 0 {
             return Ok(String::new());
         }
@@ -154,7 +161,6 @@ impl Evaluate for ExperimentEvaluator {
         } else {
             recorder.samples_over_data("eval/samples", &to_vec(&samples), &to_vec(data), step)?;
         }
-        let fids = self.fids(fid_samples)?;
         for (probe, fid) in self.fid.iter().zip(&fids) {
             recorder.scalar(&probe.tag, *fid, step)?;
         }
@@ -170,86 +176,94 @@ impl Evaluate for ExperimentEvaluator {
 }
 
 impl ExperimentEvaluator {
-    /// The FIDs of the `eval.fid.n` samples [`Self::fid_samples`] drew
-    /// against the training images on each feature network `eval.fid`
-    /// names, prepared by [`Self::prepare_fid`] (image runs only; empty
-    /// without `eval.fid`).
-    fn fids(&self, samples: Option<Tensor>) -> Result<Vec<f64>, RunError> {
-        let (Some(config), Some(samples)) = (self.exp.eval.fid.clone(), samples) else {
+    /// The FIDs of `eval.fid.n` samples against the training images on
+    /// each feature network `eval.fid` names, prepared by
+    /// [`Self::prepare_fid`] (image runs only; empty without `eval.fid`).
+    /// On several ranks every rank calls it: each samples its rows and
+    /// measures their features ([`sample_own_rows`]), the statistics meet
+    /// over the ranks ([`super::fid::pixel_stats_over_ranks`]), and rank 0
+    /// gets the FIDs (the others an empty list).
+    fn fids(&self, policy: &DiffusionPolicy) -> Result<Vec<f64>, RunError> {
+        let Some(config) = &self.exp.eval.fid else {
             return Ok(Vec::new());
         };
-        let pixels = envs::images::to_pixels(&samples);
-        self.fid
-            .iter()
-            .map(|probe| {
-                let measured =
-                    super::fid::measure_pixels(&*probe.featurizer, &pixels, config.batch)?;
-                Ok(crate::metrics::frechet::frechet_distance(
-                    &measured.stats,
-                    &probe.reference,
-                )?)
-            })
-            .collect()
-    }
-
-    /// The `eval.fid.n` samples the FIDs measure (none without `eval.fid`
-    /// or for points); on several ranks every rank calls it (each samples
-    /// its rows, [`sample`]).
-    fn fid_samples(&self, policy: &DiffusionPolicy) -> Result<Option<Tensor>, RunError> {
-        let Some(config) = &self.exp.eval.fid else {
-            return Ok(None);
-        };
         if !self.exp.data.set.is_images() {
-            return Ok(None);
+            return Ok(Vec::new());
         }
-        Ok(Some(sample(
+        let samples = sample_own_rows(
             policy,
             config.n,
             &self.exp.data.set.element_shape(),
             FID_SEED ^ self.exp.seed as i64,
             self.exp.eval.chunk,
             "eval.chunk",
-        )?))
+        )?;
+        let pixels = envs::images::to_pixels(&samples);
+        let mut fids = Vec::new();
+        for probe in &self.fid {
+            let stats =
+                super::fid::pixel_stats_over_ranks(&*probe.featurizer, &pixels, config.batch)?;
+            if let Some(reference) = &probe.reference {
+                fids.push(crate::metrics::frechet::frechet_distance(
+                    &stats, reference,
+                )?);
+            }
+        }
+        Ok(fids)
     }
 
     /// Builds the FIDs' feature networks and their statistics of the
-    /// training images (from the cache when there), once.
+    /// training images (from the cache when there), once; on the ranks of a
+    /// data-parallel run other than 0, once rank 0 has, the networks alone
+    /// ([`super::fid::featurizer_made_by_rank_zero`]).
     fn prepare_fid(&mut self, policy: &DiffusionPolicy) -> Result<(), RunError> {
         let Some(config) = self.exp.eval.fid.clone() else {
             return Ok(());
         };
-        if !self.exp.data.set.is_images() {
+        if !self.exp.data.set.is_images() || !self.fid.is_empty() {
             return Ok(());
         }
-        if self.fid.is_empty() {
-            let device = policy.var_store().device();
-            let data = super::data::Data::load(&self.exp.data, tch::Device::Cpu)?;
-            let networks = std::iter::once(&config.features).chain(&config.also);
-            for (i, features) in networks.enumerate() {
-                let featurizer = super::fid::featurizer(features, &self.exp, device, false)?;
-                let reference = super::fid::cached_reference(
-                    &self.exp.record.dir.join(super::fid::FID_STATS_DIR),
-                    &format!("{} training", self.exp.data.set.name()),
-                    &super::fid::data_identity(&self.exp, "training", data.len()),
-                    || Ok(envs::images::to_pixels(&data.first(data.len()))),
-                    &*featurizer,
-                    config.batch,
-                    false,
-                )?
-                .stats;
-                let tag = match (i, features) {
-                    (0, crate::config::FeatureConfig::Classifier { .. }) => {
-                        "eval/classifier_fid".to_string()
-                    }
-                    (0, _) => "eval/fid".to_string(),
-                    (_, f) => format!("eval/{}_fid", f.name()),
-                };
-                self.fid.push(FidProbe {
-                    featurizer,
-                    reference,
-                    tag,
-                });
-            }
+        let device = policy.var_store().device();
+        let measures_reference = collective::current().rank() == 0;
+        let data = if measures_reference {
+            Some(super::data::Data::load(&self.exp.data, tch::Device::Cpu)?)
+        } else {
+            None
+        };
+        let networks = std::iter::once(&config.features).chain(&config.also);
+        for (i, features) in networks.enumerate() {
+            let (featurizer, reference) = match &data {
+                Some(data) => {
+                    let featurizer = super::fid::featurizer(features, &self.exp, device, false)?;
+                    let reference = super::fid::cached_reference(
+                        &self.exp.record.dir.join(super::fid::FID_STATS_DIR),
+                        &format!("{} training", self.exp.data.set.name()),
+                        &super::fid::data_identity(&self.exp, "training", data.len()),
+                        || Ok(envs::images::to_pixels(&data.first(data.len()))),
+                        &*featurizer,
+                        config.batch,
+                        false,
+                    )?
+                    .stats;
+                    (featurizer, Some(reference))
+                }
+                None => (
+                    super::fid::featurizer_made_by_rank_zero(features, &self.exp, device)?,
+                    None,
+                ),
+            };
+            let tag = match (i, features) {
+                (0, crate::config::FeatureConfig::Classifier { .. }) => {
+                    "eval/classifier_fid".to_string()
+                }
+                (0, _) => "eval/fid".to_string(),
+                (_, f) => format!("eval/{}_fid", f.name()),
+            };
+            self.fid.push(FidProbe {
+                featurizer,
+                reference,
+                tag,
+            });
         }
         Ok(())
     }

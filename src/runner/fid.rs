@@ -390,6 +390,77 @@ pub fn featurizer(
     }
 }
 
+/// The feature network `config` names, as [`featurizer`] gives it but
+/// never training a classifier: what the ranks of a data-parallel run other
+/// than rank 0 load once rank 0 has made it (a classifier trained apart
+/// would give other features).
+///
+/// # Errors
+/// [`RunError::Metric`] naming the classifier's folder when it holds no
+/// trained classifier (the ranks then do not share `record.dir`'s file
+/// system); fetching and loading errors.
+pub fn featurizer_made_by_rank_zero(
+    config: &FeatureConfig,
+    exp: &Experiment,
+    device: Device,
+) -> Result<Rc<dyn Featurizer>, RunError> {
+    if let FeatureConfig::Classifier { epochs } = config {
+        let dir = classifier_dir(exp, *epochs);
+        if !Classifier::is_saved(&dir) {
+            return Err(crate::metrics::error::MetricError::FeatureNetwork {
+                path: dir,
+                message: format!(
+                    "rank {} finds no classifier here, where rank 0 keeps the one it trained: \
+                     the ranks of a run over several machines need `record.dir` on a file \
+                     system they share",
+                    collective::current().rank()
+                ),
+            }
+            .into());
+        }
+    }
+    featurizer(config, exp, device, false)
+}
+
+/// The feature statistics of uint8 images `[N, C, H, W]` held apart by the
+/// ranks of a data-parallel run (each its own rows, any number, none
+/// included), `batch` at a time: each rank streams its features, and the
+/// sums, taken about the mean over all ranks, are added over the ranks
+/// ([`RunningStats::moments_about`]). Every rank gets the statistics of the
+/// whole set; one process gets [`measure_pixels`]'s.
+///
+/// # Errors
+/// [`RunError::Metric`] when the network fails or gives non-finite
+/// features, or all ranks together hold fewer than two images; a failed
+/// collective.
+pub fn pixel_stats_over_ranks(
+    featurizer: &dyn Featurizer,
+    pixels: &Tensor,
+    batch: usize,
+) -> Result<GaussianStats, RunError> {
+    let mut stats = RunningStats::new(featurizer.dim());
+    if pixels.size()[0] > 0 {
+        for part in pixels.split(batch.max(1) as i64, 0) {
+            stats.add(&featurizer.features(&part)?)?;
+        }
+    }
+    let engine = collective::current();
+    if engine.world_size() == 1 {
+        return Ok(stats.finish()?);
+    }
+    let count = Tensor::from_slice(&[stats.count() as f64]);
+    let mut totals = [count, stats.plain_sum()];
+    engine.all_reduce_sum(&mut totals)?;
+    let [count, sum] = totals;
+    let count = count.double_value(&[0]);
+    let origin = sum / count;
+    let (sum, outer) = stats.moments_about(&origin);
+    let mut moments = [sum, outer];
+    engine.all_reduce_sum(&mut moments)?;
+    let [sum, outer] = moments;
+    Ok(RunningStats::from_moments(count as i64, origin, sum, outer).finish()?)
+}
+
 /// A file name made of the label's letters and digits.
 pub fn slug(label: &str) -> String {
     let mut out = String::new();

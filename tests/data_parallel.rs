@@ -399,6 +399,30 @@ fn files_that_are_not_one_experiment_are_refused_on_several_ranks() {
         start.elapsed()
     );
     assert!(!dir.join("runs/pre").exists(), "nothing was trained");
+    // A global batch smaller than the ranks is refused, in the experiment
+    // run and in a dependency it would train on the way, by file.
+    std::fs::write(
+        dir.join("one_row.ron"),
+        tiny_pretrain(&dir.join("runs"), "one_row", 4, 1).replace("batch: 128", "batch: 1"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        common::tiny_finetune(&dir.join("runs"), "fine", "one_row.ron", 1),
+    )
+    .unwrap();
+    let out = mpirun(2)
+        .arg(dir.join("fine.ron"))
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{log}");
+    assert!(
+        log.contains("one_row.ron: task.batch 1 is the global batch, split across the ranks"),
+        "{log}"
+    );
+    assert!(!dir.join("runs/one_row").exists(), "nothing was trained");
     // A process that the launcher's variables call one of two ranks, started
     // alone, is refused rather than trained as if it were the whole run.
     let out = rl_run()
@@ -413,6 +437,45 @@ fn files_that_are_not_one_experiment_are_refused_on_several_ranks() {
         log.contains("the launcher's environment says rank 0 of 2"),
         "{log}"
     );
+}
+
+/// Ranks whose dependency another process is training wait for it under
+/// the evaluation deadline, not a training collective's: with a 2 s
+/// collective deadline, rank 1 waits out 6 s of a held lock on the
+/// pretraining, then the ranks train it and the fine-tuning.
+#[test]
+fn ranks_wait_for_a_dependency_another_process_is_training() {
+    let dir = temp_dir("data_parallel_dependency_wait");
+    std::fs::write(
+        dir.join("pre.ron"),
+        tiny_pretrain(&dir.join("runs"), "pre", 4, 1),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("fine.ron"),
+        common::tiny_finetune(&dir.join("runs"), "fine", "pre.ron", 1),
+    )
+    .unwrap();
+    // The lock rl-run takes on a run folder it trains (runner::lock).
+    std::fs::create_dir_all(dir.join("runs/pre")).unwrap();
+    let held = std::fs::File::create(dir.join("runs/pre/train.lock")).unwrap();
+    held.try_lock().unwrap();
+    let child = mpirun(2)
+        .arg(dir.join("fine.ron"))
+        .arg("--quiet")
+        .env("SHORTCUT_COLLECTIVE_TIMEOUT", "2")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    std::fs::remove_file(dir.join("runs/pre/train.lock")).unwrap();
+    held.unlock().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("rl-run: waiting for"), "{log}");
+    assert!(dir.join("runs/fine/final").is_dir(), "{log}");
 }
 
 /// The pid of `rank` among mpirun's children (from /proc).

@@ -82,7 +82,8 @@ pub trait Collective {
     fn barrier(&self) -> Result<(), CollectiveError>;
     /// [`Collective::barrier`] under the longer deadline of an evaluation
     /// ([`Options::evaluation_timeout`]): where the other ranks wait while
-    /// rank 0 alone evaluates.
+    /// rank 0 alone evaluates, or waits for a dependency that another
+    /// process is training.
     fn evaluation_barrier(&self) -> Result<(), CollectiveError> {
         self.barrier()
     }

@@ -141,18 +141,6 @@ fn data_parallel_run(
         }
     }
     let exp = crate::overrides::apply(Experiment::load(path)?, &options.overrides, path)?;
-    let batch = match &exp.task {
-        Task::Pretrain(task) => task.batch,
-        Task::FineTune(task) => task.batch,
-        Task::Distill(task) => task.batch,
-        Task::CovarianceHead(task) => task.batch,
-    };
-    if batch < world {
-        return refuse(format!(
-            "{}: task.batch {batch} is the global batch, split across the ranks: it needs at least one sample per rank",
-            path.display()
-        ));
-    }
     if collective::current().rank() == 0 && !options.no_table && !exp.compare.is_empty() {
         eprintln!(
             "rl-run: the comparison table is made in one process: run `rl-run {}` after this run",
@@ -326,10 +314,14 @@ fn ensure_trained(
     let dir = run_dir(exp);
     let store = RunFolderStore::new(&dir);
     let (final_dir, checkpoint_dir) = (store.final_dir(), store.checkpoint_dir());
-    if !main && store.published()?.is_some() {
+    // Of data-parallel ranks, rank 0's view decides (another rl-run may be
+    // publishing the dependency while the ranks look).
+    let engine = collective::current();
+    if !main && rank_zero_says(engine.as_ref(), store.published()?.is_some())? {
         warn_if_changed(exp, &final_dir);
         return Ok(final_dir);
     }
+    check_global_batch(path, exp, engine.world_size())?;
     // A start that does not fit is refused before anything is moved or trained.
     if let Some(init) = exp.task.init() {
         match model::init_source(path, init) {
@@ -343,14 +335,18 @@ fn ensure_trained(
     }
     // A dependency being trained by another rl-run is waited for; the run
     // asked for is refused. Of data-parallel ranks, rank 0 holds the lock
-    // and moves folders; the others look once it holds it.
-    let engine = collective::current();
+    // and moves folders; the others look once it holds it, waiting as long
+    // as for an evaluation where rank 0 may wait for that other rl-run.
     let lock = if engine.rank() == 0 {
         Some(lock::RunLock::acquire(&dir, !main)?)
     } else {
         None
     };
-    engine.barrier()?;
+    if main {
+        engine.barrier()?;
+    } else {
+        engine.evaluation_barrier()?;
+    }
     let (published, latest) = agreed_folder_state(&store, engine.as_ref())?;
     let has_results = published || latest.is_some();
     if main && options.retrain && has_results {
@@ -453,6 +449,38 @@ fn ensure_trained(
 /// rank 0 sees them: every rank of a data-parallel run takes rank 0's
 /// answer (and checks that its own view of the folder agrees), so that all
 /// return, resume or start alike.
+/// Rank 0's `value` on every rank (this process's own on one rank).
+fn rank_zero_says(engine: &dyn collective::Collective, value: bool) -> Result<bool, RunError> {
+    if engine.world_size() == 1 {
+        return Ok(value);
+    }
+    let mut seen = [tch::Tensor::from_slice(&[i64::from(value)])];
+    engine.broadcast(&mut seen, 0)?;
+    Ok(seen[0].int64_value(&[0]) == 1)
+}
+
+/// Refuses, on `world` ranks, an experiment whose global batch (`task.batch`)
+/// has fewer samples than there are ranks: the main experiment and every
+/// experiment it trains on the way.
+fn check_global_batch(path: &Path, exp: &Experiment, world: usize) -> Result<(), RunError> {
+    let batch = match &exp.task {
+        Task::Pretrain(task) => task.batch,
+        Task::FineTune(task) => task.batch,
+        Task::Distill(task) => task.batch,
+        Task::CovarianceHead(task) => task.batch,
+    };
+    if batch < world {
+        return Err(RunError::DataParallel {
+            world,
+            message: format!(
+                "{}: task.batch {batch} is the global batch, split across the ranks: it needs at least one sample per rank",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn agreed_folder_state(
     store: &RunFolderStore,
     engine: &dyn collective::Collective,

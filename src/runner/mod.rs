@@ -141,6 +141,13 @@ fn data_parallel_run(
         }
     }
     let exp = crate::overrides::apply(Experiment::load(path)?, &options.overrides, path)?;
+    // GPU tensors meet over NCCL and CPU tensors over MPI: ranks on both
+    // kinds of device would wait in different collectives.
+    let engine = collective::current();
+    let on_gpu = engine.all_gather_u64(u64::from(exp.device.resolve().is_cuda()))?;
+    if let Some(message) = mixed_devices(&on_gpu) {
+        return refuse(format!("{}: {message}", path.display()));
+    }
     if collective::current().rank() == 0 && !options.no_table && !exp.compare.is_empty() {
         eprintln!(
             "rl-run: the comparison table is made in one process: run `rl-run {}` after this run",
@@ -153,6 +160,25 @@ fn data_parallel_run(
         ..options.clone()
     };
     Ok(Report::Run(run_file(path, &options)?))
+}
+
+/// What is wrong when some ranks run on a GPU and others on the CPU
+/// (`on_gpu`: 1 for a GPU, by rank), if they do.
+fn mixed_devices(on_gpu: &[u64]) -> Option<String> {
+    let ranks = |gpu: u64| {
+        let list: Vec<String> = (0..on_gpu.len())
+            .filter(|&r| on_gpu[r] == gpu)
+            .map(|r| r.to_string())
+            .collect();
+        list.join(", ")
+    };
+    let (gpus, cpus) = (ranks(1), ranks(0));
+    (!gpus.is_empty() && !cpus.is_empty()).then(|| {
+        format!(
+            "ranks {gpus} run on a GPU and ranks {cpus} on the CPU (`device: Auto` found no GPU \
+             there): the ranks need one kind of device; set `device` to Cpu, or run on GPU nodes only"
+        )
+    })
 }
 
 /// Runs the experiment in `path` (training what it depends on first) and evaluates it.
@@ -752,5 +778,21 @@ fn describe(exp: &Experiment) -> String {
             d.from_steps, exp.name
         ),
         Task::CovarianceHead(_) => format!("{} ({})", exp.env.sampler.describe(), exp.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mixed_devices;
+
+    #[test]
+    fn ranks_on_both_kinds_of_device_are_named() {
+        assert_eq!(mixed_devices(&[0, 0]), None);
+        assert_eq!(mixed_devices(&[1, 1, 1]), None);
+        let message = mixed_devices(&[1, 0, 1, 0]).expect("mixed");
+        assert!(
+            message.starts_with("ranks 0, 2 run on a GPU and ranks 1, 3 on the CPU"),
+            "{message}"
+        );
     }
 }
